@@ -1,0 +1,214 @@
+//! The future that waits for a slot: FIFO per key, one timer per key, cancellation-safe.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use crate::bucket::Admission;
+use crate::error::{RateLimited, Reason};
+use crate::limiter::{Key, Limiter};
+
+/// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
+///
+/// The slot is consumed when this future completes with `Ok`. Dropping it earlier removes it from
+/// the queue: no capacity is lost, and if it was at the head, the next waiter takes over.
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<K: Key> {
+    limiter: Limiter<K>,
+    key: K,
+    phase: Phase,
+    /// The head of the queue sleeps until its slot; other waiters need no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Start,
+    Queued { id: u64, since: Instant },
+    Done,
+}
+
+impl<K: Key> Acquire<K> {
+    pub(crate) fn new(limiter: Limiter<K>, key: K) -> Self {
+        Self {
+            limiter,
+            key,
+            phase: Phase::Start,
+            sleep: None,
+        }
+    }
+
+    /// The key this future waits on.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+
+    /// Arms the head's timer for `at` and polls it; `Ready` means the instant has already passed.
+    fn sleep_until(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.sleep {
+            Some(sleep) if sleep.deadline() == at => {}
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.sleep
+            .as_mut()
+            .expect("sleep was just armed")
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// One attempt under the lock. `None` means the head's timer must be armed for the instant in
+    /// `Err`, `Some` is the answer to return (`Pending` for a waiter behind the head).
+    fn step(&mut self, cx: &mut Context<'_>) -> Step {
+        let now = Instant::now();
+        let shared = &self.limiter.shared;
+        let config = &shared.config;
+        let mut state = shared.lock();
+        match self.phase {
+            Phase::Start => {
+                let id = state.next_waiter_id();
+                let bucket = state.bucket(config, &self.key, now);
+                let ahead = bucket.queue_len();
+                if ahead == 0 {
+                    if let Admission::Granted = bucket.try_admit(now) {
+                        state.counters.acquired += 1;
+                        self.phase = Phase::Done;
+                        return Step::Granted(Duration::ZERO);
+                    }
+                }
+                let at = bucket.nth_earliest(now, ahead);
+                let refusal = if ahead >= config.max_queue {
+                    Some(Reason::QueueFull)
+                } else if config.max_wait.is_some_and(|max| at - now > max) {
+                    Some(Reason::MaxWait)
+                } else {
+                    None
+                };
+                if let Some(reason) = refusal {
+                    state.counters.rejected += 1;
+                    self.phase = Phase::Done;
+                    return Step::Refused(RateLimited::new(reason, Some(at - now)));
+                }
+                bucket.enqueue(id, cx.waker().clone());
+                self.phase = Phase::Queued { id, since: now };
+                if ahead == 0 {
+                    Step::Sleep(at)
+                } else {
+                    Step::Wait
+                }
+            }
+            Phase::Queued { id, since } => {
+                let Some((bucket, position)) = state
+                    .existing(&self.key)
+                    .and_then(|b| b.position(id).map(|p| (b, p)))
+                else {
+                    // Unreachable while the queue holds us; recover by queueing again.
+                    self.phase = Phase::Start;
+                    return Step::Retry;
+                };
+                let admission = if position == 0 {
+                    bucket.try_admit(now)
+                } else {
+                    Admission::NotBefore(bucket.nth_earliest(now, position))
+                };
+                match admission {
+                    Admission::Granted => {
+                        bucket.remove(0);
+                        let waited = now - since;
+                        let counters = &mut state.counters;
+                        counters.acquired += 1;
+                        counters.waited += 1;
+                        counters.total_wait += waited;
+                        self.phase = Phase::Done;
+                        Step::Granted(waited)
+                    }
+                    Admission::NotBefore(at)
+                        if config.max_wait.is_some_and(|max| at - since > max) =>
+                    {
+                        // A pause arrived after we queued and pushed our turn past the maximum.
+                        bucket.remove(position);
+                        state.counters.rejected += 1;
+                        self.phase = Phase::Done;
+                        Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
+                    }
+                    Admission::NotBefore(at) => {
+                        bucket.set_waker(position, cx.waker());
+                        if position == 0 {
+                            Step::Sleep(at)
+                        } else {
+                            Step::Wait
+                        }
+                    }
+                }
+            }
+            Phase::Done => panic!("`Acquire` polled after it completed"),
+        }
+    }
+}
+
+enum Step {
+    Granted(Duration),
+    Refused(RateLimited),
+    Sleep(Instant),
+    Wait,
+    Retry,
+}
+
+impl<K: Key> Future for Acquire<K> {
+    type Output = Result<(), RateLimited>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this.step(cx) {
+                Step::Granted(waited) => {
+                    let threshold = this.limiter.shared.config.log_wait_over;
+                    if waited > threshold {
+                        tracing::info!(key = ?this.key, ?waited, "request waited for a rate-limit slot");
+                    } else if !waited.is_zero() {
+                        tracing::trace!(key = ?this.key, ?waited, "request waited for a rate-limit slot");
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Step::Refused(limited) => {
+                    tracing::debug!(key = ?this.key, reason = ?limited.reason(), retry_after = ?limited.retry_after(), "request refused by the rate limiter");
+                    return Poll::Ready(Err(limited));
+                }
+                Step::Wait => return Poll::Pending,
+                Step::Retry => continue,
+                Step::Sleep(at) => match this.sleep_until(at, cx) {
+                    // The instant passed while we were computing it: try again at once.
+                    Poll::Ready(()) => continue,
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+}
+
+impl<K: Key> Drop for Acquire<K> {
+    fn drop(&mut self) {
+        if let Phase::Queued { id, .. } = self.phase {
+            let mut state = self.limiter.shared.lock();
+            if let Some(bucket) = state.existing(&self.key) {
+                if let Some(position) = bucket.position(id) {
+                    bucket.remove(position);
+                }
+            }
+            state.counters.cancelled += 1;
+        }
+    }
+}
+
+impl<K: Key> fmt::Debug for Acquire<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("key", &self.key)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,108 @@
+//! Configuration of a [`Limiter`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::limiter::{Config, Key, Limiter, QuotaFn};
+use crate::quota::Quota;
+
+/// Builds a [`Limiter`]. Defaults: every key gets the same quota, waiting is unbounded in time,
+/// at most 10,000 waiters queue per key, and a wait over one second is logged.
+///
+/// ```
+/// use std::time::Duration;
+/// use pacer_limit::{Limiter, Quota};
+///
+/// #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// enum Api { Track, App }
+///
+/// let limiter = Limiter::builder(Quota::per_second(100))
+///     .quota_fn(|api: &Api| match api {
+///         Api::Track => Quota::per_second(100),
+///         Api::App => Quota::per_second(10),
+///     })
+///     .max_wait(Duration::from_secs(30))
+///     .build();
+/// assert_eq!(limiter.quota(&Api::App).limit(), 10);
+/// ```
+#[must_use]
+pub struct LimiterBuilder<K> {
+    quota_fn: QuotaFn<K>,
+    max_wait: Option<Duration>,
+    max_queue: usize,
+    log_wait_over: Duration,
+    min_sweep_len: usize,
+}
+
+impl<K: Key> LimiterBuilder<K> {
+    pub(crate) fn new(quota: Quota) -> Self {
+        Self {
+            quota_fn: Arc::new(move |_: &K| quota),
+            max_wait: None,
+            max_queue: 10_000,
+            log_wait_over: Duration::from_secs(1),
+            min_sweep_len: 1024,
+        }
+    }
+
+    /// Gives each key its own quota. Called once when a key is first seen (and again after an
+    /// idle key was evicted), never on the hot path.
+    pub fn quota_fn<F>(mut self, quota_fn: F) -> Self
+    where
+        F: Fn(&K) -> Quota + Send + Sync + 'static,
+    {
+        self.quota_fn = Arc::new(quota_fn);
+        self
+    }
+
+    /// Refuses at once, with [`RateLimited`](crate::RateLimited), a request whose turn would come
+    /// later than `max_wait` from now, instead of queueing it.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
+    }
+
+    /// Bounds the waiters queued per key (default 10,000); a request beyond it is refused at once.
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = max_queue;
+        self
+    }
+
+    /// Emits a `tracing` event at `INFO` for each request that waited longer than this
+    /// (default one second); shorter waits are logged at `TRACE`.
+    pub fn log_wait_over(mut self, threshold: Duration) -> Self {
+        self.log_wait_over = threshold;
+        self
+    }
+
+    /// How many keys may exist before the first sweep of idle keys (default 1,024). Later sweeps
+    /// run each time the number of keys doubles.
+    pub fn eviction_threshold(mut self, keys: usize) -> Self {
+        self.min_sweep_len = keys.max(1);
+        self
+    }
+
+    /// Builds the limiter.
+    #[must_use]
+    pub fn build(self) -> Limiter<K> {
+        Limiter::from_config(Config {
+            quota_fn: self.quota_fn,
+            max_wait: self.max_wait,
+            max_queue: self.max_queue,
+            log_wait_over: self.log_wait_over,
+            min_sweep_len: self.min_sweep_len,
+        })
+    }
+}
+
+impl<K> fmt::Debug for LimiterBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LimiterBuilder")
+            .field("max_wait", &self.max_wait)
+            .field("max_queue", &self.max_queue)
+            .field("log_wait_over", &self.log_wait_over)
+            .field("eviction_threshold", &self.min_sweep_len)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,87 @@
+//! A client-side rate limiter as a tower [`Layer`](tower_layer::Layer): paces requests to an HTTP
+//! API so that the server's limit is used almost fully and never exceeded.
+//!
+//! - **One budget, shared.** A [`Limiter`] is a handle to shared state. Every clone of a
+//!   [`RateLimitLayer`], of the [`RateLimit`] services it builds, and of the limiter itself spends
+//!   the same budget, with no `Buffer` and no background task, unlike
+//!   `tower::limit::RateLimit`, which is not `Clone`.
+//! - **Keyed.** A [`KeyExtractor`] picks the bucket of each request (an API class, a workspace),
+//!   each with its own [`Quota`]. Buckets of idle keys are dropped.
+//! - **Models that match real servers.** [`Model::SlidingWindow`] never sends more than N in any
+//!   window W; [`Model::Gcra`] spaces sends evenly with an explicit burst. A safety margin widens
+//!   the window so that network jitter never makes the server count N + 1.
+//! - **Fair and cancellation-safe.** Waiters of a key are served first in, first out; only the
+//!   head of the queue holds a timer, so no thundering herd. A request dropped while it waits
+//!   gives its place back.
+//! - **Bounded.** An optional maximum wait and a bounded queue fail fast with [`RateLimited`]
+//!   instead of queueing without end.
+//! - **Pluggable.** The [`Limiter`] handle lets other layers pause a key until a server's
+//!   Retry-After ([`Limiter::pause_until`]) or change its quota ([`Limiter::set_quota`]).
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use http::{Request, Response};
+//! use pacer_limit::{Limiter, Quota, RateLimitLayer};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // 100 requests per second in any sliding window of one second, plus 10 ms of headroom.
+//! let limiter = Limiter::new(Quota::per_second(100).with_margin(Duration::from_millis(10)));
+//! let client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(limiter.clone()))
+//!     .service(tower::service_fn(|_req: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new("ok"))
+//!     }));
+//!
+//! // Clones share the budget: 150 requests from 150 tasks take one window and a bit.
+//! let start = tokio::time::Instant::now();
+//! let tasks: Vec<_> = (0..150)
+//!     .map(|_| tokio::spawn(client.clone().oneshot(Request::new(String::new()))))
+//!     .collect();
+//! for task in tasks {
+//!     task.await.unwrap().unwrap();
+//! }
+//! assert_eq!(start.elapsed(), Duration::from_millis(1010));
+//! assert_eq!(limiter.stats().acquired, 150);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod acquire;
+mod bucket;
+mod builder;
+mod error;
+mod future;
+mod key;
+mod layer;
+mod limiter;
+mod model;
+mod quota;
+mod service;
+mod stats;
+
+pub use acquire::Acquire;
+pub use builder::LimiterBuilder;
+pub use error::{Error, RateLimited, Reason};
+pub use future::ResponseFuture;
+pub use key::{GlobalKey, KeyExtractor};
+pub use layer::RateLimitLayer;
+pub use limiter::{Key, Limiter};
+pub use quota::{Model, Quota};
+pub use service::RateLimit;
+pub use stats::Stats;
+
+/// Re-exported so that users can name instants without depending on tokio's paths.
+pub use tokio::time::Instant;

@@ -1,0 +1,270 @@
+//! The shared limiter handle: one budget per key, shared by every clone.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::acquire::Acquire;
+use crate::bucket::{Admission, Bucket};
+use crate::builder::LimiterBuilder;
+use crate::error::{RateLimited, Reason};
+use crate::quota::Quota;
+use crate::stats::{Counters, Stats};
+
+/// The bounds a [`Key`] must satisfy: hashable, cheap to clone, printable in logs.
+pub trait Key: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static {}
+impl<T: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static> Key for T {}
+
+pub(crate) type QuotaFn<K> = Arc<dyn Fn(&K) -> Quota + Send + Sync>;
+
+/// A shared, keyed rate limiter: the state every [`RateLimit`](crate::RateLimit) clone and every
+/// other layer of the stack use to pace one quota.
+///
+/// `Limiter` is a cheap handle (an `Arc`): clones share one budget. Each key gets its own bucket
+/// and its own quota (from [`LimiterBuilder::quota_fn`]); buckets of idle keys are dropped, so
+/// memory stays bounded by the number of keys in use.
+///
+/// Waiting is fair: the waiters of a key are served strictly first in, first out, and only the
+/// head of the queue holds a timer, so no thundering herd forms. A waiter dropped before its turn
+/// leaves the queue and takes no capacity with it.
+///
+/// ```
+/// use std::time::Duration;
+/// use pacer_limit::{Limiter, Quota};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = Limiter::new(Quota::per_second(2).gcra(1));
+/// let start = tokio::time::Instant::now();
+/// for _ in 0..3 {
+///     limiter.acquire(()).await.unwrap();
+/// }
+/// // Evenly spaced: the third send goes out one second after the first.
+/// assert_eq!(start.elapsed(), Duration::from_secs(1));
+/// # }
+/// ```
+pub struct Limiter<K = ()> {
+    pub(crate) shared: Arc<Shared<K>>,
+}
+
+pub(crate) struct Shared<K> {
+    pub(crate) state: Mutex<State<K>>,
+    pub(crate) config: Config<K>,
+}
+
+pub(crate) struct Config<K> {
+    pub(crate) quota_fn: QuotaFn<K>,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) max_queue: usize,
+    pub(crate) log_wait_over: Duration,
+    pub(crate) min_sweep_len: usize,
+}
+
+pub(crate) struct State<K> {
+    buckets: HashMap<K, Bucket>,
+    pub(crate) counters: Counters,
+    next_waiter_id: u64,
+    /// Sweep idle buckets when the map grows past this; doubles with the live set, so sweeping
+    /// costs O(1) amortised per new key.
+    sweep_at_len: usize,
+}
+
+impl<K> Clone for Limiter<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Limiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.shared.config;
+        f.debug_struct("Limiter")
+            .field("max_wait", &c.max_wait)
+            .field("max_queue", &c.max_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limiter<()> {
+    /// A limiter with one quota for all requests (the key is `()`).
+    #[must_use]
+    pub fn new(quota: Quota) -> Self {
+        Self::builder(quota).build()
+    }
+}
+
+impl<K: Key> Limiter<K> {
+    /// A builder whose every key gets `quota` unless [`LimiterBuilder::quota_fn`] says otherwise.
+    #[must_use]
+    pub fn builder(quota: Quota) -> LimiterBuilder<K> {
+        LimiterBuilder::new(quota)
+    }
+
+    pub(crate) fn from_config(config: Config<K>) -> Self {
+        let sweep_at_len = config.min_sweep_len;
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    buckets: HashMap::new(),
+                    counters: Counters::default(),
+                    next_waiter_id: 0,
+                    sweep_at_len,
+                }),
+                config,
+            }),
+        }
+    }
+
+    /// Waits for a slot of `key`'s quota, in FIFO order with the other waiters of that key.
+    ///
+    /// The slot is taken when the returned future completes with `Ok`; dropping the future before
+    /// then gives its place back. It fails at once with [`RateLimited`] when the wait would exceed
+    /// the maximum wait or the queue is full.
+    pub fn acquire(&self, key: K) -> Acquire<K> {
+        Acquire::new(self.clone(), key)
+    }
+
+    /// Takes a slot of `key`'s quota if one is free now and nobody is queued for it.
+    ///
+    /// # Errors
+    /// [`RateLimited`] with the time until the next slot when none is free now.
+    pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let bucket = state.bucket(&self.shared.config, key, now);
+        let outcome = if bucket.queue_len() > 0 {
+            Err(bucket.nth_earliest(now, bucket.queue_len()))
+        } else {
+            match bucket.try_admit(now) {
+                Admission::Granted => Ok(()),
+                Admission::NotBefore(at) => Err(at),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                state.counters.acquired += 1;
+                Ok(())
+            }
+            Err(at) => {
+                state.counters.rejected += 1;
+                Err(RateLimited::new(Reason::MaxWait, Some(at - now)))
+            }
+        }
+    }
+
+    /// Admits nothing on `key` before `until`, e.g. because the server answered 429 with a
+    /// Retry-After. Every waiter and every new request on the key waits, not only the refused one.
+    /// A pause never shortens an existing one.
+    pub fn pause_until(&self, key: &K, until: Instant) {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let bucket = state.bucket(&self.shared.config, key, now);
+        bucket.pause_until(until);
+        // Queued waiters re-check their maximum wait against the new horizon.
+        bucket.wake_all();
+        tracing::debug!(key = ?key, pause = ?until.saturating_duration_since(now), "limiter key paused");
+    }
+
+    /// Replaces `key`'s quota at run time (e.g. a rate learned from the server). The key's recent
+    /// history carries over, so the change never grants a burst the old quota forbade.
+    pub fn set_quota(&self, key: &K, quota: Quota) {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let bucket = state.bucket(&self.shared.config, key, now);
+        bucket.set_quota(quota, now);
+        bucket.wake_head();
+    }
+
+    /// Restores `key`'s configured quota after [`set_quota`](Self::set_quota).
+    pub fn reset_quota(&self, key: &K) {
+        let now = Instant::now();
+        let configured = (self.shared.config.quota_fn)(key);
+        let mut state = self.shared.lock();
+        let bucket = state.bucket(&self.shared.config, key, now);
+        bucket.reset_quota(configured, now);
+        bucket.wake_head();
+    }
+
+    /// The quota `key` is paced by now.
+    #[must_use]
+    pub fn quota(&self, key: &K) -> Quota {
+        let state = self.shared.lock();
+        match state.buckets.get(key) {
+            Some(bucket) => bucket.quota(),
+            None => (self.shared.config.quota_fn)(key),
+        }
+    }
+
+    /// How long a request on `key` arriving now would wait, behind everybody already queued.
+    #[must_use]
+    pub fn estimated_wait(&self, key: &K) -> Duration {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        match state.buckets.get(key) {
+            Some(bucket) => bucket.nth_earliest(now, bucket.queue_len()) - now,
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Counters since the limiter was built, summed over all keys.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let state = self.shared.lock();
+        state.counters.snapshot(state.buckets.len())
+    }
+
+    /// Drops the buckets of every idle key now. This also happens on its own as keys come and go.
+    pub fn evict_idle(&self) {
+        let now = Instant::now();
+        self.shared.lock().sweep(now);
+    }
+}
+
+impl<K> Shared<K> {
+    /// Locks the state. A panic while holding the lock leaves the state consistent (every
+    /// mutation is a single step), so a poisoned lock is recovered rather than propagated.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<K>> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<K: Key> State<K> {
+    /// The bucket of `key`, created on first use.
+    pub(crate) fn bucket(&mut self, config: &Config<K>, key: &K, now: Instant) -> &mut Bucket {
+        if !self.buckets.contains_key(key) {
+            if self.buckets.len() >= self.sweep_at_len {
+                self.sweep(now);
+                self.sweep_at_len = (self.buckets.len() * 2).max(config.min_sweep_len);
+            }
+            let quota = (config.quota_fn)(key);
+            self.buckets.insert(key.clone(), Bucket::new(quota, now));
+        }
+        self.buckets.get_mut(key).expect("bucket was just inserted")
+    }
+
+    /// The bucket of `key` if it exists (a queued waiter's bucket always does: it is not idle).
+    pub(crate) fn existing(&mut self, key: &K) -> Option<&mut Bucket> {
+        self.buckets.get_mut(key)
+    }
+
+    pub(crate) fn next_waiter_id(&mut self) -> u64 {
+        self.next_waiter_id += 1;
+        self.next_waiter_id
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let before = self.buckets.len();
+        self.buckets.retain(|_, bucket| !bucket.is_idle(now));
+        let evicted = before - self.buckets.len();
+        if evicted > 0 {
+            self.counters.evicted += evicted as u64;
+            tracing::trace!(evicted, live = self.buckets.len(), "evicted idle limiter keys");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The pure admission arithmetic of each [`Model`]: no locks, no waiting, only instants.
+//!
+//! Every admission is recorded at the instant it really happened (never at the instant it was
+//! scheduled for), so the invariants hold on real send times: a waiter woken late by the timer
+//! loses its lateness rather than letting the next send crowd it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::quota::{Model, Quota};
+
+/// The admission state of one key under one quota.
+#[derive(Debug, Clone)]
+pub(crate) enum ModelState {
+    /// GCRA: `tat` is the theoretical arrival time of the next send at the steady rate.
+    Gcra {
+        tat: Instant,
+        interval: Duration,
+        /// How far before `tat` a send may go out: `(burst - 1) * interval`.
+        tolerance: Duration,
+    },
+    /// Sliding log: the instants of the last `limit` sends, oldest first.
+    Sliding {
+        sends: VecDeque<Instant>,
+        limit: usize,
+        window: Duration,
+    },
+}
+
+impl ModelState {
+    pub(crate) fn new(quota: &Quota, now: Instant) -> Self {
+        match quota.model() {
+            Model::Gcra { burst } => {
+                let interval = quota.emission_interval();
+                ModelState::Gcra {
+                    tat: now,
+                    interval,
+                    tolerance: interval.saturating_mul(burst.get() - 1),
+                }
+            }
+            Model::SlidingWindow => ModelState::Sliding {
+                sends: VecDeque::new(),
+                limit: quota.limit() as usize,
+                window: quota.effective_window(),
+            },
+        }
+    }
+
+    /// A state for `quota` that inherits the history of `self`, so that switching quotas never
+    /// grants a burst the old history forbids. Used when a key's rate is changed at run time.
+    ///
+    /// Across models the history cannot be translated; the second value is then the instant
+    /// before which nothing may be sent (the old model's next free slot).
+    pub(crate) fn requota(&self, quota: &Quota, now: Instant) -> (Self, Option<Instant>) {
+        let mut next = ModelState::new(quota, now);
+        match (self, &mut next) {
+            (ModelState::Gcra { tat: old, .. }, ModelState::Gcra { tat, .. }) => *tat = *old,
+            (ModelState::Sliding { sends: old, .. }, ModelState::Sliding { sends, limit, .. }) => {
+                let skip = old.len().saturating_sub(*limit);
+                sends.extend(old.iter().skip(skip));
+            }
+            _ => return (next, Some(self.earliest(now))),
+        }
+        (next, None)
+    }
+
+    /// The earliest instant at or after `now` at which one send is admitted.
+    pub(crate) fn earliest(&self, now: Instant) -> Instant {
+        self.nth_earliest(now, 0)
+    }
+
+    /// The instant the `n`-th next send (0-based) would be admitted if every earlier one went out
+    /// as soon as it could: the estimate a waiter at queue position `n` uses for its maximum wait.
+    pub(crate) fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        match self {
+            ModelState::Gcra {
+                tat,
+                interval,
+                tolerance,
+            } => {
+                let base = (*tat).max(now);
+                let steps = u32::try_from(n).unwrap_or(u32::MAX);
+                let at = base + interval.saturating_mul(steps);
+                at.checked_sub(*tolerance).unwrap_or(now).max(now)
+            }
+            ModelState::Sliding {
+                sends,
+                limit,
+                window,
+            } => {
+                // Future send j goes out `window` after the send `limit` places before it, which is
+                // either a recorded send or an earlier future send (j - limit).
+                let mut j = n;
+                let mut hops: u32 = 0;
+                loop {
+                    let before = (sends.len() + j).checked_sub(*limit);
+                    match before {
+                        None => return now + window.saturating_mul(hops),
+                        Some(i) if i < sends.len() => {
+                            let at = (sends[i] + *window).max(now);
+                            return at + window.saturating_mul(hops);
+                        }
+                        Some(i) => {
+                            j = i - sends.len();
+                            hops += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a send at `now`. The caller has checked `earliest(now) <= now`.
+    pub(crate) fn record(&mut self, now: Instant) {
+        match self {
+            ModelState::Gcra { tat, interval, .. } => *tat = (*tat).max(now) + *interval,
+            ModelState::Sliding {
+                sends,
+                limit,
+                window,
+            } => {
+                while sends.front().is_some_and(|&s| s + *window <= now) {
+                    sends.pop_front();
+                }
+                if sends.len() >= *limit {
+                    sends.pop_front();
+                }
+                sends.push_back(now);
+            }
+        }
+    }
+
+    /// Whether the state is indistinguishable from a fresh one at `now`, so it can be dropped.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        match self {
+            ModelState::Gcra { tat, .. } => *tat <= now,
+            ModelState::Sliding { sends, window, .. } => {
+                sends.back().is_none_or(|&last| last + *window <= now)
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! [`RateLimit`]: the service that waits for a slot before each call.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower_service::Service;
+
+use crate::error::Error;
+use crate::future::ResponseFuture;
+use crate::key::{GlobalKey, KeyExtractor};
+use crate::layer::RateLimitLayer;
+use crate::limiter::{Key, Limiter};
+
+/// Paces the requests of an inner service by a shared [`Limiter`].
+///
+/// The key of a request is only known once the request is, so `poll_ready` is always ready and
+/// the waiting happens in the [`ResponseFuture`]: first a slot of the key (FIFO), then the inner
+/// service's own readiness, then the call. Each call uses a fresh clone of the inner service,
+/// which is why `S: Clone`; the clone is driven to readiness before it is called.
+#[derive(Debug)]
+pub struct RateLimit<S, K = (), X = GlobalKey> {
+    inner: S,
+    limiter: Limiter<K>,
+    extractor: X,
+}
+
+impl<S> RateLimit<S> {
+    /// Paces `inner` by `limiter`'s single quota.
+    pub fn new(inner: S, limiter: Limiter<()>) -> Self {
+        Self {
+            inner,
+            limiter,
+            extractor: GlobalKey,
+        }
+    }
+}
+
+impl<S, K: Key, X> RateLimit<S, K, X> {
+    /// Paces `inner` by `limiter`, spending the quota of the key `extractor` picks per request.
+    pub fn keyed(inner: S, limiter: Limiter<K>, extractor: X) -> Self {
+        Self {
+            inner,
+            limiter,
+            extractor,
+        }
+    }
+
+    /// A layer that wraps services the way this one is wrapped.
+    pub fn layer(limiter: Limiter<K>, extractor: X) -> RateLimitLayer<K, X> {
+        RateLimitLayer::keyed(limiter, extractor)
+    }
+
+    /// The shared limiter.
+    pub fn limiter(&self) -> &Limiter<K> {
+        &self.limiter
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, X: Clone> Clone for RateLimit<S, K, X> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            limiter: self.limiter.clone(),
+            extractor: self.extractor.clone(),
+        }
+    }
+}
+
+impl<S, B, K, X> Service<Request<B>> for RateLimit<S, K, X>
+where
+    S: Service<Request<B>> + Clone,
+    K: Key,
+    X: KeyExtractor<B, Key = K>,
+{
+    type Response = S::Response;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S, Request<B>, K>;
+
+    #[inline]
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Nothing is reserved here: the key depends on the request. See the type's docs.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let key = self.extractor.extract(&request);
+        let acquire = self.limiter.acquire(key);
+        ResponseFuture::new(acquire, self.inner.clone(), request)
+    }
+}

@@ -1,0 +1,48 @@
+//! Counters readable from the [`Limiter`](crate::Limiter) handle.
+
+use std::time::Duration;
+
+/// Counters kept under the limiter's lock, so the hot path pays no extra atomic.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) acquired: u64,
+    pub(crate) waited: u64,
+    pub(crate) rejected: u64,
+    pub(crate) cancelled: u64,
+    pub(crate) evicted: u64,
+    pub(crate) total_wait: Duration,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, live_keys: usize) -> Stats {
+        Stats {
+            acquired: self.acquired,
+            waited: self.waited,
+            rejected: self.rejected,
+            cancelled: self.cancelled,
+            evicted_keys: self.evicted,
+            live_keys,
+            total_wait: self.total_wait,
+        }
+    }
+}
+
+/// A snapshot of a limiter's counters, summed over all keys since it was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Slots granted (immediately or after waiting).
+    pub acquired: u64,
+    /// Of those, how many had to wait.
+    pub waited: u64,
+    /// Requests refused at once (maximum wait, full queue, or a failed `try_acquire`).
+    pub rejected: u64,
+    /// Waiters dropped before their turn; they took no capacity.
+    pub cancelled: u64,
+    /// Buckets of idle keys dropped.
+    pub evicted_keys: u64,
+    /// Keys with a bucket right now.
+    pub live_keys: usize,
+    /// Time spent waiting, summed over all granted requests.
+    pub total_wait: Duration,
+}

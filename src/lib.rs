@@ -1,0 +1,15 @@
+//! `pacer`: tower middleware for calling rate-limited HTTP APIs hard, fast and without losing data.
+//!
+//! This umbrella crate re-exports the layer crates behind features:
+//!
+//! | feature | crate | what |
+//! |---|---|---|
+//! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
+//!
+//! The throttle-signal, retry and Customer.io crates join here as they land.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+
+#[cfg(feature = "limit")]
+#[doc(inline)]
+pub use pacer_limit as limit;
