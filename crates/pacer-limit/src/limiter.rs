@@ -212,6 +212,13 @@ impl<K: Key> Limiter<K> {
         }
     }
 
+    /// How many requests are queued on `key` right now.
+    #[must_use]
+    pub fn queue_len(&self, key: &K) -> usize {
+        let state = self.shared.lock();
+        state.buckets.get(key).map_or(0, Bucket::queue_len)
+    }
+
     /// Counters since the limiter was built, summed over all keys.
     #[must_use]
     pub fn stats(&self) -> Stats {

@@ -142,3 +142,73 @@ impl ModelState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn quota() -> impl Strategy<Value = Quota> {
+        (1u32..50, 1u64..2_000, any::<bool>(), 1u32..50).prop_map(|(limit, ms, sliding, burst)| {
+            let quota = Quota::new(limit, Duration::from_millis(ms));
+            if sliding {
+                quota
+            } else {
+                quota.gcra(burst)
+            }
+        })
+    }
+
+    proptest! {
+        /// The estimate a queued waiter uses for its maximum wait is exactly when it would be
+        /// admitted if everybody ahead of it went out as soon as allowed.
+        #[test]
+        fn nth_earliest_predicts_sequential_admissions(
+            quota in quota(),
+            history in prop::collection::vec(0u64..300, 0..80),
+            n in 0usize..120,
+        ) {
+            let origin = Instant::now();
+            let mut state = ModelState::new(&quota, origin);
+            let mut t = origin;
+            for gap in history {
+                t += Duration::from_millis(gap);
+                let at = state.earliest(t);
+                state.record(at);
+                t = at;
+            }
+            let predicted = state.nth_earliest(t, n);
+            let mut simulated = state.clone();
+            let mut at = t;
+            for _ in 0..=n {
+                at = simulated.earliest(at);
+                simulated.record(at);
+            }
+            prop_assert_eq!(predicted, at);
+        }
+
+        /// Idle means forgettable: an idle state admits exactly what a fresh one admits.
+        #[test]
+        fn an_idle_state_behaves_like_a_fresh_one(
+            quota in quota(),
+            history in prop::collection::vec(0u64..300, 0..40),
+            later in 0u64..5_000,
+        ) {
+            let origin = Instant::now();
+            let mut state = ModelState::new(&quota, origin);
+            let mut t = origin;
+            for gap in history {
+                t += Duration::from_millis(gap);
+                t = state.earliest(t);
+                state.record(t);
+            }
+            let now = t + Duration::from_millis(later);
+            if state.is_idle(now) {
+                let fresh = ModelState::new(&quota, now);
+                for n in 0..(quota.limit() as usize + 2) {
+                    prop_assert_eq!(state.nth_earliest(now, n), fresh.nth_earliest(now, n));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: a recording service and window checks.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tokio::time::Instant;
+
+/// The instants at which the inner service was called, in call order.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    sends: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Recorder {
+    /// A service that records the instant of every call and answers 200 at once.
+    pub fn service(
+        &self,
+    ) -> impl tower::Service<
+        Request<()>,
+        Response = Response<()>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+           + Send {
+        let sends = Arc::clone(&self.sends);
+        tower::service_fn(move |_req: Request<()>| {
+            sends.lock().unwrap().push(Instant::now());
+            async { Ok::<_, Infallible>(Response::new(())) }
+        })
+    }
+
+    pub fn sends(&self) -> Vec<Instant> {
+        self.sends.lock().unwrap().clone()
+    }
+}
+
+/// The most sends found in any half-open window `[t, t + window)`.
+pub fn max_in_any_window(sends: &[Instant], window: Duration) -> usize {
+    let mut sorted = sends.to_vec();
+    sorted.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end] - sorted[start] >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+/// The smallest gap between two consecutive sends.
+pub fn min_gap(sends: &[Instant]) -> Option<Duration> {
+    let mut sorted = sends.to_vec();
+    sorted.sort();
+    sorted.windows(2).map(|w| w[1] - w[0]).min()
+}
+
+/// Whether `sends` conform to GCRA with `interval` and `burst`, as a strict server checks them.
+pub fn conforms_to_gcra(sends: &[Instant], interval: Duration, burst: u32) -> bool {
+    let mut sorted = sends.to_vec();
+    sorted.sort();
+    let tolerance = interval * (burst - 1);
+    let mut tat: Option<Instant> = None;
+    for &t in &sorted {
+        let current = tat.unwrap_or(t);
+        if t + tolerance < current {
+            return false;
+        }
+        tat = Some(current.max(t) + interval);
+    }
+    true
+}

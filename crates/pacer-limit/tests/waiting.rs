@@ -1,0 +1,346 @@
+//! FIFO order, cancellation, keyed independence, eviction, maximum wait, queue bound, pauses.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Recorder;
+use http::Request;
+use pacer_limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use tokio::task::JoinHandle;
+use tokio::time::{advance, Instant};
+use tower::{Layer, ServiceExt};
+
+/// Yields until `n` requests are queued on the limiter's key.
+async fn until_queued(limiter: &Limiter, n: usize) {
+    while limiter.queue_len(&()) < n {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
+    limiter.try_acquire(&()).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (waiter, order) = (limiter.clone(), Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            waiter.acquire(()).await.unwrap();
+            order.lock().unwrap().push(i);
+        }));
+        // Each task queues before the next one is spawned.
+        until_queued(&limiter, i + 1).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_one_waiter_is_woken_per_slot() {
+    // A sliding window frees all 100 slots at once; the queue must still drain in order, one
+    // grant per poll, not by every waiter racing for them.
+    let limiter = Limiter::new(Quota::per_second(100));
+    for _ in 0..100 {
+        limiter.try_acquire(&()).unwrap();
+    }
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (waiter, order) = (limiter.clone(), Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            waiter.acquire(()).await.unwrap();
+            order.lock().unwrap().push(i);
+        }));
+        until_queued(&limiter, i + 1).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..200).collect::<Vec<_>>());
+    assert_eq!(limiter.stats().waited, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_waiters_give_their_capacity_back() {
+    let quota = Quota::per_second(100).gcra(1);
+    let limiter = Limiter::new(quota);
+    limiter.try_acquire(&()).unwrap();
+    // 1,000 waiters queue, then all are cancelled (the head included) before their turn.
+    let waiters: Vec<JoinHandle<()>> = (0..1_000)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let _ = limiter.acquire(()).await;
+            })
+        })
+        .collect();
+    until_queued(&limiter, 1_000).await;
+    assert_eq!(limiter.estimated_wait(&()), Duration::from_millis(10) * 1_001);
+    for waiter in &waiters {
+        waiter.abort();
+    }
+    for waiter in waiters {
+        assert!(waiter.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(limiter.stats().cancelled, 1_000);
+    assert_eq!(limiter.queue_len(&()), 0);
+    assert_eq!(limiter.estimated_wait(&()), Duration::from_millis(10));
+
+    // The next 100 requests run exactly as if the 1,000 had never existed.
+    let start = Instant::now();
+    for _ in 0..100 {
+        limiter.acquire(()).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(1_000));
+    assert_eq!(limiter.stats().acquired, 101);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_head_hands_the_timer_to_the_next_waiter() {
+    let limiter = Limiter::new(Quota::per_second(1).gcra(1));
+    limiter.try_acquire(&()).unwrap();
+    let head = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { limiter.acquire(()).await }
+    });
+    until_queued(&limiter, 1).await;
+    let second = tokio::spawn({
+        let limiter = limiter.clone();
+        async move {
+            limiter.acquire(()).await.unwrap();
+            Instant::now()
+        }
+    });
+    until_queued(&limiter, 2).await;
+    let start = Instant::now();
+    head.abort();
+    let granted_at = second.await.unwrap();
+    // The second waiter takes the head's slot, one second after the first send.
+    assert_eq!(granted_at - start, Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_pending_response_future_frees_its_place() {
+    let recorder = Recorder::default();
+    let limiter = Limiter::new(Quota::per_second(1).gcra(1));
+    let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
+    service.clone().oneshot(Request::new(())).await.unwrap();
+    {
+        let pending = service.clone().oneshot(Request::new(()));
+        let timed_out = tokio::time::timeout(Duration::from_millis(500), pending).await;
+        assert!(timed_out.is_err(), "must still be waiting after 500 ms");
+    }
+    assert_eq!(limiter.stats().cancelled, 1);
+    let start = Instant::now();
+    service.clone().oneshot(Request::new(())).await.unwrap();
+    // Its slot was free half a second after the timeout: not pushed back by the dropped request.
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+    assert_eq!(recorder.sends().len(), 2);
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Api {
+    Track,
+    App,
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_have_independent_quotas() {
+    let limiter = Limiter::builder(Quota::per_second(100))
+        .quota_fn(|api: &Api| match api {
+            Api::Track => Quota::per_second(100).gcra(1),
+            Api::App => Quota::per_second(10).gcra(1),
+        })
+        .build();
+    let recorder = Recorder::default();
+    let extractor = |req: &Request<()>| {
+        if req.uri().path().starts_with("/v1/") {
+            Api::App
+        } else {
+            Api::Track
+        }
+    };
+    let service = RateLimitLayer::keyed(limiter.clone(), extractor).layer(recorder.service());
+    let start = Instant::now();
+    let app = tokio::spawn({
+        let service = service.clone();
+        async move {
+            for _ in 0..11 {
+                let req = Request::get("/v1/send/email").body(()).unwrap();
+                service.clone().oneshot(req).await.unwrap();
+            }
+            Instant::now()
+        }
+    });
+    let track = tokio::spawn({
+        let service = service.clone();
+        async move {
+            for _ in 0..101 {
+                let req = Request::post("/api/v2/batch").body(()).unwrap();
+                service.clone().oneshot(req).await.unwrap();
+            }
+            Instant::now()
+        }
+    });
+    // Each key runs at its own rate: neither waits for the other.
+    assert_eq!(app.await.unwrap() - start, Duration::from_secs(1));
+    assert_eq!(track.await.unwrap() - start, Duration::from_secs(1));
+    assert_eq!(limiter.quota(&Api::App).limit(), 10);
+    assert_eq!(limiter.stats().live_keys, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_evicted_and_memory_stays_bounded() {
+    let limiter = Limiter::<u64>::builder(Quota::per_second(5))
+        .eviction_threshold(64)
+        .build();
+    for key in 0..10_000u64 {
+        limiter.try_acquire(&key).unwrap();
+        if key % 100 == 99 {
+            // Every hundred keys, a second passes: the older keys fall idle.
+            advance(Duration::from_secs(1)).await;
+        }
+    }
+    let stats = limiter.stats();
+    assert!(stats.live_keys <= 256, "{stats:?}");
+    assert!(stats.evicted_keys >= 9_700, "{stats:?}");
+    // A busy key is never evicted: its history still limits it.
+    for _ in 0..4 {
+        limiter.try_acquire(&7).unwrap();
+    }
+    limiter.evict_idle();
+    limiter.try_acquire(&7).unwrap();
+    assert!(limiter.try_acquire(&7).is_err());
+    advance(Duration::from_secs(1)).await;
+    limiter.evict_idle();
+    assert_eq!(limiter.stats().live_keys, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_would_wait_too_long_fails_at_once() {
+    let limiter = Limiter::builder(Quota::per_second(10).gcra(1))
+        .max_wait(Duration::from_millis(250))
+        .build();
+    let recorder = Recorder::default();
+    let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    // Slots at 0, 100 and 200 ms fit in 250 ms; 300 and 400 ms do not.
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 3);
+    for result in &results[3..] {
+        let Err(Error::RateLimited(limited)) = result else {
+            panic!("expected a refusal, got {result:?}");
+        };
+        assert_eq!(limited.reason(), Reason::MaxWait);
+        assert!(limited.retry_after().unwrap() >= Duration::from_millis(300));
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(recorder.sends().len(), 3);
+    assert_eq!(limiter.stats().rejected, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_is_bounded() {
+    let limiter = Limiter::builder(Quota::per_second(1).gcra(1))
+        .max_queue(3)
+        .build();
+    limiter.try_acquire(&()).unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(limiter.clone().acquire(())))
+        .collect();
+    until_queued(&limiter, 3).await;
+    let refused = limiter.acquire(()).await.unwrap_err();
+    assert_eq!(refused.reason(), Reason::QueueFull);
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(4)));
+    for waiter in waiters {
+        waiter.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_holds_every_waiter_and_new_request() {
+    let limiter = Limiter::new(Quota::per_second(100));
+    let start = Instant::now();
+    limiter.pause_until(&(), start + Duration::from_secs(5));
+    let waiters: Vec<_> = (0..32)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter.acquire(()).await.unwrap();
+                Instant::now()
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap() - start, Duration::from_secs(5));
+    }
+    // A shorter pause never shortens a longer one.
+    limiter.pause_until(&(), start + Duration::from_secs(8));
+    limiter.pause_until(&(), start + Duration::from_secs(6));
+    limiter.acquire(()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_past_the_maximum_wait_fails_queued_waiters() {
+    let limiter = Limiter::builder(Quota::per_second(1).gcra(1))
+        .max_wait(Duration::from_secs(3))
+        .build();
+    limiter.try_acquire(&()).unwrap();
+    let waiter = tokio::spawn(limiter.clone().acquire(()));
+    until_queued(&limiter, 1).await;
+    limiter.pause_until(&(), Instant::now() + Duration::from_secs(60));
+    let refused = waiter.await.unwrap().unwrap_err();
+    assert_eq!(refused.reason(), Reason::MaxWait);
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_quota_changes_the_rate_without_a_burst() {
+    let limiter = Limiter::new(Quota::per_second(100));
+    for _ in 0..100 {
+        limiter.try_acquire(&()).unwrap();
+    }
+    // Learned from the server: only 10 per second. The 100 recent sends still count.
+    limiter.set_quota(&(), Quota::per_second(10));
+    assert!(limiter.try_acquire(&()).is_err());
+    let start = Instant::now();
+    limiter.acquire(()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    for _ in 0..9 {
+        limiter.try_acquire(&()).unwrap();
+    }
+    assert!(limiter.try_acquire(&()).is_err());
+    limiter.reset_quota(&());
+    assert_eq!(limiter.quota(&()).limit(), 100);
+    for _ in 0..90 {
+        limiter.try_acquire(&()).unwrap();
+    }
+    assert!(limiter.try_acquire(&()).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_never_jumps_the_queue() {
+    let limiter = Limiter::new(Quota::per_second(2).gcra(1));
+    limiter.try_acquire(&()).unwrap();
+    let waiter = tokio::spawn(limiter.clone().acquire(()));
+    until_queued(&limiter, 1).await;
+    advance(Duration::from_millis(600)).await;
+    // The slot at 500 ms belongs to the queued waiter, not to this late caller.
+    // It is granted at 600 ms when it runs, so this caller's turn is 500 ms after that.
+    let refused = limiter.try_acquire(&()).unwrap_err();
+    assert_eq!(refused.retry_after(), Some(Duration::from_millis(500)));
+    waiter.await.unwrap().unwrap();
+}
