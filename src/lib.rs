@@ -8,7 +8,12 @@
 //!
 //! The throttle-signal, retry and Customer.io crates join here as they land.
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 
 #[cfg(feature = "limit")]
 #[doc(inline)]

@@ -54,10 +54,7 @@ impl<S: Service<R>, R, K: Key> Future for ResponseFuture<S, R, K> {
                 }
                 StateProj::Readying => {
                     ready!(this.service.poll_ready(cx)).map_err(Error::Inner)?;
-                    let request = this
-                        .request
-                        .take()
-                        .expect("the request is taken only once");
+                    let request = this.request.take().expect("the request is taken only once");
                     let future = this.service.call(request);
                     self.as_mut().project().state.set(State::Calling { future });
                 }

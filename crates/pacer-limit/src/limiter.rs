@@ -101,7 +101,6 @@ impl Limiter<()> {
 
 impl<K: Key> Limiter<K> {
     /// A builder whose every key gets `quota` unless [`LimiterBuilder::quota_fn`] says otherwise.
-    #[must_use]
     pub fn builder(quota: Quota) -> LimiterBuilder<K> {
         LimiterBuilder::new(quota)
     }
@@ -237,7 +236,9 @@ impl<K> Shared<K> {
     /// Locks the state. A panic while holding the lock leaves the state consistent (every
     /// mutation is a single step), so a poisoned lock is recovered rather than propagated.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<K>> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -271,7 +272,11 @@ impl<K: Key> State<K> {
         let evicted = before - self.buckets.len();
         if evicted > 0 {
             self.counters.evicted += evicted as u64;
-            tracing::trace!(evicted, live = self.buckets.len(), "evicted idle limiter keys");
+            tracing::trace!(
+                evicted,
+                live = self.buckets.len(),
+                "evicted idle limiter keys"
+            );
         }
     }
 }

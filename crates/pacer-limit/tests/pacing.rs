@@ -69,7 +69,10 @@ async fn gcra_with_burst_allows_the_burst_then_the_rate() {
     let first = sends.iter().min().unwrap();
     assert_eq!(sends.iter().filter(|&&s| s == *first).count(), 20);
     let ideal = Duration::from_millis(10) * (REQUESTS as u32 - 20);
-    assert!(elapsed >= ideal && elapsed <= ideal.mul_f64(1.01), "{elapsed:?}");
+    assert!(
+        elapsed >= ideal && elapsed <= ideal.mul_f64(1.01),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -84,5 +87,8 @@ async fn margin_widens_every_window() {
     let sends = recorder.sends();
     // Even if every send were delayed by up to the margin on the way, no server-side window of
     // one second could hold 101.
-    assert_eq!(max_in_any_window(&sends, Duration::from_secs(1) + margin), 100);
+    assert_eq!(
+        max_in_any_window(&sends, Duration::from_secs(1) + margin),
+        100
+    );
 }

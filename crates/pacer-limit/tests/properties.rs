@@ -17,7 +17,12 @@ fn quota() -> impl Strategy<Value = Quota> {
         |(limit, interval_ms, margin_units, sliding, burst)| {
             let effective = Duration::from_millis(interval_ms * u64::from(limit));
             let margin = Duration::from_millis(margin_units * u64::from(limit));
-            let quota = Quota::new(limit, effective.saturating_sub(margin).max(Duration::from_millis(1)));
+            let quota = Quota::new(
+                limit,
+                effective
+                    .saturating_sub(margin)
+                    .max(Duration::from_millis(1)),
+            );
             let quota = quota.with_margin(effective - quota.window());
             if sliding {
                 quota.sliding_window()
@@ -30,15 +35,18 @@ fn quota() -> impl Strategy<Value = Quota> {
 
 /// Arrival offsets in milliseconds, non-decreasing, with bursts and idle gaps.
 fn arrivals() -> impl Strategy<Value = Vec<u64>> {
-    prop::collection::vec(prop_oneof![3 => Just(0u64), 2 => 0u64..20, 1 => 0u64..500], 1..120)
-        .prop_map(|gaps| {
-            gaps.iter()
-                .scan(0, |t, gap| {
-                    *t += gap;
-                    Some(*t)
-                })
-                .collect()
-        })
+    prop::collection::vec(
+        prop_oneof![3 => Just(0u64), 2 => 0u64..20, 1 => 0u64..500],
+        1..120,
+    )
+    .prop_map(|gaps| {
+        gaps.iter()
+            .scan(0, |t, gap| {
+                *t += gap;
+                Some(*t)
+            })
+            .collect()
+    })
 }
 
 /// The greedy FIFO schedule a perfect limiter produces: each request at the later of its
@@ -86,7 +94,11 @@ fn assert_within_quota(quota: &Quota, grants: &[Instant]) -> Result<(), TestCase
             prop_assert!(most <= quota.limit() as usize, "{most} sends in one window");
         }
         Model::Gcra { burst } => {
-            prop_assert!(conforms_to_gcra(grants, quota.emission_interval(), burst.get()));
+            prop_assert!(conforms_to_gcra(
+                grants,
+                quota.emission_interval(),
+                burst.get()
+            ));
         }
         _ => unreachable!(),
     }
@@ -144,14 +156,14 @@ proptest! {
                 tokio::spawn(async move {
                     tokio::time::sleep_until(start + Duration::from_millis(ms)).await;
                     let acquire = limiter.acquire(());
-                    match patience {
-                        Some(p) => tokio::time::timeout(Duration::from_millis(p), acquire)
-                            .await
-                            .ok()
-                            .map(|r| r.unwrap()),
-                        None => Some(acquire.await.unwrap()),
-                    }
-                    .map(|()| Instant::now())
+                    let granted = match patience {
+                        Some(p) => tokio::time::timeout(Duration::from_millis(p), acquire).await.ok(),
+                        None => Some(acquire.await),
+                    };
+                    granted.map(|result| {
+                        result.unwrap();
+                        Instant::now()
+                    })
                 })
             }).collect();
             let mut grants = Vec::new();

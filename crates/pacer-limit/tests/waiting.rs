@@ -80,7 +80,10 @@ async fn dropped_waiters_give_their_capacity_back() {
         })
         .collect();
     until_queued(&limiter, 1_000).await;
-    assert_eq!(limiter.estimated_wait(&()), Duration::from_millis(10) * 1_001);
+    assert_eq!(
+        limiter.estimated_wait(&()),
+        Duration::from_millis(10) * 1_001
+    );
     for waiter in &waiters {
         waiter.abort();
     }
