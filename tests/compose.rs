@@ -1,0 +1,125 @@
+//! The limiter composed over a real hyper client talking to a real hyper server on loopback.
+//! These tests check composition and behaviour, not rates: rates are tested in paused time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pacer::limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use tokio::net::TcpListener;
+use tower::{ServiceBuilder, ServiceExt};
+
+/// Serves 200 to every request on an ephemeral loopback port and counts the requests it saw.
+async fn start_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Api {
+    Track,
+    App,
+}
+
+fn api_of<B>(req: &Request<B>) -> Api {
+    if req.uri().path().starts_with("/v1/") {
+        Api::App
+    } else {
+        Api::Track
+    }
+}
+
+fn request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    Request::post(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cloned_clients_share_one_keyed_limiter_over_real_http() {
+    let (addr, seen) = start_server().await;
+    let limiter = Limiter::builder(Quota::per_second(1_000))
+        .quota_fn(|api: &Api| match api {
+            Api::Track => Quota::per_second(10_000),
+            Api::App => Quota::per_second(1_000).gcra(1),
+        })
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let path = if i % 4 == 0 {
+                "/v1/send/email"
+            } else {
+                "/api/v2/batch"
+            };
+            tokio::spawn(client.clone().oneshot(request(addr, path)))
+        })
+        .collect();
+    for task in tasks {
+        let response = task.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 40);
+    let stats = limiter.stats();
+    assert_eq!(stats.acquired, 40);
+    assert_eq!(stats.live_keys, 2);
+}
+
+#[tokio::test]
+async fn a_refused_request_never_reaches_the_server() {
+    let (addr, seen) = start_server().await;
+    let limiter = Limiter::builder(Quota::per_minute(1).gcra(1))
+        .max_wait(Duration::from_secs(1))
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(RateLimitLayer::keyed(limiter, api_of))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    let first = client
+        .clone()
+        .oneshot(request(addr, "/v1/campaigns/1/triggers"))
+        .await;
+    assert_eq!(first.unwrap().status(), StatusCode::OK);
+    let second = client
+        .clone()
+        .oneshot(request(addr, "/v1/campaigns/1/triggers"))
+        .await;
+    let Err(Error::RateLimited(limited)) = second else {
+        panic!("expected a client-side refusal, got {second:?}");
+    };
+    assert_eq!(limited.reason(), Reason::MaxWait);
+    let retry_after = limited.retry_after().unwrap();
+    assert!(retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60));
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
