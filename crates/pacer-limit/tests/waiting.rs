@@ -41,7 +41,7 @@ async fn waiters_are_served_in_arrival_order() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn only_one_waiter_is_woken_per_slot() {
+async fn a_freed_window_drains_in_arrival_order() {
     // A sliding window frees all 100 slots at once; the queue must still drain in order, one
     // grant per poll, not by every waiter racing for them.
     let limiter = Limiter::new(Quota::per_second(100));
@@ -346,4 +346,30 @@ async fn try_acquire_never_jumps_the_queue() {
     let refused = limiter.try_acquire(&()).unwrap_err();
     assert_eq!(refused.retry_after(), Some(Duration::from_millis(500)));
     waiter.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freed_slot_wakes_only_the_head_of_the_queue() {
+    use tokio_test::{assert_pending, assert_ready_ok, task};
+
+    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
+    limiter.try_acquire(&()).unwrap();
+    let mut waiters: Vec<_> = (0..100).map(|_| task::spawn(limiter.acquire(()))).collect();
+    for waiter in &mut waiters {
+        assert_pending!(waiter.poll());
+    }
+    for turn in 0..100 {
+        advance(Duration::from_millis(100)).await;
+        // Exactly one task is woken per slot: the head. The rest sleep without a timer.
+        let woken: Vec<usize> = (turn..100).filter(|&i| waiters[i].is_woken()).collect();
+        assert_eq!(woken, vec![turn], "turn {turn}");
+        assert_ready_ok!(waiters[turn].poll());
+        // Granting the head hands the timer to the next waiter, and only to it.
+        let woken: Vec<usize> = (turn + 1..100).filter(|&i| waiters[i].is_woken()).collect();
+        let expected: Vec<usize> = (turn + 1..100).take(1).collect();
+        assert_eq!(woken, expected, "after turn {turn}");
+        if let Some(next) = waiters.get_mut(turn + 1) {
+            assert_pending!(next.poll());
+        }
+    }
 }
