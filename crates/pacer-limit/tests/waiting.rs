@@ -373,3 +373,25 @@ async fn a_freed_slot_wakes_only_the_head_of_the_queue() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_is_driven_to_readiness_before_each_call() {
+    // `ConcurrencyLimit` panics when called before `poll_ready` said ready, and its clones start
+    // without a permit: every call must wait for the inner service's own readiness.
+    let slow = tower::service_fn(|_req: Request<()>| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    });
+    let inner = tower::limit::ConcurrencyLimitLayer::new(1).layer(slow);
+    let limiter = Limiter::new(Quota::per_second(1_000));
+    let service = RateLimitLayer::new(limiter).layer(inner);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // One at a time, as the inner service demands.
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+}
