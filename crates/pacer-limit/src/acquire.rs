@@ -11,6 +11,7 @@ use tokio::time::{Instant, Sleep};
 use crate::bucket::Admission;
 use crate::error::{RateLimited, Reason};
 use crate::limiter::{Key, Limiter};
+use crate::precise::WakeAt;
 
 /// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
 ///
@@ -23,6 +24,8 @@ pub struct Acquire<K: Key> {
     phase: Phase,
     /// The head of the queue sleeps until its slot; other waiters need no timer.
     sleep: Option<Pin<Box<Sleep>>>,
+    /// With precise wake-ups, the head is also woken by the high-resolution timer thread.
+    wake_at: Option<WakeAt>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,7 @@ impl<K: Key> Acquire<K> {
             key,
             phase: Phase::Start,
             sleep: None,
+            wake_at: None,
         }
     }
 
@@ -49,6 +53,12 @@ impl<K: Key> Acquire<K> {
 
     /// Arms the head's timer for `at` and polls it; `Ready` means the instant has already passed.
     fn sleep_until(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if self.limiter.shared.config.precise_wakeups {
+            let real = at.into_std();
+            if self.wake_at.as_ref().is_none_or(|w| w.deadline() != real) {
+                self.wake_at = Some(WakeAt::new(real, cx.waker().clone()));
+            }
+        }
         match &mut self.sleep {
             Some(sleep) if sleep.deadline() == at => {}
             Some(sleep) => sleep.as_mut().reset(at),

@@ -68,6 +68,7 @@ mod key;
 mod layer;
 mod limiter;
 mod model;
+mod precise;
 mod quota;
 mod service;
 mod stats;

@@ -62,6 +62,7 @@ pub(crate) struct Config<K> {
     pub(crate) max_queue: usize,
     pub(crate) log_wait_over: Duration,
     pub(crate) min_sweep_len: usize,
+    pub(crate) precise_wakeups: bool,
 }
 
 pub(crate) struct State<K> {
@@ -87,6 +88,7 @@ impl<K> fmt::Debug for Limiter<K> {
         f.debug_struct("Limiter")
             .field("max_wait", &c.max_wait)
             .field("max_queue", &c.max_queue)
+            .field("precise_wakeups", &c.precise_wakeups)
             .finish_non_exhaustive()
     }
 }

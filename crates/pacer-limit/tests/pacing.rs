@@ -15,8 +15,11 @@ const TASKS: usize = 64;
 
 /// Sends `REQUESTS` requests from `TASKS` tasks, each through its own clone of the service.
 async fn run_stream(quota: Quota) -> (Vec<Instant>, Duration, Limiter) {
+    run_stream_with(Limiter::new(quota)).await
+}
+
+async fn run_stream_with(limiter: Limiter) -> (Vec<Instant>, Duration, Limiter) {
     let recorder = Recorder::default();
-    let limiter = Limiter::new(quota);
     let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
@@ -59,6 +62,15 @@ async fn gcra_burst_one_stream_is_evenly_spaced() {
     let ideal = Duration::from_millis(10) * (REQUESTS as u32 - 1);
     assert!(elapsed >= ideal, "{elapsed:?}");
     assert!(elapsed <= ideal.mul_f64(1.01), "{elapsed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn precise_wakeups_change_nothing_in_paused_time() {
+    let quota = Quota::per_second(100).gcra(1);
+    let limiter = Limiter::builder(quota).precise_wakeups(true).build();
+    let (sends, elapsed, _) = run_stream_with(limiter).await;
+    assert!(conforms_to_gcra(&sends, Duration::from_millis(10), 1));
+    assert_eq!(elapsed, Duration::from_millis(10) * (REQUESTS as u32 - 1));
 }
 
 #[tokio::test(start_paused = true)]
