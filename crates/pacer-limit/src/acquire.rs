@@ -71,8 +71,7 @@ impl<K: Key> Acquire<K> {
             .poll(cx)
     }
 
-    /// One attempt under the lock. `None` means the head's timer must be armed for the instant in
-    /// `Err`, `Some` is the answer to return (`Pending` for a waiter behind the head).
+    /// One attempt under the lock: take a slot, join the queue, or learn when to look again.
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
         let now = Instant::now();
         let shared = &self.limiter.shared;
@@ -80,17 +79,13 @@ impl<K: Key> Acquire<K> {
         let mut state = shared.lock();
         match self.phase {
             Phase::Start => {
-                let id = state.next_waiter_id();
-                let bucket = state.bucket(config, &self.key, now);
-                let ahead = bucket.queue_len();
-                if ahead == 0 {
-                    if let Admission::Granted = bucket.try_admit(now) {
-                        state.counters.acquired += 1;
+                let (at, ahead) = match state.admit_now(config, &self.key, now) {
+                    Ok(()) => {
                         self.phase = Phase::Done;
                         return Step::Granted(Duration::ZERO);
                     }
-                }
-                let at = bucket.nth_earliest(now, ahead);
+                    Err(turn) => turn,
+                };
                 let refusal = if ahead >= config.max_queue {
                     Some(Reason::QueueFull)
                 } else if config.max_wait.is_some_and(|max| at - now > max) {
@@ -103,7 +98,11 @@ impl<K: Key> Acquire<K> {
                     self.phase = Phase::Done;
                     return Step::Refused(RateLimited::new(reason, Some(at - now)));
                 }
-                bucket.enqueue(id, cx.waker().clone());
+                let id = state.next_waiter_id();
+                state
+                    .existing(&self.key)
+                    .expect("admit_now created the bucket")
+                    .enqueue(id, cx.waker().clone());
                 self.phase = Phase::Queued { id, since: now };
                 if ahead == 0 {
                     Step::Sleep(at)

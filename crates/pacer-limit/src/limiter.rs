@@ -138,25 +138,12 @@ impl<K: Key> Limiter<K> {
     pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
         let now = Instant::now();
         let mut state = self.shared.lock();
-        let bucket = state.bucket(&self.shared.config, key, now);
-        let outcome = if bucket.queue_len() > 0 {
-            Err(bucket.nth_earliest(now, bucket.queue_len()))
-        } else {
-            match bucket.try_admit(now) {
-                Admission::Granted => Ok(()),
-                Admission::NotBefore(at) => Err(at),
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                state.counters.acquired += 1;
-                Ok(())
-            }
-            Err(at) => {
+        state
+            .admit_now(&self.shared.config, key, now)
+            .map_err(|(at, _)| {
                 state.counters.rejected += 1;
-                Err(RateLimited::new(Reason::MaxWait, Some(at - now)))
-            }
-        }
+                RateLimited::new(Reason::MaxWait, Some(at - now))
+            })
     }
 
     /// Admits nothing on `key` before `until`, e.g. because the server answered 429 with a
@@ -256,6 +243,23 @@ impl<K: Key> State<K> {
             self.buckets.insert(key.clone(), Bucket::new(quota, now));
         }
         self.buckets.get_mut(key).expect("bucket was just inserted")
+    }
+
+    /// Admits one send on `key` at `now` if nobody is queued and the quota allows it. Otherwise
+    /// returns when a request arriving now would get its turn, and how many are queued ahead.
+    pub(crate) fn admit_now(
+        &mut self,
+        config: &Config<K>,
+        key: &K,
+        now: Instant,
+    ) -> Result<(), (Instant, usize)> {
+        let bucket = self.bucket(config, key, now);
+        let ahead = bucket.queue_len();
+        if ahead == 0 && bucket.try_admit(now) == Admission::Granted {
+            self.counters.acquired += 1;
+            return Ok(());
+        }
+        Err((bucket.nth_earliest(now, ahead), ahead))
     }
 
     /// The bucket of `key` if it exists (a queued waiter's bucket always does: it is not idle).
