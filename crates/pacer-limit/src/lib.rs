@@ -71,6 +71,7 @@ mod model;
 mod precise;
 mod quota;
 mod service;
+mod sliding;
 mod stats;
 
 pub use acquire::Acquire;

@@ -4,12 +4,12 @@
 //! scheduled for), so the invariants hold on real send times: a waiter woken late by the timer
 //! loses its lateness rather than letting the next send crowd it.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::quota::{Model, Quota};
+use crate::sliding::SlidingLog;
 
 /// The admission state of one key under one quota.
 #[derive(Debug, Clone)]
@@ -21,12 +21,8 @@ pub(crate) enum ModelState {
         /// How far before `tat` a send may go out: `(burst - 1) * interval`.
         tolerance: Duration,
     },
-    /// Sliding log: the instants of the last `limit` sends, oldest first.
-    Sliding {
-        sends: VecDeque<Instant>,
-        limit: usize,
-        window: Duration,
-    },
+    /// Sliding window: a log of recent sends.
+    Sliding(SlidingLog),
 }
 
 impl ModelState {
@@ -40,11 +36,11 @@ impl ModelState {
                     tolerance: interval.saturating_mul(burst.get() - 1),
                 }
             }
-            Model::SlidingWindow => ModelState::Sliding {
-                sends: VecDeque::new(),
-                limit: quota.limit() as usize,
-                window: quota.effective_window(),
-            },
+            Model::SlidingWindow => ModelState::Sliding(SlidingLog::new(
+                quota.limit() as usize,
+                quota.effective_window(),
+                now,
+            )),
         }
     }
 
@@ -57,9 +53,9 @@ impl ModelState {
         let mut next = ModelState::new(quota, now);
         match (self, &mut next) {
             (ModelState::Gcra { tat: old, .. }, ModelState::Gcra { tat, .. }) => *tat = *old,
-            (ModelState::Sliding { sends: old, .. }, ModelState::Sliding { sends, limit, .. }) => {
-                let skip = old.len().saturating_sub(*limit);
-                sends.extend(old.iter().skip(skip));
+            (ModelState::Sliding(old), ModelState::Sliding(log)) => {
+                *log =
+                    SlidingLog::inherit(quota.limit() as usize, quota.effective_window(), old, now);
             }
             _ => return (next, Some(self.earliest(now))),
         }
@@ -85,30 +81,7 @@ impl ModelState {
                 let at = base + interval.saturating_mul(steps);
                 at.checked_sub(*tolerance).unwrap_or(now).max(now)
             }
-            ModelState::Sliding {
-                sends,
-                limit,
-                window,
-            } => {
-                // Future send j goes out `window` after the send `limit` places before it, which is
-                // either a recorded send or an earlier future send (j - limit).
-                let mut j = n;
-                let mut hops: u32 = 0;
-                loop {
-                    let before = (sends.len() + j).checked_sub(*limit);
-                    match before {
-                        None => return now + window.saturating_mul(hops),
-                        Some(i) if i < sends.len() => {
-                            let at = (sends[i] + *window).max(now);
-                            return at + window.saturating_mul(hops);
-                        }
-                        Some(i) => {
-                            j = i - sends.len();
-                            hops += 1;
-                        }
-                    }
-                }
-            }
+            ModelState::Sliding(log) => log.nth_earliest(now, n),
         }
     }
 
@@ -116,19 +89,7 @@ impl ModelState {
     pub(crate) fn record(&mut self, now: Instant) {
         match self {
             ModelState::Gcra { tat, interval, .. } => *tat = (*tat).max(now) + *interval,
-            ModelState::Sliding {
-                sends,
-                limit,
-                window,
-            } => {
-                while sends.front().is_some_and(|&s| s + *window <= now) {
-                    sends.pop_front();
-                }
-                if sends.len() >= *limit {
-                    sends.pop_front();
-                }
-                sends.push_back(now);
-            }
+            ModelState::Sliding(log) => log.record(now),
         }
     }
 
@@ -136,9 +97,7 @@ impl ModelState {
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         match self {
             ModelState::Gcra { tat, .. } => *tat <= now,
-            ModelState::Sliding { sends, window, .. } => {
-                sends.back().is_none_or(|&last| last + *window <= now)
-            }
+            ModelState::Sliding(log) => log.is_idle(now),
         }
     }
 }

@@ -1,0 +1,224 @@
+//! The sliding-window log: never more than `limit` sends in any window of length `window`.
+//!
+//! The log keeps runs of sends (an instant and a count), so memory is bounded whatever the
+//! limit. Up to [`EXACT_UP_TO`] sends per window, each run is one real send instant and the log is
+//! exact. Above that, send instants are rounded *up* to a grid of `window / GRANULES`, so a
+//! recorded send expires no earlier than the real one: the log stays conservative (never more
+//! than `limit` in any real window) at a cost of at most one granule, 0.1 % of the window.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Quotas up to this many sends per window are tracked exactly.
+const EXACT_UP_TO: usize = 1024;
+/// Above [`EXACT_UP_TO`], the window is cut into this many granules.
+const GRANULES: u32 = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    at: Instant,
+    count: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SlidingLog {
+    /// Oldest first; instants strictly increase.
+    runs: VecDeque<Run>,
+    /// Sends in `runs`.
+    count: usize,
+    limit: usize,
+    window: Duration,
+    /// Zero when exact.
+    granule: Duration,
+    origin: Instant,
+}
+
+impl SlidingLog {
+    pub(crate) fn new(limit: usize, window: Duration, now: Instant) -> Self {
+        let granule = if limit <= EXACT_UP_TO {
+            Duration::ZERO
+        } else {
+            window / GRANULES
+        };
+        Self {
+            runs: VecDeque::new(),
+            count: 0,
+            limit,
+            window,
+            granule,
+            origin: now,
+        }
+    }
+
+    /// A log for a new limit or window that keeps `old`'s sends (conservative either way).
+    pub(crate) fn inherit(limit: usize, window: Duration, old: &SlidingLog, now: Instant) -> Self {
+        let mut log = Self::new(limit, window, now);
+        log.runs.clone_from(&old.runs);
+        log.count = old.count;
+        log.forget_beyond_limit();
+        log
+    }
+
+    /// When the `n`-th next send (0-based) would go out if each earlier one went out as soon as
+    /// it could: `window` after the send `limit` places before it, which is either recorded or an
+    /// earlier future send.
+    pub(crate) fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        let mut j = n;
+        let mut hops: u32 = 0;
+        loop {
+            match (self.count + j).checked_sub(self.limit) {
+                None => return now + self.window.saturating_mul(hops),
+                Some(i) if i < self.count => {
+                    let at = (self.instant_of(i) + self.window).max(now);
+                    return at + self.window.saturating_mul(hops);
+                }
+                Some(i) => {
+                    j = i - self.count;
+                    hops += 1;
+                }
+            }
+        }
+    }
+
+    /// The recorded instant of the `index`-th logged send, oldest first.
+    fn instant_of(&self, index: usize) -> Instant {
+        let mut seen = 0;
+        for run in &self.runs {
+            seen += run.count;
+            if index < seen {
+                return run.at;
+            }
+        }
+        unreachable!("index {index} beyond the {} logged sends", self.count)
+    }
+
+    pub(crate) fn record(&mut self, now: Instant) {
+        while let Some(front) = self.runs.front() {
+            if front.at + self.window > now {
+                break;
+            }
+            self.count -= front.count;
+            self.runs.pop_front();
+        }
+        let at = self.stamp(now);
+        match self.runs.back_mut() {
+            Some(last) if last.at == at => last.count += 1,
+            _ => self.runs.push_back(Run { at, count: 1 }),
+        }
+        self.count += 1;
+        self.forget_beyond_limit();
+    }
+
+    /// Drops runs that lie entirely more than `limit` sends back: they constrain nothing.
+    fn forget_beyond_limit(&mut self) {
+        while let Some(front) = self.runs.front() {
+            if self.count - front.count < self.limit {
+                break;
+            }
+            self.count -= front.count;
+            self.runs.pop_front();
+        }
+    }
+
+    /// `now`, rounded up to the granule grid when the log is not exact.
+    fn stamp(&self, now: Instant) -> Instant {
+        if self.granule.is_zero() {
+            return now;
+        }
+        let granule = self.granule.as_nanos();
+        let since = now.saturating_duration_since(self.origin).as_nanos();
+        let rounded = since.div_ceil(granule) * granule;
+        self.origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        self.runs
+            .back()
+            .is_none_or(|last| last.at + self.window <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `count` greedy sends, each as early as the log allows, from `start`.
+    fn saturate(log: &mut SlidingLog, start: Instant, count: usize) -> Vec<Instant> {
+        let mut t = start;
+        (0..count)
+            .map(|_| {
+                t = log.nth_earliest(t, 0);
+                log.record(t);
+                t
+            })
+            .collect()
+    }
+
+    fn max_in_any_window(sends: &[Instant], window: Duration) -> usize {
+        let mut start = 0;
+        let mut most = 0;
+        for end in 0..sends.len() {
+            while sends[end] - sends[start] >= window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
+
+    #[test]
+    fn a_large_limit_keeps_memory_bounded_and_stays_conservative() {
+        let window = Duration::from_secs(3);
+        let origin = Instant::now();
+        let mut log = SlidingLog::new(3_000, window, origin);
+        // Send in small steps so that instants are spread over the granules.
+        let mut sends = Vec::new();
+        let mut t = origin;
+        for _ in 0..30_000 {
+            t = log.nth_earliest(t + Duration::from_micros(300), 0);
+            log.record(t);
+            sends.push(t);
+            assert!(log.runs.len() <= GRANULES as usize + 1);
+        }
+        assert!(max_in_any_window(&sends, window) <= 3_000);
+        // At most one granule (0.1 %) of each window is lost to rounding.
+        let achieved = sends.len() as f64 / (*sends.last().unwrap() - origin).as_secs_f64();
+        assert!(achieved >= 1_000.0 * 0.99, "{achieved}");
+    }
+
+    #[test]
+    fn a_small_limit_is_exact() {
+        let origin = Instant::now();
+        let mut log = SlidingLog::new(100, Duration::from_secs(1), origin);
+        let sends = saturate(&mut log, origin, 1_000);
+        assert_eq!(max_in_any_window(&sends, Duration::from_secs(1)), 100);
+        // Exactly 100 per window: bursts of 100 at 0 s, 1 s, ... 9 s.
+        assert_eq!(*sends.last().unwrap() - origin, Duration::from_secs(9));
+        assert_eq!(log.runs.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// Rounding to granules never lets a real window hold more than the limit.
+        #[test]
+        fn granular_logs_are_conservative(
+            limit in 1_025usize..4_000,
+            window_ms in 10u64..5_000,
+            gaps in proptest::collection::vec(0u64..2_000, 1..3_000),
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let origin = Instant::now();
+            let mut log = SlidingLog::new(limit, window, origin);
+            let mut t = origin;
+            let mut sends = Vec::new();
+            for gap in gaps {
+                t = log.nth_earliest(t + Duration::from_micros(gap), 0);
+                log.record(t);
+                sends.push(t);
+            }
+            proptest::prop_assert!(max_in_any_window(&sends, window) <= limit);
+            proptest::prop_assert!(log.runs.len() <= GRANULES as usize + 1);
+        }
+    }
+}
