@@ -1,6 +1,5 @@
 //! The shared limiter handle: one budget per key, shared by every clone.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -66,7 +65,7 @@ pub(crate) struct Config<K> {
 }
 
 pub(crate) struct State<K> {
-    buckets: HashMap<K, Bucket>,
+    buckets: hashbrown::HashMap<K, Bucket>,
     pub(crate) counters: Counters,
     next_waiter_id: u64,
     /// Sweep idle buckets when the map grows past this; doubles with the live set, so sweeping
@@ -112,7 +111,7 @@ impl<K: Key> Limiter<K> {
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    buckets: HashMap::new(),
+                    buckets: hashbrown::HashMap::new(),
                     counters: Counters::default(),
                     next_waiter_id: 0,
                     sweep_at_len,
