@@ -140,7 +140,11 @@ impl Contender {
 
 /// governor's quotas are per second, per minute or per hour: the example only uses whole seconds.
 fn governor_rate(limit: u32, window: Duration) -> std::num::NonZeroU32 {
-    assert_eq!(window, Duration::from_secs(1), "the example's limit is per second");
+    assert_eq!(
+        window,
+        Duration::from_secs(1),
+        "the example's limit is per second"
+    );
     std::num::NonZeroU32::new(limit).expect("a non-zero limit")
 }
 

@@ -61,7 +61,10 @@ async fn main() -> ExitCode {
     for &enforcement in &options.servers {
         for &tasks in &options.tasks {
             for contender in Contender::ALL {
-                let wanted = options.only.as_deref().is_none_or(|f| f == contender.family());
+                let wanted = options
+                    .only
+                    .as_deref()
+                    .is_none_or(|f| f == contender.family());
                 if wanted && contender.applies_to(enforcement) {
                     let row = run(enforcement, contender, tasks, options.seconds).await;
                     println!("{row}");

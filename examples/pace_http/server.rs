@@ -160,7 +160,9 @@ impl Server {
     /// its own: the clients' tasks do not delay its view of arrival times.
     pub fn start(enforcement: Enforcement, limit: usize, window: Duration) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("local address");
         let gate = Arc::new(Mutex::new(Gate {
             enforcement,
@@ -241,7 +243,9 @@ fn respond(verdict: Result<(), Duration>) -> Response<Full<Bytes>> {
             Response::builder()
                 .status(StatusCode::TOO_MANY_REQUESTS)
                 .header(header::RETRY_AFTER, seconds)
-                .body(Full::new(Bytes::from_static(b"{\"meta\":{\"error\":\"rate limited\"}}")))
+                .body(Full::new(Bytes::from_static(
+                    b"{\"meta\":{\"error\":\"rate limited\"}}",
+                )))
                 .expect("static response")
         }
     }
