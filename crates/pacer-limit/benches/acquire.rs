@@ -9,7 +9,8 @@
 //!
 //! - `pacer/*`: [`Limiter::try_acquire`] (GCRA and sliding window, unkeyed and keyed) and the
 //!   `acquire().await` future on a current-thread runtime;
-//! - `governor/*`: `RateLimiter::check` (direct) and `check_key` (the default keyed store);
+//! - `governor/*`: `RateLimiter::check` (direct, on its default TSC clock and on
+//!   `std::time::Instant`) and `check_key` (the default keyed store);
 //! - `naive/mutex_token_bucket`: the token bucket people hand-roll, a `Mutex<(tokens, last)>`;
 //! - `tower/*`: `tower::limit::RateLimit` driven through `ready().call()`, directly and behind
 //!   `Buffer` (which sharing it across tasks requires), on a current-thread runtime.
@@ -169,6 +170,13 @@ fn uncontended(c: &mut Criterion) {
 
     let governor = governor_direct();
     group.bench_function("governor/check", |b| b.iter(|| black_box(governor.check())));
+    // The same limiter on `std::time::Instant`, the clock family pacer reads: separates the
+    // cost of the clock from the cost of the algorithm.
+    let governor =
+        governor::RateLimiter::direct_with_clock(governor_quota(), governor::clock::MonotonicClock);
+    group.bench_function("governor/check_std_clock", |b| {
+        b.iter(|| black_box(governor.check()))
+    });
     let governor = governor_keyed();
     let mut key = 0;
     group.bench_function("governor/check_key", |b| {

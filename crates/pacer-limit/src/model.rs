@@ -118,6 +118,18 @@ mod tests {
         })
     }
 
+    /// A state that admitted one send after each gap of `history` (in milliseconds) as soon as
+    /// the quota allowed it, and the instant of the last send.
+    fn replay(quota: &Quota, history: &[u64]) -> (ModelState, Instant) {
+        let mut t = Instant::now();
+        let mut state = ModelState::new(quota, t);
+        for &gap in history {
+            t = state.earliest(t + Duration::from_millis(gap));
+            state.record(t);
+        }
+        (state, t)
+    }
+
     proptest! {
         /// The estimate a queued waiter uses for its maximum wait is exactly when it would be
         /// admitted if everybody ahead of it went out as soon as allowed.
@@ -127,15 +139,7 @@ mod tests {
             history in prop::collection::vec(0u64..300, 0..80),
             n in 0usize..120,
         ) {
-            let origin = Instant::now();
-            let mut state = ModelState::new(&quota, origin);
-            let mut t = origin;
-            for gap in history {
-                t += Duration::from_millis(gap);
-                let at = state.earliest(t);
-                state.record(at);
-                t = at;
-            }
+            let (state, t) = replay(&quota, &history);
             let predicted = state.nth_earliest(t, n);
             let mut simulated = state.clone();
             let mut at = t;
@@ -153,14 +157,7 @@ mod tests {
             history in prop::collection::vec(0u64..300, 0..40),
             later in 0u64..5_000,
         ) {
-            let origin = Instant::now();
-            let mut state = ModelState::new(&quota, origin);
-            let mut t = origin;
-            for gap in history {
-                t += Duration::from_millis(gap);
-                t = state.earliest(t);
-                state.record(t);
-            }
+            let (state, t) = replay(&quota, &history);
             let now = t + Duration::from_millis(later);
             if state.is_idle(now) {
                 let fresh = ModelState::new(&quota, now);

@@ -19,25 +19,31 @@ async fn until_queued(limiter: &Limiter, n: usize) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn waiters_are_served_in_arrival_order() {
-    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
-    limiter.try_acquire(&()).unwrap();
+/// Queues `n` waiters one after the other (each is queued before the next is spawned), lets
+/// them all through, and returns the order in which they were granted.
+async fn grant_order(limiter: &Limiter, n: usize) -> Vec<usize> {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for i in 0..50 {
+    for i in 0..n {
         let (waiter, order) = (limiter.clone(), Arc::clone(&order));
         tasks.push(tokio::spawn(async move {
             waiter.acquire(()).await.unwrap();
             order.lock().unwrap().push(i);
         }));
-        // Each task queues before the next one is spawned.
-        until_queued(&limiter, i + 1).await;
+        until_queued(limiter, i + 1).await;
     }
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(*order.lock().unwrap(), (0..50).collect::<Vec<_>>());
+    let order = order.lock().unwrap().clone();
+    order
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_arrival_order() {
+    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
+    limiter.try_acquire(&()).unwrap();
+    assert_eq!(grant_order(&limiter, 50).await, (0..50).collect::<Vec<_>>());
 }
 
 #[tokio::test(start_paused = true)]
@@ -48,20 +54,10 @@ async fn a_freed_window_drains_in_arrival_order() {
     for _ in 0..100 {
         limiter.try_acquire(&()).unwrap();
     }
-    let order = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let (waiter, order) = (limiter.clone(), Arc::clone(&order));
-        tasks.push(tokio::spawn(async move {
-            waiter.acquire(()).await.unwrap();
-            order.lock().unwrap().push(i);
-        }));
-        until_queued(&limiter, i + 1).await;
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(*order.lock().unwrap(), (0..200).collect::<Vec<_>>());
+    assert_eq!(
+        grant_order(&limiter, 200).await,
+        (0..200).collect::<Vec<_>>()
+    );
     assert_eq!(limiter.stats().waited, 200);
 }
 
