@@ -5,8 +5,9 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
+//! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //!
-//! The throttle-signal, retry and Customer.io crates join here as they land.
+//! The retry and Customer.io crates join here as they land.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -18,3 +19,7 @@
 #[cfg(feature = "limit")]
 #[doc(inline)]
 pub use pacer_limit as limit;
+
+#[cfg(feature = "throttle")]
+#[doc(inline)]
+pub use pacer_throttle as throttle;

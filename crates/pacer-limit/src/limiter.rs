@@ -188,6 +188,13 @@ impl<K: Key> Limiter<K> {
         }
     }
 
+    /// The quota `key` is configured with (the builder's `quota_fn`), whatever
+    /// [`set_quota`](Self::set_quota) put in force since: the ceiling a learned rate stays under.
+    #[must_use]
+    pub fn configured_quota(&self, key: &K) -> Quota {
+        (self.shared.config.quota_fn)(key)
+    }
+
     /// How long a request on `key` arriving now would wait, behind everybody already queued.
     #[must_use]
     pub fn estimated_wait(&self, key: &K) -> Duration {

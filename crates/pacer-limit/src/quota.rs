@@ -104,6 +104,35 @@ impl Quota {
         self
     }
 
+    /// The same quota with `limit` requests per window: same window, model and margin, and a
+    /// GCRA burst scaled in proportion (at least 1), so a slower rate never keeps the old burst.
+    /// Used to pace a key below its configured quota, e.g. after the server refused requests.
+    ///
+    /// ```
+    /// use pacer_limit::{Model, Quota};
+    ///
+    /// let quota = Quota::per_second(100).gcra(20).scaled(50);
+    /// assert_eq!(quota.limit(), 50);
+    /// assert!(matches!(quota.model(), Model::Gcra { burst } if burst.get() == 10));
+    /// ```
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    #[must_use]
+    pub fn scaled(mut self, limit: u32) -> Self {
+        let limit = NonZeroU32::new(limit).expect("Quota limit must be at least 1");
+        if let Model::Gcra { burst } = self.model {
+            let scaled =
+                u64::from(burst.get()) * u64::from(limit.get()) / u64::from(self.limit.get());
+            let scaled = u32::try_from(scaled).unwrap_or(u32::MAX);
+            self.model = Model::Gcra {
+                burst: NonZeroU32::new(scaled).unwrap_or(NonZeroU32::MIN),
+            };
+        }
+        self.limit = limit;
+        self
+    }
+
     /// The number of requests allowed per window.
     #[must_use]
     pub fn limit(&self) -> u32 {

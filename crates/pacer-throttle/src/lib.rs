@@ -1,0 +1,75 @@
+//! Throttle signals as a tower [`Layer`](tower_layer::Layer): turns a server's `429`,
+//! `Retry-After` and rate-limit headers into typed data and feeds them to the shared
+//! [`Limiter`](pacer_limit::Limiter), so every caller slows down, not only the one refused.
+//!
+//! - **Parsing** ([`parse`]): `Retry-After` in seconds and all three HTTP-date forms, measured
+//!   against the response's own `Date` (client clock skew does not matter); the legacy
+//!   `X-RateLimit-*` family with reset as delta, epoch seconds or epoch milliseconds; the IETF
+//!   `RateLimit` / `RateLimit-Policy` structured fields. Hostile values are clamped, never
+//!   panic, never overflow. The result is one [`Throttle`] in the response's extensions.
+//! - **Pausing**: a 429 or 503 with a wait pauses the request's key in the shared limiter, so
+//!   every queued and new request on that key waits. Waits beyond a cap (default 60 s) pause
+//!   for the cap and fail the request with [`Error::WaitTooLong`].
+//! - **Adapting**: a refusal lowers the key's quota to just under the rate the server actually
+//!   accepted over the last window; successes bring it back along a cubic curve, bounded by the
+//!   configured quota. A client that starts 10x too fast converges in one window.
+//! - **Pacing ahead**: when `Remaining` is too low to last until the reset at the current rate,
+//!   the key is spaced out to make it last.
+//!
+//! # Example
+//!
+//! Place the throttle layer *inside* the rate limiter, next to the HTTP service, and give both
+//! the same [`Limiter`](pacer_limit::Limiter):
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use pacer_limit::{Limiter, Quota, RateLimitLayer};
+//! use pacer_throttle::{Throttle, ThrottleLayer};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let limiter = Limiter::new(Quota::per_second(100));
+//! let client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(limiter.clone()))
+//!     .layer(ThrottleLayer::new(limiter.clone()))
+//!     .service(tower::service_fn(|_req: Request<()>| async {
+//!         let response = Response::builder()
+//!             .status(StatusCode::TOO_MANY_REQUESTS)
+//!             .header("retry-after", "2")
+//!             .body(())
+//!             .unwrap();
+//!         Ok::<_, Infallible>(response)
+//!     }));
+//!
+//! let response = client.clone().oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(response.extensions().get::<Throttle>().unwrap().wait, Some(Duration::from_secs(2)));
+//! // Every caller on the key now waits two seconds, not only the one that was refused.
+//! assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(2));
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+
+mod adaptive;
+mod error;
+mod future;
+mod layer;
+pub mod parse;
+mod service;
+mod throttle;
+
+pub use adaptive::Adaptive;
+pub use error::{Error, WaitTooLong};
+pub use future::ResponseFuture;
+pub use layer::ThrottleLayer;
+pub use service::Throttled;
+pub use throttle::{Source, Throttle};

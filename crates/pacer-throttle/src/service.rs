@@ -1,0 +1,219 @@
+//! The [`Throttled`] service and what happens when a response comes back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use http::{Request, Response};
+use pacer_limit::{Key, KeyExtractor, Limiter};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::adaptive::{Change, KeyRate};
+use crate::error::{Error, WaitTooLong};
+use crate::future::ResponseFuture;
+use crate::layer::Config;
+use crate::parse;
+
+/// The service built by [`ThrottleLayer`](crate::ThrottleLayer).
+#[derive(Debug)]
+pub struct Throttled<S, K = (), X = pacer_limit::GlobalKey> {
+    inner: S,
+    shared: Arc<Shared<K>>,
+    extractor: X,
+}
+
+impl<S, K, X> Throttled<S, K, X> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K>>, extractor: X) -> Self {
+        Self {
+            inner,
+            shared,
+            extractor,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, X: Clone> Clone for Throttled<S, K, X> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            extractor: self.extractor.clone(),
+        }
+    }
+}
+
+impl<S, B, RB, K, X> Service<Request<B>> for Throttled<S, K, X>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    K: Key,
+    X: KeyExtractor<B, Key = K>,
+{
+    type Response = Response<RB>;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S::Future, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let key = self.extractor.extract(&request);
+        let sent_at = Instant::now();
+        ResponseFuture::new(
+            self.inner.call(request),
+            Arc::clone(&self.shared),
+            key,
+            sent_at,
+        )
+    }
+}
+
+/// What every service of one layer shares.
+#[derive(Debug)]
+pub(crate) struct Shared<K> {
+    pub(crate) limiter: Limiter<K>,
+    pub(crate) config: Config,
+    pub(crate) rates: Arc<Mutex<KeyRates<K>>>,
+}
+
+/// The adaptive state of the keys that have one, swept of idle keys as the map grows.
+#[derive(Debug)]
+pub(crate) struct KeyRates<K> {
+    rates: HashMap<K, KeyRate>,
+    sweep_at_len: usize,
+}
+
+impl<K> Default for KeyRates<K> {
+    fn default() -> Self {
+        Self {
+            rates: HashMap::new(),
+            sweep_at_len: 64,
+        }
+    }
+}
+
+impl<K: Key> KeyRates<K> {
+    fn rate(&mut self, key: &K, window: std::time::Duration, now: Instant) -> &mut KeyRate {
+        if !self.rates.contains_key(key) {
+            if self.rates.len() >= self.sweep_at_len {
+                self.rates.retain(|_, rate| !rate.is_idle(now));
+                self.sweep_at_len = (self.rates.len() * 2).max(64);
+            }
+            self.rates.insert(key.clone(), KeyRate::new(window, now));
+        }
+        self.rates.get_mut(key).expect("rate was just inserted")
+    }
+}
+
+impl<K: Key> Shared<K> {
+    /// Reads `response`'s signals, applies them to `key`, and tags the response with them.
+    pub(crate) fn observe<B>(
+        &self,
+        key: &K,
+        sent_at: Instant,
+        response: &mut Response<B>,
+    ) -> Result<(), WaitTooLong> {
+        let now = Instant::now();
+        let status = response.status();
+        let refused = self.config.refusals.contains(&status);
+        let signal = parse::throttle(
+            response.headers(),
+            &self.config.parse,
+            now,
+            SystemTime::now(),
+        );
+
+        let mut outcome = Ok(());
+        if let Some(wait) = signal.as_ref().and_then(|signal| signal.wait) {
+            let pause = wait.min(self.config.max_pause);
+            self.limiter.pause_until(key, now + pause);
+            if refused && wait > self.config.max_pause {
+                tracing::warn!(key = ?key, %status, ?wait, cap = ?self.config.max_pause, "server asked for a wait beyond the cap; gave up");
+                outcome = Err(WaitTooLong {
+                    status,
+                    wait,
+                    cap: self.config.max_pause,
+                });
+            } else if refused {
+                tracing::info!(key = ?key, %status, ?wait, "throttled by the server; key paused");
+            } else {
+                tracing::debug!(key = ?key, ?pause, "quota exhausted until reset; key paused");
+            }
+        } else if refused {
+            tracing::info!(key = ?key, %status, "refused by the server without a wait");
+        }
+
+        if self.config.adaptive.is_enabled() && (refused || status.is_success()) {
+            self.adapt(key, refused, sent_at, now);
+        }
+        if self.config.pace_ahead && !refused {
+            if let Some(signal) = &signal {
+                self.pace_ahead(key, signal, now);
+            }
+        }
+        if let Some(signal) = signal {
+            response.extensions_mut().insert(signal);
+        }
+        outcome
+    }
+
+    fn adapt(&self, key: &K, refused: bool, sent_at: Instant, now: Instant) {
+        let configured = self.limiter.configured_quota(key);
+        let params = &self.config.adaptive;
+        let change = {
+            let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+            let rate = rates.rate(key, configured.window(), now);
+            if refused {
+                let current = self.limiter.quota(key).limit();
+                rate.on_refusal(params, current, sent_at, now)
+            } else {
+                rate.on_success(params, configured.limit(), now)
+            }
+        };
+        match change {
+            Change::Keep => {}
+            Change::Limit(limit) => {
+                tracing::debug!(key = ?key, limit, window = ?configured.window(), "adapted key rate");
+                self.limiter.set_quota(key, configured.scaled(limit));
+            }
+            Change::Recovered => {
+                tracing::debug!(key = ?key, "key rate back at its configured quota");
+                self.limiter.reset_quota(key);
+            }
+        }
+    }
+
+    /// Spreads what `Remaining` allows over the time until the reset when the key's current
+    /// rate would spend it sooner.
+    fn pace_ahead(&self, key: &K, signal: &crate::Throttle, now: Instant) {
+        let (Some(remaining), Some(reset)) = (signal.remaining, signal.reset) else {
+            return;
+        };
+        if remaining == 0 || signal.wait.is_some() {
+            return;
+        }
+        let spacing = reset / u32::try_from(remaining).unwrap_or(u32::MAX);
+        if spacing > self.limiter.quota(key).emission_interval() {
+            let spacing = spacing.min(self.config.max_pause);
+            tracing::debug!(key = ?key, remaining, ?reset, ?spacing, "remaining quota low; spacing requests out");
+            self.limiter.pause_until(key, now + spacing);
+        }
+    }
+}
