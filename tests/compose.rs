@@ -14,10 +14,11 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pacer::limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use pacer::throttle::{Source, Throttle, ThrottleLayer};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
-/// Serves 200 to every request on an ephemeral loopback port and counts the requests it saw.
+/// Serves 200 to every request but those to `/throttled` (429, Retry-After: 30) on an ephemeral loopback port and counts the requests it saw.
 async fn start_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -30,9 +31,20 @@ async fn start_server() -> (SocketAddr, Arc<AtomicUsize>) {
             };
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok")))) }
+                    let response = if req.uri().path() == "/throttled" {
+                        Response::builder()
+                            .status(StatusCode::TOO_MANY_REQUESTS)
+                            .header("retry-after", "30")
+                            .header("ratelimit-policy", "\"default\";q=100;w=1")
+                            .header("ratelimit", "\"default\";r=0;t=1")
+                            .body(Full::new(Bytes::from("slow down")))
+                            .unwrap()
+                    } else {
+                        Response::new(Full::new(Bytes::from("ok")))
+                    };
+                    async { Ok::<_, Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -122,4 +134,43 @@ async fn a_refused_request_never_reaches_the_server() {
     let retry_after = limited.retry_after().unwrap();
     assert!(retry_after > Duration::from_secs(58) && retry_after <= Duration::from_secs(60));
     assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn one_429_slows_every_caller_of_its_key_over_real_http() {
+    let (addr, seen) = start_server().await;
+    let limiter = Limiter::builder(Quota::per_second(100))
+        .max_wait(Duration::from_secs(1))
+        .build();
+    let client = ServiceBuilder::new()
+        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
+        .layer(ThrottleLayer::keyed(limiter.clone(), api_of))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    let refused = client
+        .clone()
+        .oneshot(request(addr, "/throttled"))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let throttle = refused.extensions().get::<Throttle>().unwrap();
+    assert_eq!(throttle.source, Source::RetryAfter);
+    assert_eq!(throttle.wait, Some(Duration::from_secs(30)));
+    assert_eq!((throttle.limit, throttle.remaining), (Some(100), Some(0)));
+
+    // Another caller on the same key is held (here: refused at once, since it would wait
+    // longer than its 1 s maximum) and never reaches the server...
+    let held = client.clone().oneshot(request(addr, "/api/v2/batch")).await;
+    let Err(Error::RateLimited(limited)) = held else {
+        panic!("expected the key to be paused, got {held:?}");
+    };
+    assert!(limited.retry_after().unwrap() > Duration::from_secs(29));
+    // ...while the other key is untouched.
+    let other = client
+        .clone()
+        .oneshot(request(addr, "/v1/customers"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
 }
