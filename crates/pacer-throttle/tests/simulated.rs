@@ -129,6 +129,11 @@ where
         .boxed_clone()
 }
 
+/// One request from caller 0.
+async fn send(client: &Client) -> Result<Response<()>, BoxError> {
+    client.clone().oneshot(request(0)).await
+}
+
 /// `callers` tasks sending back to back through clones of `client` until `end`.
 async fn run_callers(client: &Client, callers: usize, end: Instant) {
     let tasks: Vec<_> = (0..callers)
@@ -308,15 +313,9 @@ async fn a_lying_server_is_capped() {
             Response::new(())
         }
     };
-    let mut client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
+    let client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
     let start = Instant::now();
-    let error = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(0))
-        .await
-        .unwrap_err();
+    let error = send(&client).await.unwrap_err();
     let error = error
         .downcast::<pacer_limit::Error<Error<Infallible>>>()
         .expect("the limiter's error type");
@@ -328,13 +327,7 @@ async fn a_lying_server_is_capped() {
     assert_eq!(too_long.cap(), Duration::from_secs(60));
     // The key is paused for the cap, not for a day.
     assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(60));
-    client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(0))
-        .await
-        .unwrap();
+    send(&client).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(60));
 }
 
@@ -349,16 +342,10 @@ async fn low_remaining_spaces_requests_until_the_reset() {
             .body(())
             .unwrap()
     };
-    let mut client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
+    let client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
     let start = Instant::now();
     for _ in 0..4 {
-        let response = client
-            .ready()
-            .await
-            .unwrap()
-            .call(request(0))
-            .await
-            .unwrap();
+        let response = send(&client).await.unwrap();
         let throttle = response.extensions().get::<Throttle>().unwrap();
         assert_eq!(throttle.remaining, Some(10));
     }
@@ -375,26 +362,14 @@ async fn nothing_remaining_pauses_until_the_reset_even_on_success() {
             .body(())
             .unwrap()
     };
-    let mut client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
+    let client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
     let start = Instant::now();
-    let response = client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(0))
-        .await
-        .unwrap();
+    let response = send(&client).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let throttle = response.extensions().get::<Throttle>().unwrap();
     assert_eq!(throttle.limit, Some(1000));
     assert_eq!(throttle.window, Some(Duration::from_secs(3600)));
-    client
-        .ready()
-        .await
-        .unwrap()
-        .call(request(0))
-        .await
-        .unwrap();
+    send(&client).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(7));
 }
 
