@@ -177,11 +177,12 @@ impl<K: Key> Shared<K> {
     fn adapt(&self, key: &K, refused: bool, sent_at: Instant, now: Instant) {
         let configured = self.limiter.configured_quota(key);
         let params = &self.config.adaptive;
+        // Read the limiter before taking our own lock: never hold both.
+        let current = refused.then(|| self.limiter.quota(key).limit());
         let change = {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
             let rate = rates.rate(key, configured.window(), now);
-            if refused {
-                let current = self.limiter.quota(key).limit();
+            if let Some(current) = current {
                 rate.on_refusal(params, current, sent_at, now)
             } else {
                 rate.on_success(params, configured.limit(), now)
