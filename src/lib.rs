@@ -6,8 +6,9 @@
 //! |---|---|---|
 //! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
+//! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
 //!
-//! The retry and Customer.io crates join here as they land.
+//! The Customer.io crates join here as they land.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -23,3 +24,7 @@ pub use pacer_limit as limit;
 #[cfg(feature = "throttle")]
 #[doc(inline)]
 pub use pacer_throttle as throttle;
+
+#[cfg(feature = "retry")]
+#[doc(inline)]
+pub use pacer_retry as retry;

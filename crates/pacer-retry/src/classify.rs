@@ -1,0 +1,105 @@
+//! Which results are worth another attempt.
+
+use std::error::Error as StdError;
+use std::io;
+
+use http::{Response, StatusCode};
+
+/// Why an attempt is worth repeating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// The server answered with a retryable status (429, 408, 500, 502, 503, 504 by default).
+    Status(StatusCode),
+    /// The connection failed or broke: refused, reset, aborted, closed early.
+    Connection,
+    /// The attempt timed out.
+    Timeout,
+}
+
+/// Decides whether a result is worth another attempt. Implemented by [`DefaultClassifier`] and
+/// by any `Fn(&Result<Response<B>, E>) -> Option<RetryReason>`.
+pub trait Classify<B, E> {
+    /// `Some(reason)` to retry (when the request may be repeated), `None` to return the result.
+    fn classify(&self, result: &Result<Response<B>, E>) -> Option<RetryReason>;
+}
+
+impl<B, E, F> Classify<B, E> for F
+where
+    F: Fn(&Result<Response<B>, E>) -> Option<RetryReason>,
+{
+    fn classify(&self, result: &Result<Response<B>, E>) -> Option<RetryReason> {
+        self(result)
+    }
+}
+
+/// Retries 429, 408, 500, 502, 503 and 504, and errors whose source chain holds an
+/// [`io::Error`] of a broken or refused connection or a timeout, or a message saying the
+/// connection closed before the response was complete (hyper's "incomplete message"). Never
+/// other 4xx, and never body or decoding errors: repeating those changes nothing.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct DefaultClassifier;
+
+impl DefaultClassifier {
+    /// The statuses retried by default.
+    pub const STATUSES: [StatusCode; 6] = [
+        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::REQUEST_TIMEOUT,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        StatusCode::BAD_GATEWAY,
+        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::GATEWAY_TIMEOUT,
+    ];
+}
+
+impl<B, E: StdError + 'static> Classify<B, E> for DefaultClassifier {
+    fn classify(&self, result: &Result<Response<B>, E>) -> Option<RetryReason> {
+        match result {
+            Ok(response) => {
+                let status = response.status();
+                Self::STATUSES
+                    .contains(&status)
+                    .then_some(RetryReason::Status(status))
+            }
+            Err(error) => classify_error(error),
+        }
+    }
+}
+
+/// Walks `error`'s source chain for a transient transport failure.
+pub fn classify_error(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::TimedOut => Some(RetryReason::Timeout),
+                io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::NotConnected
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => Some(RetryReason::Connection),
+                _ => None,
+            };
+        }
+        if error.is::<tokio::time::error::Elapsed>() {
+            return Some(RetryReason::Timeout);
+        }
+        // hyper names these in its Display; matching the text keeps us free of a hyper
+        // dependency and works through any wrapper that keeps the source chain.
+        let text = error.to_string();
+        if text.contains("connection closed before message completed")
+            || text.contains("error trying to connect")
+            || text.contains("operation timed out")
+        {
+            return Some(if text.contains("timed out") {
+                RetryReason::Timeout
+            } else {
+                RetryReason::Connection
+            });
+        }
+        current = error.source();
+    }
+    None
+}

@@ -1,0 +1,90 @@
+//! A retry [`Layer`](tower_layer::Layer) for any `tower::Service<http::Request<B>>` that recovers
+//! from transient failures without amplifying an outage, without repeating side effects, and
+//! without sleeping less than the server asked.
+//!
+//! - **What is retried** ([`DefaultClassifier`], or your own [`Classify`]): 429, 408, 500, 502,
+//!   503, 504, refused/reset/aborted connections, timeouts, incomplete messages; never other 4xx
+//!   and never body or decoding errors.
+//! - **How long to wait**: `max(backoff, server hint)`. [`Backoff`] is exponential with full
+//!   (default), equal, decorrelated or no [`Jitter`]; the hint is the response's
+//!   [`Throttle`](pacer_throttle::Throttle) (Retry-After, or a reset with nothing remaining).
+//!   A hint beyond `max_server_wait` (60 s) ends the request with
+//!   [`Error::ServerWaitTooLong`].
+//! - **When to stop**: `max_attempts` (3, the first included), a total deadline
+//!   (`max_elapsed` or a [`Deadline`] request extension), and a retry budget shared by every
+//!   clone: retries add at most 20 % to the load plus 10 per second, so a server failing every
+//!   request sees 1.2x the requests, not 3x. An optional per-attempt timeout cancels slow
+//!   attempts.
+//! - **What may be repeated**: GET, HEAD, OPTIONS, TRACE, PUT and DELETE; POST and PATCH only
+//!   when marked [`Idempotent`] or carrying an `Idempotency-Key` header. Bodies are replayed
+//!   by [`CloneBody`] (any `Clone` body, such as `Full<Bytes>`); with [`NoReplay`], for bodies
+//!   that cannot be copied, each request is sent once.
+//!
+//! Each retry drives the inner service to readiness before calling it. Put the layer *outside*
+//! the rate limiter: every attempt then waits for, and spends, a slot of the quota.
+//!
+//! # Why not `tower::retry::Retry` with a `Policy`
+//! The budget is tower's own [`TpsBudget`](tower::retry::budget::TpsBudget). The service is our
+//! own because a `Policy` cannot time out an attempt it did not start, cannot end a request with
+//! a typed error of its own (a server wait too long, a timed-out last attempt), and sees the
+//! request only as a value to clone, not its deadline; and tower's `Retry` clones the policy
+//! per request, where our counters and random source are shared.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::sync::Arc;
+//! use http::{Request, Response, StatusCode};
+//! use pacer_retry::RetryLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let calls = Arc::new(AtomicU32::new(0));
+//! let counter = Arc::clone(&calls);
+//! let retry = RetryLayer::new();
+//! let client = ServiceBuilder::new()
+//!     .layer(retry.clone())
+//!     .service(tower::service_fn(move |_req: Request<String>| {
+//!         // Unavailable once, then fine.
+//!         let status = match counter.fetch_add(1, Ordering::SeqCst) {
+//!             0 => StatusCode::SERVICE_UNAVAILABLE,
+//!             _ => StatusCode::OK,
+//!         };
+//!         async move { Ok::<_, Infallible>(Response::builder().status(status).body(()).unwrap()) }
+//!     }));
+//!
+//! let response = client.oneshot(Request::get("/").body(String::new()).unwrap()).await.unwrap();
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(calls.load(Ordering::SeqCst), 2);
+//! assert_eq!(retry.stats().retries, 1);
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+
+mod backoff;
+mod classify;
+mod error;
+mod future;
+mod layer;
+mod request;
+mod service;
+mod stats;
+
+pub use backoff::{Backoff, Jitter};
+pub use classify::{classify_error, Classify, DefaultClassifier, RetryReason};
+pub use error::Error;
+pub use future::ResponseFuture;
+pub use layer::RetryLayer;
+pub use request::{is_repeatable, CloneBody, Deadline, Idempotent, NoReplay, ReplayBody};
+pub use service::Retry;
+pub use stats::Stats;

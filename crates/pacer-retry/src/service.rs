@@ -1,0 +1,107 @@
+//! The [`Retry`] service.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+use tower_service::Service;
+
+use crate::classify::Classify;
+use crate::error::Error;
+use crate::future::ResponseFuture;
+use crate::layer::Shared;
+use crate::request::{copy_request, is_repeatable, Deadline, ReplayBody};
+use crate::stats::Counters;
+
+/// The service built by [`RetryLayer`](crate::RetryLayer).
+#[derive(Debug)]
+pub struct Retry<S, C, P> {
+    inner: S,
+    shared: Arc<Shared<C, P>>,
+}
+
+impl<S, C, P> Retry<S, C, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<C, P>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, C, P> Clone for Retry<S, C, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, B, RB, C, P> Service<Request<B>> for Retry<S, C, P>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    C: Classify<RB, S::Error>,
+    P: ReplayBody<B>,
+{
+    type Response = Response<RB>;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S, B, C, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Inner)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        Counters::bump(&shared.state.counters.requests);
+        if let Some(budget) = &shared.state.budget {
+            budget.deposit();
+        }
+        let now = Instant::now();
+        let deadline = [
+            shared
+                .config
+                .max_elapsed
+                .and_then(|max| now.checked_add(max)),
+            request
+                .extensions()
+                .get::<Deadline>()
+                .map(|deadline| deadline.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        // Keep a copy for retries only when one may be sent.
+        let template = if is_repeatable(&request) {
+            shared
+                .replay
+                .replay(request.body())
+                .map(|body| copy_request(&request, body))
+        } else {
+            None
+        };
+        let repeatable = is_repeatable(&request);
+        // The readied service takes the first attempt; a clone is readied for each retry.
+        let clone = self.inner.clone();
+        let mut readied = std::mem::replace(&mut self.inner, clone);
+        let first = readied.call(request);
+        ResponseFuture::new(
+            first,
+            readied,
+            Arc::clone(&self.shared),
+            template,
+            repeatable,
+            deadline,
+        )
+    }
+}
