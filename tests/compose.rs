@@ -14,11 +14,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pacer::limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use pacer::retry::{Idempotent, RetryLayer};
 use pacer::throttle::{Source, Throttle, ThrottleLayer};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
-/// Serves 200 to every request but those to `/throttled` (429, Retry-After: 30) on an ephemeral loopback port and counts the requests it saw.
+/// Serves 200 to every request but those to `/throttled` (429, Retry-After: 30) and a first
+/// request to `/flaky` (429, Retry-After: 0.05) on an ephemeral loopback port and counts the requests it saw.
 async fn start_server() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -32,8 +34,15 @@ async fn start_server() -> (SocketAddr, Arc<AtomicUsize>) {
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    let response = if req.uri().path() == "/throttled" {
+                    let nth = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                    let response = if req.uri().path() == "/flaky" && nth == 1 {
+                        // /flaky as the server's first request is refused with a short wait.
+                        Response::builder()
+                            .status(StatusCode::TOO_MANY_REQUESTS)
+                            .header("retry-after", "0.05")
+                            .body(Full::new(Bytes::from("slow down")))
+                            .unwrap()
+                    } else if req.uri().path() == "/throttled" {
                         Response::builder()
                             .status(StatusCode::TOO_MANY_REQUESTS)
                             .header("retry-after", "30")
@@ -173,4 +182,29 @@ async fn one_429_slows_every_caller_of_its_key_over_real_http() {
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
     assert_eq!(seen.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_full_stack_retries_a_429_through_the_limiter_over_real_http() {
+    let (addr, seen) = start_server().await;
+    let limiter = Limiter::builder(Quota::per_second(100)).build();
+    let retry = RetryLayer::new();
+    let client = ServiceBuilder::new()
+        .layer(retry.clone())
+        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
+        .layer(ThrottleLayer::keyed(limiter.clone(), api_of))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    // A POST is retried only when repeating it is safe, e.g. an event carrying its own id.
+    let mut post = request(addr, "/flaky");
+    post.extensions_mut().insert(Idempotent);
+    let start = std::time::Instant::now();
+    let response = client.oneshot(post).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Refused once, then retried after the server's 50 ms...
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    assert_eq!(retry.stats().retries, 1);
+    // ...and both attempts went through the limiter: the retry spent a slot of the quota.
+    assert_eq!(limiter.stats().acquired, 2);
 }

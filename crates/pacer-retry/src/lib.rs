@@ -20,8 +20,10 @@
 //!   by [`CloneBody`] (any `Clone` body, such as `Full<Bytes>`); with [`NoReplay`], for bodies
 //!   that cannot be copied, each request is sent once.
 //!
-//! Each retry drives the inner service to readiness before calling it. Put the layer *outside*
-//! the rate limiter: every attempt then waits for, and spends, a slot of the quota.
+//! Each retry drives the inner service to readiness before calling it, on a clone of it: the
+//! inner service must be `Clone`, as hyper-util's client and every pacer layer are. Put the
+//! layer *outside* the rate limiter: every attempt then waits for, and spends, a slot of the
+//! quota.
 //!
 //! # Why not `tower::retry::Retry` with a `Policy`
 //! The budget is tower's own [`TpsBudget`](tower::retry::budget::TpsBudget). The service is our

@@ -82,7 +82,8 @@ where
         .flatten()
         .min();
         // Keep a copy for retries only when one may be sent.
-        let template = if is_repeatable(&request) {
+        let repeatable = is_repeatable(&request);
+        let template = if repeatable {
             shared
                 .replay
                 .replay(request.body())
@@ -90,7 +91,6 @@ where
         } else {
             None
         };
-        let repeatable = is_repeatable(&request);
         // The readied service takes the first attempt; a clone is readied for each retry.
         let clone = self.inner.clone();
         let mut readied = std::mem::replace(&mut self.inner, clone);
