@@ -137,6 +137,28 @@ mod tests {
         );
     }
 
+    fn micros(sequence: &[Duration]) -> Vec<u128> {
+        sequence.iter().map(Duration::as_micros).collect()
+    }
+
+    /// The exact sequences for seed 42: a change here changes every user's delays, on purpose
+    /// or not.
+    #[test]
+    fn seed_42_gives_these_exact_sequences() {
+        assert_eq!(
+            micros(&sequence(Jitter::Full, 42)),
+            [81430, 63764, 393557, 560908, 1269607, 1881915, 626762, 3025612]
+        );
+        assert_eq!(
+            micros(&sequence(Jitter::Equal, 42)),
+            [90715, 131882, 396778, 680454, 1434803, 2540957, 2813381, 4012806]
+        );
+        assert_eq!(
+            micros(&sequence(Jitter::Decorrelated, 42)),
+            [262861, 319534, 944775, 2017134, 3988172, 2981682, 714226, 1336072]
+        );
+    }
+
     #[test]
     fn a_seed_fixes_every_sequence() {
         for jitter in [Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
