@@ -1,0 +1,82 @@
+//! The mock Customer.io server as a process:
+//!
+//! ```text
+//! pacer-mock [--port 0] [--track-limit 100] [--app-limit 10] [--model sliding|gcra|fixed]
+//!            [--faults 0.05] [--drop-after 0.02] [--latency-ms 0] [--seed 0]
+//! ```
+//!
+//! Prints the base URL, then serves until interrupted; on Ctrl-C prints the ledger's counts.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pacer_mock::{ApiClass, Faults, Limit, MockConfig, MockServer, ServerModel};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let (config, port) = match parse(std::env::args().skip(1)) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("pacer-mock: {message}");
+            eprintln!(
+                "usage: pacer-mock [--port N] [--track-limit N] [--app-limit N] \
+                 [--model sliding|gcra|fixed] [--faults F] [--drop-after F] [--latency-ms N] [--seed N]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mock = match MockServer::bind(config, SocketAddr::from(([127, 0, 0, 1], port))).await {
+        Ok(mock) => mock,
+        Err(error) => {
+            eprintln!("pacer-mock: cannot listen on port {port}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", mock.base_url());
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("{:?}", mock.ledger().counts());
+    ExitCode::SUCCESS
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<(MockConfig, u16), String> {
+    let mut config = MockConfig::default();
+    let mut port = 0;
+    let mut model = ServerModel::SlidingWindow;
+    let mut track = 100;
+    let mut app = 10;
+    let mut faults = Faults::default();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |value: &str| {
+            value
+                .parse::<f64>()
+                .map_err(|_| format!("{flag}: not a number: {value:?}"))
+        };
+        match flag.as_str() {
+            "--port" => port = value.parse().map_err(|_| format!("bad port {value:?}"))?,
+            "--track-limit" => track = value.parse().map_err(|_| format!("bad limit {value:?}"))?,
+            "--app-limit" => app = value.parse().map_err(|_| format!("bad limit {value:?}"))?,
+            "--model" => {
+                model = match value.as_str() {
+                    "sliding" => ServerModel::SlidingWindow,
+                    "gcra" => ServerModel::Gcra,
+                    "fixed" => ServerModel::FixedWindow,
+                    other => return Err(format!("unknown model {other:?}")),
+                }
+            }
+            "--faults" => faults.server_errors = number(&value)?,
+            "--drop-after" => faults.drop_after = number(&value)?,
+            "--latency-ms" => faults.latency = Duration::from_millis(number(&value)? as u64),
+            "--seed" => {
+                config = config.seed(value.parse().map_err(|_| format!("bad seed {value:?}"))?)
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let config = config
+        .limit(ApiClass::Track, Some(Limit::per_second(track).model(model)))
+        .limit(ApiClass::App, Some(Limit::per_second(app).model(model)))
+        .faults(faults);
+    Ok((config, port))
+}
