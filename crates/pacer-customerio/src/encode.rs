@@ -1,0 +1,89 @@
+//! Path segments and event ids.
+
+use std::fmt::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use std::cell::RefCell;
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+
+thread_local! {
+    /// Seeded once per thread from the OS: fast, and unpredictable enough for unique ids.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
+
+/// Percent-encodes `value` as one path segment: everything but the RFC 3986 unreserved
+/// characters (`A-Z a-z 0-9 - . _ ~`), so `/`, `..`, `?`, `#`, `@` and `+` cannot change which
+/// endpoint a request reaches. Customer.io's own libraries encode the same way.
+#[must_use]
+pub fn path_segment(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(byte as char);
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    // "." and ".." are unreserved but mean something in a path: encode them whole.
+    match encoded.as_str() {
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => encoded,
+    }
+}
+
+/// A new ULID (48-bit millisecond time, 80 random bits, Crockford base32): the event `id`
+/// Customer.io deduplicates on.
+#[must_use]
+pub fn ulid() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+        & ((1 << 48) - 1);
+    let mut random = [0_u8; 10];
+    RNG.with(|rng| rng.borrow_mut().fill_bytes(&mut random));
+    let mut value = u128::from(millis) << 80;
+    for (index, byte) in random.iter().enumerate() {
+        value |= u128::from(*byte) << (72 - 8 * index);
+    }
+    (0..26)
+        .map(|position| ALPHABET[((value >> (125 - 5 * position)) & 31) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_ids_stay_one_segment() {
+        assert_eq!(
+            path_segment("../../v1/send/email"),
+            "..%2F..%2Fv1%2Fsend%2Femail"
+        );
+        assert_eq!(
+            path_segment("jane+news@example.com"),
+            "jane%2Bnews%40example.com"
+        );
+        assert_eq!(path_segment("a b?c#d%"), "a%20b%3Fc%23d%25");
+        assert_eq!(path_segment(".."), "%2E%2E");
+        assert_eq!(path_segment("é"), "%C3%A9");
+        assert_eq!(path_segment("Az09-._~"), "Az09-._~");
+    }
+
+    #[test]
+    fn ulids_are_26_crockford_characters_and_unique() {
+        let a = ulid();
+        let b = ulid();
+        assert_eq!(a.len(), 26);
+        assert!(a
+            .bytes()
+            .all(|c| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&c)));
+        assert_ne!(a, b);
+        // The first character encodes the top 3 bits of the time: 0 until the year 10889.
+        assert!(a.starts_with('0'));
+    }
+}

@@ -1,0 +1,190 @@
+//! What went wrong, typed: Customer.io's error bodies, throttling, bad input, transport.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde_json::Value;
+
+/// One entry of a v2 batch (or entity) refusal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryError {
+    /// The entry's index in the request's batch, when Customer.io says.
+    pub batch_index: Option<usize>,
+    /// `reason`, e.g. `required`.
+    pub reason: String,
+    /// `field`.
+    pub field: String,
+    /// `message`.
+    pub message: String,
+}
+
+/// Customer.io's error body, from whichever of its four envelopes it came in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ApiError {
+    /// Human-readable messages: `meta.error`, `meta.errors[]` or `errors[].detail`.
+    pub messages: Vec<String>,
+    /// Track v2 entries: `errors[].{reason, field, message, batch_index}`.
+    pub entries: Vec<EntryError>,
+    /// `errors[].code` when the App API gives one ("use this rather than the text").
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    /// Reads a response body in any of Customer.io's envelopes; plain text becomes one message.
+    #[must_use]
+    pub fn parse(body: &[u8]) -> Self {
+        let Ok(json) = serde_json::from_slice::<Value>(body) else {
+            let text = String::from_utf8_lossy(body).trim().to_owned();
+            return Self {
+                messages: if text.is_empty() { vec![] } else { vec![text] },
+                ..Self::default()
+            };
+        };
+        let mut error = Self::default();
+        if let Some(message) = json.pointer("/meta/error").and_then(Value::as_str) {
+            error.messages.push(message.to_owned());
+        }
+        if let Some(messages) = json.pointer("/meta/errors").and_then(Value::as_array) {
+            error
+                .messages
+                .extend(messages.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+        for item in json
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+            if let Some(detail) = text("detail") {
+                error.messages.push(detail);
+                error.code = error.code.or_else(|| text("code"));
+            } else if item.get("reason").is_some() || item.get("message").is_some() {
+                error.entries.push(EntryError {
+                    batch_index: item
+                        .get("batch_index")
+                        .and_then(Value::as_u64)
+                        .map(|index| index as usize),
+                    reason: text("reason").unwrap_or_default(),
+                    field: text("field").unwrap_or_default(),
+                    message: text("message").unwrap_or_default(),
+                });
+            }
+        }
+        error
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = self.messages.clone();
+        parts.extend(self.entries.iter().map(|entry| match entry.batch_index {
+            Some(index) => format!(
+                "entry {index}: {} ({}: {})",
+                entry.message, entry.field, entry.reason
+            ),
+            None => format!("{} ({}: {})", entry.message, entry.field, entry.reason),
+        }));
+        if parts.is_empty() {
+            f.write_str("no details")
+        } else {
+            f.write_str(&parts.join("; "))
+        }
+    }
+}
+
+/// The error of a Customer.io call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Customer.io refused the request (4xx/5xx other than 429), with its error body.
+    Api {
+        /// The status.
+        status: StatusCode,
+        /// The parsed body.
+        error: ApiError,
+    },
+    /// 401: wrong or missing credentials (the body is plain text; the key is never echoed).
+    Unauthorized,
+    /// Throttled (429) and not resolved by retries.
+    Throttled {
+        /// The server's Retry-After, if it gave one (none means a daily quota).
+        retry_after: Option<Duration>,
+    },
+    /// The payload is over a documented size limit; nothing was sent.
+    PayloadTooLarge {
+        /// The payload's size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The input cannot make a valid request (empty id, id over 150 bytes, missing credentials).
+    InvalidInput(String),
+    /// The request did not get an answer: connection, timeout, limiter or retry layer errors.
+    Transport(Box<dyn StdError + Send + Sync>),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Api { status, error } => write!(f, "Customer.io answered {status}: {error}"),
+            Error::Unauthorized => {
+                f.write_str("Customer.io answered 401: check the site id and API key")
+            }
+            Error::Throttled {
+                retry_after: Some(wait),
+            } => {
+                write!(f, "Customer.io throttled the request; retry after {wait:?}")
+            }
+            Error::Throttled { retry_after: None } => f.write_str(
+                "Customer.io throttled the request without a Retry-After (a daily quota?)",
+            ),
+            Error::PayloadTooLarge { size, limit } => {
+                write!(
+                    f,
+                    "payload of {size} bytes is over Customer.io's {limit}-byte limit; not sent"
+                )
+            }
+            Error::InvalidInput(why) => write!(f, "invalid input: {why}"),
+            Error::Transport(error) => write!(f, "request failed: {error}"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Error::Transport(error) => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_all_four_envelopes_and_plain_text() {
+        let meta_error =
+            ApiError::parse(br#"{"meta":{"error":"Attachment must be base64 encoded"}}"#);
+        assert_eq!(meta_error.messages, ["Attachment must be base64 encoded"]);
+        let meta_errors = ApiError::parse(br#"{"meta":{"errors":["a","b"]}}"#);
+        assert_eq!(meta_errors.messages, ["a", "b"]);
+        let app = ApiError::parse(
+            br#"{"errors":[{"detail":"rate limited to 10 requests per 1s","status":"429","code":"rate_limited"}]}"#,
+        );
+        assert_eq!(app.messages, ["rate limited to 10 requests per 1s"]);
+        assert_eq!(app.code.as_deref(), Some("rate_limited"));
+        let v2 = ApiError::parse(br#"{"errors":[{"batch_index":3,"reason":"required","field":"name","message":"name is required"}]}"#);
+        assert_eq!(v2.entries[0].batch_index, Some(3));
+        assert_eq!(v2.to_string(), "entry 3: name is required (name: required)");
+        let text = ApiError::parse(b"Unauthorized request");
+        assert_eq!(text.messages, ["Unauthorized request"]);
+        assert_eq!(ApiError::parse(b"").to_string(), "no details");
+    }
+}

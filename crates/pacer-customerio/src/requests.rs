@@ -1,0 +1,647 @@
+//! Typed Customer.io operations as `http::Request`s: URL, auth, JSON body, event ids, the
+//! idempotency mark and the API class, with sizes checked before anything is sent.
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+use http_body_util::Full;
+use pacer_retry::Idempotent;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::api::{ApiClass, Endpoints};
+use crate::encode::{path_segment, ulid};
+use crate::error::Error;
+use crate::secret::Credentials;
+
+/// The body type of every request.
+pub type Body = Full<Bytes>;
+
+/// Customer.io's identifier limit.
+pub const MAX_ID_BYTES: usize = 150;
+/// One Track v2 operation or Pipelines call.
+pub const MAX_OPERATION_BYTES: usize = 32 * 1024;
+/// One Track v2 or Pipelines batch request.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+/// A transactional message without attachments.
+pub const MAX_TRANSACTIONAL_BYTES: usize = 1024 * 1024;
+
+/// What kind of activity an event records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A custom event.
+    #[default]
+    Event,
+    /// A page view (`name` is the URL).
+    Page,
+    /// A mobile screen view.
+    Screen,
+}
+
+/// A Track v1 event. Without an `id`, one is generated (a ULID) so that a retried event is
+/// never counted twice: Customer.io ignores an `id` it has seen.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// The event name.
+    pub name: String,
+    /// The deduplication id (a ULID).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Event, page or screen.
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// Unix seconds; the receive time when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
+    /// Event data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl Event {
+    /// An event named `name` with no data.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            id: None,
+            kind: EventKind::Event,
+            timestamp: None,
+            data: None,
+        }
+    }
+
+    /// Attaches `data`.
+    #[must_use]
+    pub fn data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// Sets the deduplication id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Records it as a page or screen view.
+    #[must_use]
+    pub fn kind(mut self, kind: EventKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Sets the time it happened (unix seconds).
+    #[must_use]
+    pub fn timestamp(mut self, unix_seconds: u64) -> Self {
+        self.timestamp = Some(unix_seconds);
+        self
+    }
+}
+
+/// How to name a person in a merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identifier {
+    /// By `id`.
+    Id(String),
+    /// By `email`.
+    Email(String),
+    /// By `cio_id`.
+    CioId(String),
+}
+
+impl Identifier {
+    fn to_json(&self) -> Value {
+        match self {
+            Identifier::Id(id) => json!({ "id": id }),
+            Identifier::Email(email) => json!({ "email": email }),
+            Identifier::CioId(cio_id) => json!({ "cio_id": cio_id }),
+        }
+    }
+}
+
+/// Builds requests for one workspace.
+#[derive(Clone, Debug)]
+pub struct Requests {
+    endpoints: Endpoints,
+    credentials: Credentials,
+}
+
+impl Requests {
+    /// Requests to `endpoints` with `credentials`.
+    #[must_use]
+    pub fn new(endpoints: Endpoints, credentials: Credentials) -> Self {
+        Self {
+            endpoints,
+            credentials,
+        }
+    }
+
+    /// The endpoints requests go to.
+    #[must_use]
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
+    }
+
+    /// `PUT /api/v1/customers/{id}`: adds or updates a person.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty or over-long id, or missing Track credentials.
+    pub fn identify(
+        &self,
+        id: &str,
+        attributes: &Map<String, Value>,
+    ) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}", person(id)?);
+        self.track_request(Method::PUT, &path, &Value::Object(attributes.clone()), true)
+    }
+
+    /// `DELETE /api/v1/customers/{id}`.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn delete_person(&self, id: &str) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}", person(id)?);
+        self.track_request(Method::DELETE, &path, &json!({}), true)
+    }
+
+    /// `POST /api/v1/customers/{id}/events`, with a generated event id when `event` has none.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn track(&self, id: &str, event: Event) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}/events", person(id)?);
+        let body = serde_json::to_value(with_id(event)).expect("events serialize");
+        self.track_request(Method::POST, &path, &body, true)
+    }
+
+    /// `POST /api/v1/events`: an anonymous event (or an invite without `anonymous_id`).
+    ///
+    /// # Errors
+    /// Missing Track credentials.
+    pub fn track_anonymous(
+        &self,
+        anonymous_id: Option<&str>,
+        event: Event,
+    ) -> Result<Request<Body>, Error> {
+        let mut body = serde_json::to_value(with_id(event)).expect("events serialize");
+        if let Some(anonymous_id) = anonymous_id {
+            body["anonymous_id"] = json!(anonymous_id);
+        }
+        self.track_request(Method::POST, "/api/v1/events", &body, true)
+    }
+
+    /// `PUT /api/v1/customers/{id}/devices`.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn add_device(
+        &self,
+        id: &str,
+        token: &str,
+        platform: &str,
+    ) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}/devices", person(id)?);
+        let body = json!({"device": {"id": token, "platform": platform}});
+        self.track_request(Method::PUT, &path, &body, true)
+    }
+
+    /// `DELETE /api/v1/customers/{id}/devices/{token}`.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn delete_device(&self, id: &str, token: &str) -> Result<Request<Body>, Error> {
+        let path = format!(
+            "/api/v1/customers/{}/devices/{}",
+            person(id)?,
+            path_segment(token)
+        );
+        self.track_request(Method::DELETE, &path, &json!({}), true)
+    }
+
+    /// `POST /api/v1/customers/{id}/suppress` (deletes the person and blocks the identifier).
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn suppress(&self, id: &str) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}/suppress", person(id)?);
+        self.track_request(Method::POST, &path, &json!({}), true)
+    }
+
+    /// `POST /api/v1/customers/{id}/unsuppress`.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify).
+    pub fn unsuppress(&self, id: &str) -> Result<Request<Body>, Error> {
+        let path = format!("/api/v1/customers/{}/unsuppress", person(id)?);
+        self.track_request(Method::POST, &path, &json!({}), true)
+    }
+
+    /// `POST /api/v1/merge_customers`. Not idempotent once the secondary is gone, but a repeat
+    /// merges nothing, so it is marked safe to retry.
+    ///
+    /// # Errors
+    /// Missing Track credentials.
+    pub fn merge(
+        &self,
+        primary: &Identifier,
+        secondary: &Identifier,
+    ) -> Result<Request<Body>, Error> {
+        let body = json!({"primary": primary.to_json(), "secondary": secondary.to_json()});
+        self.track_request(Method::POST, "/api/v1/merge_customers", &body, true)
+    }
+
+    /// `POST /api/v2/batch`, split into as few requests as the 500 KB limit allows. Person
+    /// events without an `id` get one, so every chunk is safe to retry.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] when one operation is over 32 KB (nothing is sent).
+    pub fn batch(&self, operations: Vec<Value>) -> Result<Vec<Request<Body>>, Error> {
+        let operations: Vec<Value> = operations.into_iter().map(with_operation_id).collect();
+        chunks(&operations, "batch")?
+            .into_iter()
+            .map(|body| self.request(ApiClass::Track, Method::POST, "/api/v2/batch", body, true))
+            .collect()
+    }
+
+    /// `POST /api/v2/entity`: one operation.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] over 32 KB.
+    pub fn entity(&self, operation: Value) -> Result<Request<Body>, Error> {
+        let body = serialize(&with_operation_id(operation), MAX_OPERATION_BYTES)?;
+        self.request(ApiClass::Track, Method::POST, "/api/v2/entity", body, true)
+    }
+
+    /// `POST /v1/send/email`. Not marked idempotent: Customer.io has no idempotency key for
+    /// transactional messages, so a repeat sends the email twice.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] over 1 MB; missing App key.
+    pub fn send_email(&self, message: &Value) -> Result<Request<Body>, Error> {
+        let body = serialize(message, MAX_TRANSACTIONAL_BYTES)?;
+        self.request(
+            ApiClass::Transactional,
+            Method::POST,
+            "/v1/send/email",
+            body,
+            false,
+        )
+    }
+
+    /// `POST /v1/send/push`. Not idempotent, like [`send_email`](Self::send_email).
+    ///
+    /// # Errors
+    /// As [`send_email`](Self::send_email).
+    pub fn send_push(&self, message: &Value) -> Result<Request<Body>, Error> {
+        let body = serialize(message, MAX_TRANSACTIONAL_BYTES)?;
+        self.request(
+            ApiClass::Transactional,
+            Method::POST,
+            "/v1/send/push",
+            body,
+            false,
+        )
+    }
+
+    /// `POST /v1/campaigns/{broadcast_id}/triggers`. Not idempotent.
+    ///
+    /// # Errors
+    /// Missing App key.
+    pub fn trigger_broadcast(
+        &self,
+        broadcast_id: u64,
+        data: &Value,
+    ) -> Result<Request<Body>, Error> {
+        let path = format!("/v1/campaigns/{broadcast_id}/triggers");
+        let body = serialize(data, usize::MAX)?;
+        self.request(ApiClass::Broadcast, Method::POST, &path, body, false)
+    }
+
+    /// `GET /v1/customers/{id}/attributes`.
+    ///
+    /// # Errors
+    /// As [`identify`](Self::identify), with the App key.
+    pub fn customer_attributes(&self, id: &str) -> Result<Request<Body>, Error> {
+        let path = format!("/v1/customers/{}/attributes", person(id)?);
+        self.request(ApiClass::App, Method::GET, &path, Bytes::new(), true)
+    }
+
+    /// `POST /v1/batch` on the Pipelines API, always with `X-Strict-Mode: 1` (without it,
+    /// invalid payloads answer 200 and are dropped), split under the 500 KB limit.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] when one call is over 32 KB.
+    pub fn pipelines_batch(&self, calls: &[Value]) -> Result<Vec<Request<Body>>, Error> {
+        chunks(calls, "batch")?
+            .into_iter()
+            .map(|body| {
+                let mut request =
+                    self.request(ApiClass::Pipelines, Method::POST, "/v1/batch", body, false)?;
+                request
+                    .headers_mut()
+                    .insert("x-strict-mode", HeaderValue::from_static("1"));
+                Ok(request)
+            })
+            .collect()
+    }
+
+    fn track_request(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        idempotent: bool,
+    ) -> Result<Request<Body>, Error> {
+        let body = serialize(body, usize::MAX)?;
+        self.request(ApiClass::Track, method, path, body, idempotent)
+    }
+
+    fn request(
+        &self,
+        class: ApiClass,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        idempotent: bool,
+    ) -> Result<Request<Body>, Error> {
+        let url = format!("{}{path}", self.endpoints.base(class));
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::USER_AGENT,
+                concat!("pacer/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body))
+            .map_err(|error| Error::InvalidInput(format!("cannot build the request: {error}")))?;
+        let mut authorization =
+            HeaderValue::from_str(&self.authorization(class)?).map_err(|_| {
+                Error::InvalidInput("credentials contain characters not allowed in a header".into())
+            })?;
+        authorization.set_sensitive(true);
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, authorization);
+        request.extensions_mut().insert(class);
+        if idempotent {
+            request.extensions_mut().insert(Idempotent);
+        }
+        Ok(request)
+    }
+
+    fn authorization(&self, class: ApiClass) -> Result<String, Error> {
+        let basic = |user: &str, password: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        };
+        let missing = |what: &str| Error::InvalidInput(format!("no {what} configured"));
+        match class {
+            ApiClass::Track => {
+                let site = self
+                    .credentials
+                    .site_id
+                    .as_deref()
+                    .ok_or_else(|| missing("Track site id"))?;
+                let key = self
+                    .credentials
+                    .track_api_key
+                    .as_ref()
+                    .ok_or_else(|| missing("Track API key"))?;
+                Ok(basic(site, key.expose()))
+            }
+            ApiClass::Pipelines => {
+                let key = self
+                    .credentials
+                    .pipelines_api_key
+                    .as_ref()
+                    .ok_or_else(|| missing("Pipelines API key"))?;
+                Ok(basic(key.expose(), ""))
+            }
+            ApiClass::App | ApiClass::Transactional | ApiClass::Broadcast => {
+                let key = self
+                    .credentials
+                    .app_api_key
+                    .as_ref()
+                    .ok_or_else(|| missing("App API key"))?;
+                Ok(format!("Bearer {}", key.expose()))
+            }
+        }
+    }
+}
+
+/// Validates and encodes a person identifier for a path.
+fn person(id: &str) -> Result<String, Error> {
+    if id.is_empty() {
+        return Err(Error::InvalidInput(
+            "a person identifier is required".into(),
+        ));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "identifier of {} bytes is over Customer.io's {MAX_ID_BYTES}-byte limit",
+            id.len()
+        )));
+    }
+    Ok(path_segment(id))
+}
+
+fn with_id(mut event: Event) -> Event {
+    if event.id.is_none() {
+        event.id = Some(ulid());
+    }
+    event
+}
+
+/// Gives a v2 person event an `id` when it has none.
+fn with_operation_id(mut operation: Value) -> Value {
+    let is_event = operation.get("action").and_then(Value::as_str) == Some("event");
+    if is_event && operation.get("id").is_none() {
+        if let Some(object) = operation.as_object_mut() {
+            object.insert("id".into(), json!(ulid()));
+        }
+    }
+    operation
+}
+
+fn serialize(value: &Value, limit: usize) -> Result<Bytes, Error> {
+    let bytes = serde_json::to_vec(value).expect("JSON values serialize");
+    if bytes.len() > limit {
+        return Err(Error::PayloadTooLarge {
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// Packs `items` into `{"<field>": [...]}` bodies under the batch limit, each item under the
+/// operation limit.
+fn chunks(items: &[Value], field: &str) -> Result<Vec<Bytes>, Error> {
+    // `{"batch":[` + `]}` and the commas between items.
+    let envelope = field.len() + 7;
+    let mut bodies = Vec::new();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut size = envelope;
+    for item in items {
+        let encoded = serde_json::to_vec(item).expect("JSON values serialize");
+        if encoded.len() > MAX_OPERATION_BYTES {
+            return Err(Error::PayloadTooLarge {
+                size: encoded.len(),
+                limit: MAX_OPERATION_BYTES,
+            });
+        }
+        if !current.is_empty() && size + encoded.len() + 1 > MAX_BATCH_BYTES {
+            bodies.push(join(field, &current));
+            current.clear();
+            size = envelope;
+        }
+        size += encoded.len() + 1;
+        current.push(encoded);
+    }
+    if !current.is_empty() {
+        bodies.push(join(field, &current));
+    }
+    Ok(bodies)
+}
+
+fn join(field: &str, items: &[Vec<u8>]) -> Bytes {
+    let mut body = format!("{{\"{field}\":[").into_bytes();
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests() -> Requests {
+        Requests::new(
+            Endpoints::all_at("http://127.0.0.1:1"),
+            Credentials::track("site", "track-secret").with_app_key("app-secret"),
+        )
+    }
+
+    #[test]
+    fn a_hostile_id_cannot_reach_another_endpoint() {
+        let request = requests()
+            .identify("../../v1/send/email", &Map::new())
+            .unwrap();
+        assert_eq!(
+            request.uri().path(),
+            "/api/v1/customers/..%2F..%2Fv1%2Fsend%2Femail"
+        );
+        let request = requests().track("a b?c#d", Event::new("x")).unwrap();
+        assert_eq!(
+            request.uri().path(),
+            "/api/v1/customers/a%20b%3Fc%23d/events"
+        );
+        assert!(request.uri().query().is_none());
+    }
+
+    #[test]
+    fn events_get_an_id_and_are_marked_idempotent() {
+        let request = requests().track("1", Event::new("signed_up")).unwrap();
+        let body: Value = serde_json::from_slice(&body_bytes(request.body())).unwrap();
+        assert_eq!(body["id"].as_str().unwrap().len(), 26);
+        assert_eq!(body["type"], "event");
+        assert!(request.extensions().get::<Idempotent>().is_some());
+        assert_eq!(
+            request.extensions().get::<ApiClass>(),
+            Some(&ApiClass::Track)
+        );
+        let given = requests().track("1", Event::new("x").id("MINE")).unwrap();
+        let body: Value = serde_json::from_slice(&body_bytes(given.body())).unwrap();
+        assert_eq!(body["id"], "MINE");
+    }
+
+    #[test]
+    fn transactional_sends_are_not_idempotent() {
+        let request = requests()
+            .send_email(&json!({"transactional_message_id": 1, "identifiers": {"id": "1"}}))
+            .unwrap();
+        assert!(request.extensions().get::<Idempotent>().is_none());
+        assert_eq!(
+            request.extensions().get::<ApiClass>(),
+            Some(&ApiClass::Transactional)
+        );
+        assert!(request.headers()[header::AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn batches_split_under_500_kb_and_refuse_oversized_operations() {
+        let operation = json!({"type": "person", "action": "identify", "identifiers": {"id": "1"}, "attributes": {"a": "x".repeat(900)}});
+        let requests_built = requests().batch(vec![operation; 1500]).unwrap();
+        assert!(requests_built.len() >= 3);
+        let mut total = 0;
+        for request in &requests_built {
+            let bytes = body_bytes(request.body());
+            assert!(bytes.len() <= MAX_BATCH_BYTES);
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            total += body["batch"].as_array().unwrap().len();
+        }
+        assert_eq!(total, 1500);
+        let huge = json!({"type": "person", "action": "identify", "identifiers": {"id": "1"}, "attributes": {"a": "x".repeat(40_000)}});
+        assert!(matches!(
+            requests().batch(vec![huge]),
+            Err(Error::PayloadTooLarge {
+                limit: MAX_OPERATION_BYTES,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn ids_are_checked_before_sending() {
+        assert!(matches!(
+            requests().identify("", &Map::new()),
+            Err(Error::InvalidInput(_))
+        ));
+        assert!(matches!(
+            requests().identify(&"x".repeat(151), &Map::new()),
+            Err(Error::InvalidInput(_))
+        ));
+        let no_pipelines_key = requests().pipelines_batch(&[json!({"type": "track"})]);
+        assert!(matches!(no_pipelines_key, Err(Error::InvalidInput(_))));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let requests = requests();
+        let printed = format!(
+            "{requests:?} {:?}",
+            requests.identify("1", &Map::new()).unwrap()
+        );
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(
+            !printed
+                .contains(&base64::engine::general_purpose::STANDARD.encode("site:track-secret")),
+            "{printed}"
+        );
+    }
+
+    fn body_bytes(body: &Body) -> Bytes {
+        use http_body_util::BodyExt;
+        block_on(body.clone().collect()).unwrap().to_bytes()
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+}
