@@ -11,10 +11,25 @@ use http::{Response, StatusCode};
 pub enum RetryReason {
     /// The server answered with a retryable status (429, 408, 500, 502, 503, 504 by default).
     Status(StatusCode),
-    /// The connection failed or broke: refused, reset, aborted, closed early.
+    /// The connection broke or closed early: the server may have processed the request.
     Connection,
+    /// The connection could not be made: the request never reached the server.
+    Refused,
     /// The attempt timed out.
     Timeout,
+}
+
+impl RetryReason {
+    /// Whether the server certainly did not process the request: a 429 (refused by the rate
+    /// limit) or a connection that was never made. Such failures are retried even for requests
+    /// that may not be repeated (a POST without an idempotency mark): nothing happened yet.
+    #[must_use]
+    pub fn request_not_processed(&self) -> bool {
+        matches!(
+            self,
+            RetryReason::Status(StatusCode::TOO_MANY_REQUESTS) | RetryReason::Refused
+        )
+    }
 }
 
 /// Decides whether a result is worth another attempt. Implemented by [`DefaultClassifier`] and
@@ -74,8 +89,8 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
         if let Some(io) = error.downcast_ref::<io::Error>() {
             return match io.kind() {
                 io::ErrorKind::TimedOut => Some(RetryReason::Timeout),
-                io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::ConnectionReset
+                io::ErrorKind::ConnectionRefused => Some(RetryReason::Refused),
+                io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::NotConnected
                 | io::ErrorKind::BrokenPipe
@@ -89,15 +104,20 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
         // hyper names these in its Display; matching the text keeps us free of a hyper
         // dependency and works through any wrapper that keeps the source chain.
         let text = error.to_string();
-        if text.contains("connection closed before message completed")
-            || text.contains("error trying to connect")
-            || text.contains("operation timed out")
-        {
-            return Some(if text.contains("timed out") {
-                RetryReason::Timeout
-            } else {
-                RetryReason::Connection
-            });
+        if text.contains("operation timed out") {
+            return Some(RetryReason::Timeout);
+        }
+        if text.contains("error trying to connect") {
+            // The cause further down may say more (a timeout, say); without one, refused.
+            return Some(
+                error
+                    .source()
+                    .and_then(classify_error)
+                    .unwrap_or(RetryReason::Refused),
+            );
+        }
+        if text.contains("connection closed before message completed") {
+            return Some(RetryReason::Connection);
         }
         current = error.source();
     }

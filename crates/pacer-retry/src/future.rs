@@ -214,11 +214,12 @@ where
     let Some(reason) = reason else {
         return Decision::Return(give_back(outcome));
     };
-    if !replayable {
+    if !replayable || !(repeatable || reason.request_not_processed()) {
         Counters::bump(&counters.not_repeatable);
         tracing::debug!(
             ?reason,
             repeatable,
+            replayable,
             "retryable failure, but the request may not be repeated"
         );
         return Decision::Return(give_back(outcome));

@@ -16,7 +16,8 @@
 //!   request sees 1.2x the requests, not 3x. An optional per-attempt timeout cancels slow
 //!   attempts.
 //! - **What may be repeated**: GET, HEAD, OPTIONS, TRACE, PUT and DELETE; POST and PATCH only
-//!   when marked [`Idempotent`] or carrying an `Idempotency-Key` header. Bodies are replayed
+//!   when marked [`Idempotent`] or carrying an `Idempotency-Key` header, or when the server
+//!   certainly did not process them (a 429, a refused connection). Bodies are replayed
 //!   by [`CloneBody`] (any `Clone` body, such as `Full<Bytes>`); with [`NoReplay`], for bodies
 //!   that cannot be copied, each request is sent once.
 //!

@@ -21,7 +21,9 @@ pub struct Deadline(pub Instant);
 
 /// Whether repeating `request` is safe: GET, HEAD, OPTIONS, TRACE, PUT and DELETE are idempotent
 /// by definition (RFC 9110 §9.2.2); POST and PATCH only when marked with [`Idempotent`] or an
-/// `Idempotency-Key` header. A POST retried after a timeout may otherwise apply twice.
+/// `Idempotency-Key` header. A POST retried after a timeout may otherwise apply twice. (A
+/// request that may not be repeated is still retried after a 429 or a refused connection,
+/// when the server certainly did not process it.)
 #[must_use]
 pub fn is_repeatable<B>(request: &Request<B>) -> bool {
     let idempotent_method = matches!(

@@ -81,16 +81,13 @@ where
         .into_iter()
         .flatten()
         .min();
-        // Keep a copy for retries only when one may be sent.
+        // Keep a copy for retries: even a request that may not be repeated is retried when the
+        // server certainly did not process it (a 429, a refused connection).
         let repeatable = is_repeatable(&request);
-        let template = if repeatable {
-            shared
-                .replay
-                .replay(request.body())
-                .map(|body| copy_request(&request, body))
-        } else {
-            None
-        };
+        let template = shared
+            .replay
+            .replay(request.body())
+            .map(|body| copy_request(&request, body));
         // The readied service takes the first attempt; a clone is readied for each retry.
         let clone = self.inner.clone();
         let mut readied = std::mem::replace(&mut self.inner, clone);

@@ -43,6 +43,7 @@ impl Scripted {
             }
             Err(kind) => Err(match *kind {
                 "reset" => std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+                "refused" => std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
                 _ => std::io::Error::other(*kind),
             }),
         }
@@ -251,6 +252,26 @@ async fn idempotency_matrix() {
             "{method} marked={marked} keyed={keyed}"
         );
         assert_eq!(layer.stats().not_repeatable, u64::from(expected == 1));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_may_not_be_repeated_is_still_retried_when_it_was_not_processed() {
+    // (first answer, expected attempts) for an unmarked POST.
+    let cases = [
+        (status(429), 2),    // refused by the rate limit: nothing happened
+        (Err("refused"), 2), // the connection was never made
+        (status(503), 1),    // may have been processed
+        (Err("reset"), 1),   // broke mid-way: may have been processed
+    ];
+    for (first, expected) in cases {
+        let label = format!("{first:?}");
+        let server = Scripted::new(vec![first, status(200)]);
+        let post = Request::post("/v1/send/email")
+            .body("{}".to_owned())
+            .unwrap();
+        let _ = client(seeded(), &server).oneshot(post).await;
+        assert_eq!(server.arrivals().len(), expected, "{label}");
     }
 }
 
