@@ -7,8 +7,9 @@
 //! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
+//! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
 //!
-//! The Customer.io crates join here as they land.
+//! The mock Customer.io server is the `pacer-mock` crate (and binary).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -28,3 +29,7 @@ pub use pacer_throttle as throttle;
 #[cfg(feature = "retry")]
 #[doc(inline)]
 pub use pacer_retry as retry;
+
+#[cfg(feature = "customerio")]
+#[doc(inline)]
+pub use pacer_customerio as customerio;

@@ -11,16 +11,20 @@
 )]
 
 mod api;
+mod client;
 mod encode;
 mod error;
 mod requests;
+mod response;
 mod secret;
 
 pub use api::{ApiClass, Endpoints, Region};
+pub use client::{api_class_of, default_quota, BatchReport, Client, ClientBuilder, Stack};
 pub use encode::{path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 pub use requests::{
-    Body, Event, EventKind, Identifier, Requests, MAX_BATCH_BYTES, MAX_ID_BYTES,
+    BatchEntries, Body, Event, EventKind, Identifier, Requests, MAX_BATCH_BYTES, MAX_ID_BYTES,
     MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
+pub use response::{read, Answer};
 pub use secret::{Credentials, Secret};

@@ -102,6 +102,10 @@ impl Event {
     }
 }
 
+/// A batch request's extension: how many entries it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchEntries(pub usize);
+
 /// How to name a person in a merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -264,7 +268,12 @@ impl Requests {
         let operations: Vec<Value> = operations.into_iter().map(with_operation_id).collect();
         chunks(&operations, "batch")?
             .into_iter()
-            .map(|body| self.request(ApiClass::Track, Method::POST, "/api/v2/batch", body, true))
+            .map(|(body, entries)| {
+                let mut request =
+                    self.request(ApiClass::Track, Method::POST, "/api/v2/batch", body, true)?;
+                request.extensions_mut().insert(BatchEntries(entries));
+                Ok(request)
+            })
             .collect()
     }
 
@@ -339,12 +348,13 @@ impl Requests {
     pub fn pipelines_batch(&self, calls: &[Value]) -> Result<Vec<Request<Body>>, Error> {
         chunks(calls, "batch")?
             .into_iter()
-            .map(|body| {
+            .map(|(body, entries)| {
                 let mut request =
                     self.request(ApiClass::Pipelines, Method::POST, "/v1/batch", body, false)?;
                 request
                     .headers_mut()
                     .insert("x-strict-mode", HeaderValue::from_static("1"));
+                request.extensions_mut().insert(BatchEntries(entries));
                 Ok(request)
             })
             .collect()
@@ -483,8 +493,8 @@ fn serialize(value: &Value, limit: usize) -> Result<Bytes, Error> {
 }
 
 /// Packs `items` into `{"<field>": [...]}` bodies under the batch limit, each item under the
-/// operation limit.
-fn chunks(items: &[Value], field: &str) -> Result<Vec<Bytes>, Error> {
+/// operation limit; each body comes with its number of items.
+fn chunks(items: &[Value], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
     // `{"batch":[` + `]}` and the commas between items.
     let envelope = field.len() + 7;
     let mut bodies = Vec::new();
@@ -499,7 +509,7 @@ fn chunks(items: &[Value], field: &str) -> Result<Vec<Bytes>, Error> {
             });
         }
         if !current.is_empty() && size + encoded.len() + 1 > MAX_BATCH_BYTES {
-            bodies.push(join(field, &current));
+            bodies.push((join(field, &current), current.len()));
             current.clear();
             size = envelope;
         }
@@ -507,7 +517,7 @@ fn chunks(items: &[Value], field: &str) -> Result<Vec<Bytes>, Error> {
         current.push(encoded);
     }
     if !current.is_empty() {
-        bodies.push(join(field, &current));
+        bodies.push((join(field, &current), current.len()));
     }
     Ok(bodies)
 }
