@@ -215,3 +215,23 @@ async fn the_app_limit_paces_instead_of_collecting_429s() {
     assert_eq!(mock.ledger().counts().throttled, 0);
     assert!(start.elapsed() >= Duration::from_secs(2));
 }
+
+#[tokio::test]
+async fn the_ready_https_client_speaks_plain_http_to_the_mock_too() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder()
+        .base_url(&mock.base_url())
+        .credentials(credentials())
+        .build_https(pacer::customerio::Roots::Webpki)
+        .unwrap();
+    client.identify("https-user", &Map::new()).await.unwrap();
+    client
+        .track(
+            "https-user",
+            Event::new("x").kind(pacer::customerio::EventKind::Page),
+        )
+        .await
+        .unwrap();
+    assert!(mock.ledger().person("https-user").is_some());
+    assert_eq!(mock.ledger().events()[0].kind, "page");
+}

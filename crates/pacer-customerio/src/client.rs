@@ -115,6 +115,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Assembles the default stack over a pooled HTTPS client (rustls with Mozilla's roots,
+    /// HTTP/1.1 keep-alive and HTTP/2).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when [`Roots::Native`](crate::Roots::Native) finds no store.
+    #[cfg(feature = "https")]
+    pub fn build_https(self, roots: crate::Roots) -> Result<Client<hyper::body::Incoming>, Error> {
+        Ok(self.build(crate::https_client(roots)?))
+    }
+
     /// Assembles retry → rate limit (keyed by [`ApiClass`]) → throttle feedback over `http`.
     pub fn build<S, RB>(self, http: S) -> Client<RB>
     where

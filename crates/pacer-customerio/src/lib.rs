@@ -14,6 +14,8 @@ mod api;
 mod client;
 mod encode;
 mod error;
+#[cfg(feature = "https")]
+mod https;
 mod requests;
 mod response;
 mod secret;
@@ -22,6 +24,8 @@ pub use api::{ApiClass, Endpoints, Region};
 pub use client::{api_class_of, default_quota, BatchReport, Client, ClientBuilder, Stack};
 pub use encode::{path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
+#[cfg(feature = "https")]
+pub use https::{https_client, HttpsClient, Roots};
 pub use requests::{
     BatchEntries, Body, Event, EventKind, Identifier, Requests, MAX_BATCH_BYTES, MAX_ID_BYTES,
     MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
