@@ -36,7 +36,7 @@ pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
 /// | Track | 100/s, sliding window, 20 ms margin | the figure users' runbooks use; Customer.io's newest spec says a soft 1000/s (3000 per 3 s) and that exceeding it may *drop* data, so pacing is proactive |
 /// | App | 10/s, evenly spaced | App API spec: "most endpoints … 10 requests per second" |
 /// | Transactional | 100/s | older App spec (newest: shares the 3000 per 3 s soft limit) |
-/// | Broadcast | 1 per 10 s | App API spec |
+/// | Broadcast | 1 per 10 s, at most 5 waiting | App API spec |
 /// | Pipelines | 3000 per 3 s | Pipelines spec |
 #[must_use]
 pub fn default_quota(class: ApiClass) -> Quota {
@@ -144,6 +144,11 @@ impl ClientBuilder {
         if let Some(max) = self.max_wait {
             limiter = limiter.max_wait(max);
         }
+        // Customer.io queues at most 5 broadcast triggers; more waiting here would only be refused.
+        limiter = limiter.max_queue_fn(|class: &ApiClass| match class {
+            ApiClass::Broadcast => 5,
+            _ => 10_000,
+        });
         let limiter = limiter.build();
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()
@@ -216,6 +221,11 @@ where
     /// The request builders, for requests sent with [`send`](Self::send).
     pub fn requests(&self) -> &Requests {
         &self.requests
+    }
+
+    /// The assembled stack, for requests built by hand or composed further.
+    pub fn service(&self) -> Stack<RB> {
+        self.service.clone()
     }
 
     /// The shared limiter (keyed by [`ApiClass`]): stats, pauses, learned rates.

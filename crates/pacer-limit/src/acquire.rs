@@ -86,7 +86,7 @@ impl<K: Key> Acquire<K> {
                     }
                     Err(turn) => turn,
                 };
-                let refusal = if ahead >= config.max_queue {
+                let refusal = if ahead >= (config.max_queue)(&self.key) {
                     Some(Reason::QueueFull)
                 } else if config.max_wait.is_some_and(|max| at - now > max) {
                     Some(Reason::MaxWait)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::limiter::{Config, Key, Limiter, QuotaFn};
+use crate::limiter::{Config, Key, Limiter, QueueFn, QuotaFn};
 use crate::quota::Quota;
 
 /// Builds a [`Limiter`]. Defaults: every key gets the same quota, waiting is unbounded in time,
@@ -30,7 +30,8 @@ use crate::quota::Quota;
 pub struct LimiterBuilder<K> {
     quota_fn: QuotaFn<K>,
     max_wait: Option<Duration>,
-    max_queue: usize,
+    max_queue: QueueFn<K>,
+    max_queue_default: usize,
     log_wait_over: Duration,
     min_sweep_len: usize,
     precise_wakeups: bool,
@@ -41,7 +42,8 @@ impl<K: Key> LimiterBuilder<K> {
         Self {
             quota_fn: Arc::new(move |_: &K| quota),
             max_wait: None,
-            max_queue: 10_000,
+            max_queue: Arc::new(|_: &K| 10_000),
+            max_queue_default: 10_000,
             log_wait_over: Duration::from_secs(1),
             min_sweep_len: 1024,
             precise_wakeups: false,
@@ -67,7 +69,18 @@ impl<K: Key> LimiterBuilder<K> {
 
     /// Bounds the waiters queued per key (default 10,000); a request beyond it is refused at once.
     pub fn max_queue(mut self, max_queue: usize) -> Self {
-        self.max_queue = max_queue;
+        self.max_queue = Arc::new(move |_: &K| max_queue);
+        self.max_queue_default = max_queue;
+        self
+    }
+
+    /// Bounds each key's queue by its own figure, e.g. a broadcast trigger that allows five
+    /// waiting. Called when a request would queue, not on the fast path.
+    pub fn max_queue_fn<F>(mut self, max_queue: F) -> Self
+    where
+        F: Fn(&K) -> usize + Send + Sync + 'static,
+    {
+        self.max_queue = Arc::new(max_queue);
         self
     }
 
@@ -117,7 +130,7 @@ impl<K> fmt::Debug for LimiterBuilder<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LimiterBuilder")
             .field("max_wait", &self.max_wait)
-            .field("max_queue", &self.max_queue)
+            .field("max_queue", &self.max_queue_default)
             .field("log_wait_over", &self.log_wait_over)
             .field("eviction_threshold", &self.min_sweep_len)
             .field("precise_wakeups", &self.precise_wakeups)

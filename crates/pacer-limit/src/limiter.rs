@@ -19,6 +19,7 @@ pub trait Key: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static {}
 impl<T: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static> Key for T {}
 
 pub(crate) type QuotaFn<K> = Arc<dyn Fn(&K) -> Quota + Send + Sync>;
+pub(crate) type QueueFn<K> = Arc<dyn Fn(&K) -> usize + Send + Sync>;
 
 /// A shared, keyed rate limiter: the state every [`RateLimit`](crate::RateLimit) clone and every
 /// other layer of the stack use to pace one quota.
@@ -58,7 +59,7 @@ pub(crate) struct Shared<K> {
 pub(crate) struct Config<K> {
     pub(crate) quota_fn: QuotaFn<K>,
     pub(crate) max_wait: Option<Duration>,
-    pub(crate) max_queue: usize,
+    pub(crate) max_queue: QueueFn<K>,
     pub(crate) log_wait_over: Duration,
     pub(crate) min_sweep_len: usize,
     pub(crate) precise_wakeups: bool,
@@ -86,7 +87,6 @@ impl<K> fmt::Debug for Limiter<K> {
         let c = &self.shared.config;
         f.debug_struct("Limiter")
             .field("max_wait", &c.max_wait)
-            .field("max_queue", &c.max_queue)
             .field("precise_wakeups", &c.precise_wakeups)
             .finish_non_exhaustive()
     }

@@ -269,6 +269,29 @@ async fn the_queue_is_bounded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn each_key_can_have_its_own_queue_bound() {
+    // Key 0 allows one waiter (a broadcast trigger, say); key 1 the default.
+    let limiter: Limiter<u8> = Limiter::builder(Quota::per_second(1).gcra(1))
+        .max_queue_fn(|key: &u8| if *key == 0 { 1 } else { 10_000 })
+        .build();
+    for key in [0, 1] {
+        limiter.try_acquire(&key).unwrap();
+    }
+    let _waiting = tokio::spawn(limiter.clone().acquire(0));
+    let _also_waiting = tokio::spawn(limiter.clone().acquire(1));
+    while limiter.queue_len(&0) < 1 || limiter.queue_len(&1) < 1 {
+        tokio::task::yield_now().await;
+    }
+    let refused = limiter.acquire(0).await.unwrap_err();
+    assert_eq!(refused.reason(), Reason::QueueFull);
+    let queued = tokio::spawn(limiter.clone().acquire(1));
+    while limiter.queue_len(&1) < 2 {
+        tokio::task::yield_now().await;
+    }
+    queued.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pause_holds_every_waiter_and_new_request() {
     let limiter = Limiter::new(Quota::per_second(100));
     let start = Instant::now();

@@ -1,0 +1,159 @@
+//! The client's stack over an in-memory service, in paused time.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use pacer_customerio::{ApiClass, Body, Client, Credentials, Error};
+use serde_json::json;
+use tokio::time::Instant;
+
+/// Answers every request with `status` and `body`, logging arrival instants and paths.
+fn server(
+    status: StatusCode,
+    body: &'static str,
+) -> (
+    impl tower::Service<
+            Request<Body>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    Arc<Mutex<Vec<(Instant, String)>>>,
+) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&log);
+    let service = tower::service_fn(move |request: Request<Body>| {
+        seen.lock()
+            .unwrap()
+            .push((Instant::now(), request.uri().path().to_owned()));
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        async move { Ok::<_, Infallible>(response) }
+    });
+    (service, log)
+}
+
+fn credentials() -> Credentials {
+    Credentials::track("site", "key").with_app_key("app")
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcast_triggers_are_spaced_and_at_most_five_wait() {
+    let (http, log) = server(StatusCode::OK, r#"{"id":1}"#);
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..7)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.trigger_broadcast(9, &json!({})).await })
+        })
+        .collect();
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(answer) => assert_eq!(answer["id"], 1),
+            Err(Error::Transport(error)) => {
+                assert!(error.to_string().contains("queue"), "{error}");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(refused, 1, "one beyond the five allowed to wait");
+    let arrivals: Vec<Duration> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(at, _)| *at - start)
+        .collect();
+    assert_eq!(
+        arrivals,
+        (0..6)
+            .map(|n| Duration::from_secs(10 * n))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transactional_send_is_not_retried_after_a_server_error() {
+    let (http, log) = server(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        r#"{"meta":{"error":"boom"}}"#,
+    );
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let message = json!({"transactional_message_id": 1, "identifiers": {"id": "1"}});
+    let error = client.send_email(&message).await.unwrap_err();
+    let Error::Api { status, error } = error else {
+        panic!("expected an API error");
+    };
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(error.messages, ["boom"]);
+    assert_eq!(
+        log.lock().unwrap().len(),
+        1,
+        "a possibly delivered email is never resent"
+    );
+    // An event, which carries its id, is retried (3 attempts by default).
+    let _ = client.track("1", pacer_customerio::Event::new("x")).await;
+    assert_eq!(log.lock().unwrap().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transactional_send_is_retried_after_a_429() {
+    let (http, log) = server(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"errors":[{"detail":"slow","status":"429"}]}"#,
+    );
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let message = json!({"transactional_message_id": 1, "identifiers": {"id": "1"}});
+    let error = client.send_email(&message).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Throttled { retry_after: None }),
+        "{error:?}"
+    );
+    // Nothing was processed on a 429, so the send was repeated.
+    assert_eq!(log.lock().unwrap().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_api_class_has_its_own_budget() {
+    let (http, log) = server(StatusCode::OK, "{}");
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let start = Instant::now();
+    // 20 App reads at 10/s take about two seconds; Track calls meanwhile go at once.
+    let reads = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                client.customer_attributes("1").await.unwrap();
+            }
+        })
+    };
+    for _ in 0..50 {
+        client.identify("1", &serde_json::Map::new()).await.unwrap();
+    }
+    assert!(start.elapsed() < Duration::from_secs(1));
+    reads.await.unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(1900));
+    assert_eq!(log.lock().unwrap().len(), 70);
+    assert_eq!(client.limiter().quota(&ApiClass::App).limit(), 10);
+}
