@@ -11,6 +11,9 @@ use pacer_customerio::{ApiClass, Body, Client, Credentials, Error};
 use serde_json::json;
 use tokio::time::Instant;
 
+/// Arrival instants and paths of the requests the in-memory server saw.
+type Log = Arc<Mutex<Vec<(Instant, String)>>>;
+
 /// Answers every request with `status` and `body`, logging arrival instants and paths.
 fn server(
     status: StatusCode,
@@ -25,7 +28,7 @@ fn server(
         + Send
         + Sync
         + 'static,
-    Arc<Mutex<Vec<(Instant, String)>>>,
+    Log,
 ) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&log);
