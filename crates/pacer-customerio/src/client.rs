@@ -367,7 +367,10 @@ where
     ///
     /// # Errors
     /// See [`Error`].
-    pub async fn send_email(&self, message: &Value) -> Result<Value, Error> {
+    pub async fn send_email(
+        &self,
+        message: &(impl serde::Serialize + Sync),
+    ) -> Result<Value, Error> {
         self.send(self.requests.send_email(message)?).await?.json()
     }
 
@@ -375,7 +378,10 @@ where
     ///
     /// # Errors
     /// See [`Error`].
-    pub async fn send_push(&self, message: &Value) -> Result<Value, Error> {
+    pub async fn send_push(
+        &self,
+        message: &(impl serde::Serialize + Sync),
+    ) -> Result<Value, Error> {
         self.send(self.requests.send_push(message)?).await?.json()
     }
 

@@ -1,6 +1,36 @@
 //! The thin Customer.io layer at the bottom of a pacer stack: typed operations built as
 //! `http::Request`s for any tower HTTP service, and Customer.io's answers read back as typed
 //! results and errors.
+//!
+//! - [`Requests`] builds every operation: Track v1 (identify, delete, events, anonymous events,
+//!   page and screen views, devices, suppress/unsuppress, merge), Track v2 (`entity`, `batch`
+//!   split under 500 KB, per-entry 207 results), App (transactional email and push, broadcast
+//!   triggers, customer attributes) and Pipelines (`batch` with `X-Strict-Mode: 1`), US or EU or
+//!   any base URL. Ids are percent-encoded as one path segment; events get a ULID `id` and the
+//!   [`Idempotent`](pacer_retry::Idempotent) mark; sizes are checked before sending.
+//! - [`read`] turns an answer into an [`Answer`] or a typed [`Error`] from any of Customer.io's
+//!   four error envelopes (or its plain-text 401).
+//! - [`Client`] assembles the default stack (retry → rate limit per [`ApiClass`] → throttle
+//!   feedback) over [`https_client`] or any HTTP service, with one method per operation.
+//!
+//! ```
+//! use pacer_customerio::{Client, Credentials, Event, Roots};
+//! use pacer_mock::{MockConfig, MockServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mock = MockServer::start(MockConfig::default()).await?;
+//! let client = Client::builder()
+//!     .base_url(&mock.base_url()) // omit for the real service
+//!     .credentials(Credentials::track("site-id", "track-key"))
+//!     .build_https(Roots::Webpki)?;
+//! let attributes = serde_json::json!({"plan": "pro"});
+//! client.identify("42", attributes.as_object().unwrap()).await?;
+//! client.track("42", Event::new("signed_up")).await?;
+//! assert_eq!(mock.ledger().events().len(), 1);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -27,8 +57,8 @@ pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
 pub use https::{https_client, HttpsClient, Roots};
 pub use requests::{
-    BatchEntries, Body, Event, EventKind, Identifier, Requests, MAX_BATCH_BYTES, MAX_ID_BYTES,
-    MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
+    BatchEntries, Body, Event, EventKind, Identifier, MessageId, Requests, SendEmail,
+    MAX_BATCH_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
 pub use response::{read, Answer};
 pub use secret::{Credentials, Secret};
