@@ -17,6 +17,16 @@ fn http() -> HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full
     HttpClient::builder(TokioExecutor::new()).build_http()
 }
 
+/// A default mock and a default client pointed at it.
+async fn mock_and_client() -> (MockServer, Client<hyper::body::Incoming>) {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder()
+        .base_url(&mock.base_url())
+        .credentials(credentials())
+        .build(http());
+    (mock, client)
+}
+
 fn credentials() -> Credentials {
     Credentials::track("site-id", "track-key").with_app_key("app-key")
 }
@@ -91,11 +101,7 @@ async fn thousands_of_calls_at_the_limit_through_faults_lose_and_double_nothing(
 
 #[tokio::test]
 async fn typed_errors_and_partial_batches() {
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let client = Client::builder()
-        .base_url(&mock.base_url())
-        .credentials(credentials())
-        .build(http());
+    let (mock, client) = mock_and_client().await;
 
     // A v1 validation error, in the meta.errors envelope.
     let long = json!({"bio": "x".repeat(1001)});
@@ -163,11 +169,7 @@ async fn wrong_credentials_are_reported_without_the_key() {
 
 #[tokio::test]
 async fn a_hostile_customer_id_stays_a_customer_id() {
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let client = Client::builder()
-        .base_url(&mock.base_url())
-        .credentials(credentials())
-        .build(http());
+    let (mock, client) = mock_and_client().await;
     client
         .identify("../../v1/send/email", &Map::new())
         .await
