@@ -1,0 +1,574 @@
+//! The import pipeline: read → pack into units → send (bounded concurrency) → acknowledge in
+//! order → checkpoint. Nothing is acknowledged before it is delivered, dead-lettered (synced),
+//! or known invalid; so a resume from the checkpoint loses nothing, and derived event ids make
+//! the records it re-sends harmless.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use pacer_customerio::{Client, Error, Event};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::checkpoint::Checkpoint;
+use crate::deadletter::DeadLetters;
+use crate::input::{Format, Input, Item, Start};
+use crate::progress::{Counters, Progress};
+use crate::record::Record;
+
+/// How records travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Track v2 `/api/v2/batch`: many operations per request (default).
+    Batch,
+    /// Track v1: one request per record.
+    Single,
+}
+
+/// What the engine needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The input file (`None` for stdin).
+    pub input: Option<PathBuf>,
+    /// Its format.
+    pub format: Format,
+    /// Batch or single.
+    pub mode: Mode,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Operations per batch request at most.
+    pub batch_size: usize,
+    /// Stop at the first invalid record.
+    pub strict: bool,
+    /// Validate and count, send nothing.
+    pub dry_run: bool,
+    /// Where refused and invalid records go.
+    pub dead_letter: PathBuf,
+    /// Where progress is recorded (`None` for stdin).
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint.
+    pub resume: bool,
+    /// No progress display.
+    pub quiet: bool,
+}
+
+/// How an import ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    /// Records delivered.
+    pub delivered: u64,
+    /// Records the server refused for good (4xx, validation).
+    pub dead_lettered: u64,
+    /// Invalid input records.
+    pub invalid: u64,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    /// 429 answers seen.
+    pub throttled: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Wall time in seconds.
+    #[serde(serialize_with = "seconds")]
+    pub elapsed_s: Duration,
+    /// Whether the import stopped early (Ctrl-C, fatal error); the checkpoint allows resuming.
+    pub aborted: bool,
+    /// Whether it stopped at an invalid record under `--strict` (an input error).
+    #[serde(skip)]
+    pub invalid_input: bool,
+}
+
+fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64((duration.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// A slice of the input sent together and acknowledged together.
+#[derive(Debug, Default)]
+struct Unit {
+    seq: u64,
+    end: u64,
+    end_line: u64,
+    records: Vec<(u64, String, Record)>,
+    invalid: Vec<(u64, String, String)>,
+    bytes: usize,
+}
+
+/// What became of a unit.
+#[derive(Debug)]
+struct Outcome {
+    seq: u64,
+    end: u64,
+    end_line: u64,
+    delivered: u64,
+    refused: Vec<(u64, String, String)>,
+    invalid: Vec<(u64, String, String)>,
+    fatal: Option<String>,
+}
+
+/// The largest v2 batch body, with room for the envelope.
+const MAX_BATCH_BYTES: usize = 500 * 1024 - 64;
+/// How long a partly filled unit waits for more records before it is sent.
+const LINGER: Duration = Duration::from_millis(50);
+/// How often the checkpoint is written.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Extra rounds for a unit whose retries ran out on transient failures, before giving up.
+const UNIT_ROUNDS: u32 = 4;
+
+/// Runs the import. `stop` resolves when the user asks to stop (Ctrl-C).
+///
+/// # Errors
+/// Input, checkpoint or dead-letter file errors (exit code 2).
+pub async fn run(
+    plan: &Plan,
+    client: Option<Client<Incoming>>,
+    counters: Arc<Counters>,
+    stop: impl Future<Output = ()>,
+) -> Result<Summary, String> {
+    let started = Instant::now();
+    let input_len = plan
+        .input
+        .as_ref()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |meta| meta.len());
+    let mut checkpoint = Checkpoint {
+        input: plan
+            .input
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        input_len,
+        format: Some(plan.format),
+        ..Checkpoint::default()
+    };
+    if plan.resume {
+        let path = plan
+            .checkpoint
+            .as_ref()
+            .ok_or("--resume needs an input file, not stdin")?;
+        if path.exists() {
+            let saved = Checkpoint::load(path)?;
+            if saved.input_len != input_len || saved.format != Some(plan.format) {
+                return Err(format!(
+                    "the checkpoint {} is for a different input (size {} vs {input_len}); remove it to start over",
+                    path.display(),
+                    saved.input_len
+                ));
+            }
+            checkpoint = saved;
+        }
+    }
+    let start = Start {
+        offset: checkpoint.offset,
+        line: checkpoint.line,
+        headers: checkpoint.headers.clone(),
+    };
+    let input = Input::open(plan.input.as_deref(), plan.format, &start)?;
+    checkpoint.headers = input.headers();
+    let total = plan
+        .input
+        .as_ref()
+        .and_then(|path| count_lines(path).ok())
+        .map(|lines| lines.saturating_sub(checkpoint.line));
+    let mut dead = DeadLetters::open(&plan.dead_letter)?;
+    let mut progress = Progress::new(total, Arc::clone(&counters), plan.quiet);
+
+    // Reading happens on a thread of its own: file I/O blocks, and memory stays bounded by the
+    // channel.
+    let (items_tx, mut items) = mpsc::channel::<Result<Item, String>>(4096);
+    let reader = std::thread::spawn(move || {
+        let mut input = input;
+        loop {
+            let next = input.next_item();
+            let done = !matches!(next, Ok(Some(_)));
+            let message = next.map(|item| item.ok_or(()));
+            let sent = match message {
+                Ok(Ok(item)) => items_tx.blocking_send(Ok(item)),
+                Ok(Err(())) => break,
+                Err(error) => items_tx.blocking_send(Err(error)),
+            };
+            if sent.is_err() || done {
+                break;
+            }
+        }
+    });
+
+    let mut summary = Summary {
+        delivered: checkpoint.delivered,
+        dead_lettered: checkpoint.dead_lettered,
+        invalid: checkpoint.invalid,
+        ..Summary::default()
+    };
+    let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+    let mut finished: BTreeMap<u64, Outcome> = BTreeMap::new();
+    let mut next_seq = 0_u64;
+    let mut acked_seq = 0_u64;
+    let mut unit = Unit::default();
+    let mut input_done = false;
+    let mut stopping = false;
+    let mut fatal: Option<String> = None;
+    let mut last_checkpoint = Instant::now();
+    let mut stop = std::pin::pin!(stop);
+
+    loop {
+        let room = in_flight.len() < plan.concurrency;
+        let packed = !unit.records.is_empty() || !unit.invalid.is_empty();
+        tokio::select! {
+            biased;
+            () = &mut stop, if !stopping => stopping = true,
+            joined = in_flight.join_next(), if !in_flight.is_empty() => {
+                let outcome = joined
+                    .expect("a non-empty set yields")
+                    .map_err(|error| format!("a sending task failed: {error}"))?;
+                if let Some(error) = &outcome.fatal {
+                    fatal.get_or_insert_with(|| error.clone());
+                    stopping = true;
+                }
+                finished.insert(outcome.seq, outcome);
+            }
+            item = items.recv(), if !input_done && !stopping && room => match item {
+                None => input_done = true,
+                Some(Err(error)) => return Err(error),
+                Some(Ok(item)) => {
+                    if let Some(full) = pack(&mut unit, item, plan, &mut fatal) {
+                        dispatch(&mut in_flight, full, plan, client.as_ref(), &mut next_seq);
+                    }
+                    if fatal.is_some() {
+                        stopping = true;
+                    }
+                }
+            },
+            // The input paused with a unit partly packed: send it rather than wait.
+            () = tokio::time::sleep(LINGER), if packed && room && !stopping => {
+                dispatch(&mut in_flight, std::mem::take(&mut unit), plan, client.as_ref(), &mut next_seq);
+            }
+        }
+        if input_done && !stopping && (!unit.records.is_empty() || !unit.invalid.is_empty()) {
+            dispatch(
+                &mut in_flight,
+                std::mem::take(&mut unit),
+                plan,
+                client.as_ref(),
+                &mut next_seq,
+            );
+        }
+        // Acknowledge the contiguous prefix of finished units.
+        while let Some(outcome) = finished.remove(&acked_seq) {
+            if outcome.fatal.is_some() {
+                // Not acknowledged, nor anything after it: a resume sends them again.
+                finished.clear();
+                break;
+            }
+            acknowledge(&outcome, &mut summary, &mut dead, &counters)?;
+            checkpoint.offset = outcome.end;
+            checkpoint.line = outcome.end_line;
+            acked_seq += 1;
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            save(&mut checkpoint, &summary, &mut dead, plan)?;
+            last_checkpoint = Instant::now();
+        }
+        let retries = client
+            .as_ref()
+            .map_or(0, |c| c.retry_layer().stats().retries);
+        progress.tick(retries, plan.quiet);
+        let unsent = !unit.records.is_empty() || !unit.invalid.is_empty();
+        if (input_done || stopping) && in_flight.is_empty() && (stopping || !unsent) {
+            break;
+        }
+    }
+    drop(items);
+    let _ = reader.join();
+    save(&mut checkpoint, &summary, &mut dead, plan)?;
+    progress.finish();
+    if let Some(error) = &fatal {
+        eprintln!("pacer-import: stopped: {error}");
+    }
+    summary.requests = counters.requests.load(Ordering::Relaxed);
+    summary.throttled = counters.throttled.load(Ordering::Relaxed);
+    summary.retries = client
+        .as_ref()
+        .map_or(0, |c| c.retry_layer().stats().retries);
+    summary.elapsed_s = started.elapsed();
+    summary.aborted = stopping;
+    summary.invalid_input =
+        plan.strict && fatal.as_deref().is_some_and(|f| f.ends_with("(--strict)"));
+    Ok(summary)
+}
+
+/// Writes a finished unit's dead letters and counts it.
+fn acknowledge(
+    outcome: &Outcome,
+    summary: &mut Summary,
+    dead: &mut DeadLetters,
+    counters: &Counters,
+) -> Result<(), String> {
+    let write = |dead: &mut DeadLetters, kind: &str, entries: &[(u64, String, String)]| {
+        entries
+            .iter()
+            .try_for_each(|(line, raw, reason)| dead.write(*line, kind, reason, raw))
+    };
+    write(dead, "refused", &outcome.refused)
+        .map_err(|e| format!("cannot write dead letters: {e}"))?;
+    write(dead, "invalid", &outcome.invalid)
+        .map_err(|e| format!("cannot write dead letters: {e}"))?;
+    summary.delivered += outcome.delivered;
+    summary.dead_lettered += outcome.refused.len() as u64;
+    summary.invalid += outcome.invalid.len() as u64;
+    let done = outcome.delivered + (outcome.refused.len() + outcome.invalid.len()) as u64;
+    counters.done.fetch_add(done, Ordering::Relaxed);
+    if outcome.delivered > 0 {
+        counters
+            .delivered
+            .fetch_add(outcome.delivered, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn save(
+    checkpoint: &mut Checkpoint,
+    summary: &Summary,
+    dead: &mut DeadLetters,
+    plan: &Plan,
+) -> Result<(), String> {
+    // Dead letters first: the checkpoint must never cover a line whose dead letter is not on disk.
+    dead.sync()
+        .map_err(|error| format!("cannot sync the dead-letter file: {error}"))?;
+    checkpoint.delivered = summary.delivered;
+    checkpoint.dead_lettered = summary.dead_lettered;
+    checkpoint.invalid = summary.invalid;
+    if let Some(path) = &plan.checkpoint {
+        checkpoint
+            .save(path)
+            .map_err(|error| format!("cannot write the checkpoint {}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Adds `item` to the unit being packed; returns a full unit to send.
+fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) -> Option<Unit> {
+    let mut ready = None;
+    match item.record {
+        Err(reason) => {
+            if plan.strict {
+                // Deliver what came before, then stop: the checkpoint ends before this line.
+                fatal.get_or_insert_with(|| format!("line {}: {reason} (--strict)", item.line));
+                return Some(std::mem::take(unit))
+                    .filter(|unit| !unit.records.is_empty() || !unit.invalid.is_empty());
+            }
+            unit.invalid.push((item.line, item.raw, reason));
+        }
+        Ok(record) => {
+            let size = record.to_operation(item.line).to_string().len() + 1;
+            let full = match plan.mode {
+                Mode::Single => !unit.records.is_empty(),
+                Mode::Batch => {
+                    unit.records.len() >= plan.batch_size || unit.bytes + size > MAX_BATCH_BYTES
+                }
+            };
+            if full {
+                ready = Some(std::mem::take(unit));
+            }
+            unit.bytes += size;
+            unit.records.push((item.line, item.raw, record));
+        }
+    }
+    unit.end = item.end;
+    unit.end_line = item.line;
+    ready
+}
+
+fn dispatch(
+    in_flight: &mut JoinSet<Outcome>,
+    mut unit: Unit,
+    plan: &Plan,
+    client: Option<&Client<Incoming>>,
+    next_seq: &mut u64,
+) {
+    unit.seq = *next_seq;
+    *next_seq += 1;
+    let client = client.cloned();
+    let mode = plan.mode;
+    in_flight.spawn(async move {
+        let delivered_before = unit.records.len() as u64;
+        match client {
+            None => Outcome {
+                // Dry run: valid records count as delivered, nothing is sent.
+                seq: unit.seq,
+                end: unit.end,
+                end_line: unit.end_line,
+                delivered: delivered_before,
+                refused: Vec::new(),
+                invalid: unit.invalid,
+                fatal: None,
+            },
+            Some(client) => send_unit(&client, mode, unit).await,
+        }
+    });
+}
+
+/// Sends a unit, with a few extra rounds when the stack's own retries ran out on transient
+/// failures; a unit that still fails is fatal (not acknowledged, so a resume re-sends it).
+async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome {
+    let mut outcome = Outcome {
+        seq: unit.seq,
+        end: unit.end,
+        end_line: unit.end_line,
+        delivered: 0,
+        refused: Vec::new(),
+        invalid: unit.invalid,
+        fatal: None,
+    };
+    match mode {
+        Mode::Batch => {
+            let operations: Vec<Value> = unit
+                .records
+                .iter()
+                .map(|(line, _, record)| record.to_operation(*line))
+                .collect();
+            match with_rounds(|| client.batch(operations.clone())).await {
+                Ok(report) => {
+                    let mut refused_indexes = std::collections::BTreeMap::new();
+                    for entry in report.rejected {
+                        if let Some(index) = entry.batch_index {
+                            refused_indexes.insert(
+                                index,
+                                format!("{} ({}: {})", entry.message, entry.field, entry.reason),
+                            );
+                        }
+                    }
+                    for (index, (line, raw, _)) in unit.records.into_iter().enumerate() {
+                        match refused_indexes.remove(&index) {
+                            Some(reason) => outcome.refused.push((line, raw, reason)),
+                            None => outcome.delivered += 1,
+                        }
+                    }
+                }
+                Err(error) if is_permanent(&error) => {
+                    let reason = error.to_string();
+                    outcome.refused = unit
+                        .records
+                        .into_iter()
+                        .map(|(line, raw, _)| (line, raw, reason.clone()))
+                        .collect();
+                }
+                Err(error) => outcome.fatal = Some(error.to_string()),
+            }
+        }
+        Mode::Single => {
+            for (line, raw, record) in unit.records {
+                let result = with_rounds(|| send_one(client, &record, line)).await;
+                match result {
+                    Ok(()) => outcome.delivered += 1,
+                    Err(error) if is_permanent(&error) => {
+                        outcome.refused.push((line, raw, error.to_string()))
+                    }
+                    Err(error) => {
+                        outcome.fatal = Some(error.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+async fn send_one(client: &Client<Incoming>, record: &Record, line: u64) -> Result<(), Error> {
+    match record {
+        Record::Person {
+            id,
+            email,
+            attributes,
+        } => {
+            let mut attributes = attributes.clone();
+            let key = match (id, email) {
+                (Some(id), Some(email)) => {
+                    attributes.insert("email".into(), Value::from(email.clone()));
+                    id
+                }
+                (Some(id), None) => id,
+                (None, Some(email)) => email,
+                (None, None) => {
+                    return Err(Error::InvalidInput(
+                        "a person needs an id or an email".into(),
+                    ))
+                }
+            };
+            client.identify(key, &attributes).await
+        }
+        Record::Event {
+            person,
+            name,
+            timestamp,
+            data,
+            ..
+        } => {
+            let mut event = Event::new(name.clone()).data(Value::Object(data.clone()));
+            if let Some(id) = record.event_id(line) {
+                event = event.id(id);
+            }
+            if let Some(timestamp) = timestamp {
+                event = event.timestamp(*timestamp);
+            }
+            client.track(person, event).await
+        }
+    }
+}
+
+/// Whether an error means the record will never be accepted as it is.
+fn is_permanent(error: &Error) -> bool {
+    match error {
+        Error::Api { status, .. } => {
+            status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429
+        }
+        Error::PayloadTooLarge { .. } | Error::InvalidInput(_) => true,
+        _ => false,
+    }
+}
+
+/// Retries an operation whose transient failures outlasted the stack's retries, a few rounds
+/// with growing pauses; unauthorized fails at once (nothing will change).
+async fn with_rounds<T, F, Fut>(mut operation: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut round = 0;
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error)
+                if is_permanent(&error)
+                    || matches!(error, Error::Unauthorized)
+                    || round >= UNIT_ROUNDS =>
+            {
+                return Err(error)
+            }
+            Err(error) => {
+                round += 1;
+                tracing::warn!(%error, round, "retrying a unit after transient failures");
+                tokio::time::sleep(Duration::from_secs(1 << round)).await;
+            }
+        }
+    }
+}
+
+/// Lines in a file, counted fast, for the progress total.
+fn count_lines(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0_u8; 256 * 1024];
+    let mut lines = 0;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(lines);
+        }
+        lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}

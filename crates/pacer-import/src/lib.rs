@@ -1,0 +1,32 @@
+//! `pacer-import`: bulk-import people and events into Customer.io through the pacer stack,
+//! streaming any file size in constant memory, with a progress bar, a durable checkpoint to
+//! resume from, a dead-letter file for what the server refuses, and event ids derived from the
+//! input so that nothing is ever recorded twice.
+//!
+//! Input, one record per line (NDJSON) or row (CSV with a header):
+//!
+//! ```text
+//! {"type":"person","id":"42","email":"ada@example.com","attributes":{"plan":"pro"}}
+//! {"type":"event","person":"42","name":"signed_up","timestamp":1700000000,"data":{"source":"ads"}}
+//! ```
+//!
+//! CSV columns: `type` (`person` by default, or `event`), `id`, `email`, `person` and `name`
+//! (events), `event_id`, `timestamp`; any other column is an attribute (people) or a data field
+//! (events). Without `type`, an NDJSON line with a `name` is an event; extra top-level keys are
+//! attributes or data. An event's `person` containing `@` is an email.
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+
+pub mod checkpoint;
+pub mod deadletter;
+pub mod engine;
+pub mod generate;
+pub mod input;
+pub mod progress;
+pub mod record;

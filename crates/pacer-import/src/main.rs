@@ -1,0 +1,282 @@
+//! The `pacer-import` command. See the crate docs for the input format.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use pacer_customerio::{https_client, ApiClass, Body, Client, Credentials, Region, Roots};
+use pacer_import::engine::{run, Mode, Plan, Summary};
+use pacer_import::generate::generate;
+use pacer_import::input::Format;
+use pacer_import::progress::Counters;
+use pacer_limit::Quota;
+use pacer_mock::{MockConfig, MockServer};
+use pacer_retry::RetryLayer;
+
+/// Bulk-import people and events into Customer.io: paced under the rate limit, resumable after
+/// a crash or Ctrl-C, nothing lost and nothing sent twice.
+///
+/// Exit codes: 0 all delivered, 1 some records dead-lettered or invalid, 2 usage or input
+/// error (an invalid record under --strict too), 3 aborted (resume with --resume).
+#[derive(Debug, Parser)]
+#[command(name = "pacer-import", version)]
+struct Cli {
+    /// Input file, NDJSON or CSV (by extension or --format); `-` for standard input.
+    input: Option<PathBuf>,
+    /// Input format (default: from the file extension, NDJSON otherwise).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// `batch` packs records into Track v2 batch requests; `single` sends one v1 request each.
+    #[arg(long, value_enum, default_value = "batch")]
+    mode: Mode,
+    /// Track API requests per second (default: the documented 100/s). 429s still slow it down.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Records per batch request at most (also bounded by the 500 KB limit).
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Continue from the checkpoint of a previous run.
+    #[arg(long)]
+    resume: bool,
+    /// Stop at the first invalid record instead of dead-lettering it.
+    #[arg(long)]
+    strict: bool,
+    /// Validate and count without sending.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the summary as one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+    /// Where refused and invalid records go (default: `<input>.dead.ndjson`).
+    #[arg(long)]
+    dead_letter: Option<PathBuf>,
+    /// Where progress is recorded (default: `<input>.checkpoint`).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Import into an embedded mock Customer.io (no account needed).
+    #[arg(long)]
+    mock: bool,
+    /// Synthesise N realistic records (people and their events) into the input file, or a
+    /// temporary file when none is given, then import them.
+    #[arg(long, value_name = "N")]
+    generate: Option<u64>,
+    /// Track API site id.
+    #[arg(long, env = "CUSTOMERIO_SITE_ID")]
+    site_id: Option<String>,
+    /// Track API key (never printed).
+    #[arg(long, env = "CUSTOMERIO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Workspace region: `us` or `eu`.
+    #[arg(long, env = "CUSTOMERIO_REGION", default_value = "us")]
+    region: String,
+    /// Send to this base URL instead of Customer.io (a mock elsewhere, a proxy).
+    #[arg(long)]
+    base_url: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match import(cli).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("pacer-import: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn import(cli: Cli) -> Result<ExitCode, String> {
+    let input = match (cli.generate, &cli.input) {
+        (Some(records), path) => {
+            let path = path.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("pacer-import-{}.ndjson", std::process::id()))
+            });
+            generate(&path, records)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            eprintln!("generated {records} records in {}", path.display());
+            Some(path)
+        }
+        (None, Some(path)) if path.as_os_str() == "-" => None,
+        (None, Some(path)) => Some(path.clone()),
+        (None, None) => {
+            return Err("give an input file, `-` for standard input, or --generate N".into())
+        }
+    };
+    if let Some(path) = &input {
+        if !path.is_file() {
+            return Err(format!("cannot read {}: no such file", path.display()));
+        }
+    }
+    let format = cli
+        .format
+        .unwrap_or_else(|| input.as_deref().map_or(Format::Ndjson, Format::of));
+    let beside = |suffix: &str| {
+        input.as_ref().map_or_else(
+            || PathBuf::from(format!("pacer-import{suffix}")),
+            |path| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                PathBuf::from(name)
+            },
+        )
+    };
+    let plan = Plan {
+        checkpoint: cli
+            .checkpoint
+            .clone()
+            .or_else(|| input.as_ref().map(|_| beside(".checkpoint"))),
+        dead_letter: cli
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| beside(".dead.ndjson")),
+        input,
+        format,
+        mode: cli.mode,
+        concurrency: cli.concurrency.max(1),
+        batch_size: cli.batch_size.clamp(1, 10_000),
+        strict: cli.strict,
+        dry_run: cli.dry_run,
+        resume: cli.resume,
+        quiet: cli.quiet || cli.json,
+    };
+
+    let counters = Arc::new(Counters::default());
+    let mock = if cli.mock && !cli.dry_run {
+        Some(
+            MockServer::start(MockConfig::default())
+                .await
+                .map_err(|error| format!("cannot start the mock: {error}"))?,
+        )
+    } else {
+        None
+    };
+    let client = if cli.dry_run {
+        None
+    } else {
+        Some(client(&cli, mock.as_ref(), &counters)?)
+    };
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!(
+            "pacer-import: stopping: draining requests in flight, then writing the checkpoint"
+        );
+    };
+    let summary = run(&plan, client, Arc::clone(&counters), stop).await?;
+    report(&summary, &plan, cli.json, mock.as_ref());
+    Ok(if summary.invalid_input {
+        ExitCode::from(2)
+    } else if summary.aborted {
+        ExitCode::from(3)
+    } else if summary.dead_lettered + summary.invalid > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The default stack over HTTPS, counting requests and 429s on the way.
+fn client(
+    cli: &Cli,
+    mock: Option<&MockServer>,
+    counters: &Arc<Counters>,
+) -> Result<Client<Incoming>, String> {
+    let (credentials, base_url) = match mock {
+        Some(mock) => (
+            Credentials::track("site-id", "track-key"),
+            Some(mock.base_url()),
+        ),
+        None => {
+            let (Some(site_id), Some(api_key)) = (&cli.site_id, &cli.api_key) else {
+                return Err("set CUSTOMERIO_SITE_ID and CUSTOMERIO_API_KEY (or --site-id/--api-key), or use --mock".into());
+            };
+            (
+                Credentials::track(site_id.clone(), api_key.as_str()),
+                cli.base_url.clone(),
+            )
+        }
+    };
+    let mut builder = Client::builder()
+        .credentials(credentials)
+        .retry(RetryLayer::new().max_attempts(5));
+    builder = match (&base_url, cli.region.as_str()) {
+        (Some(base), _) => builder.base_url(base),
+        (None, "eu") => builder.region(Region::Eu),
+        (None, "us") => builder.region(Region::Us),
+        (None, other) => return Err(format!("unknown region {other:?} (us or eu)")),
+    };
+    if let Some(rate) = cli.rate {
+        if rate == 0 {
+            return Err("--rate must be at least 1".into());
+        }
+        builder = builder.quota(
+            ApiClass::Track,
+            Quota::per_second(rate).with_margin(Duration::from_millis(20)),
+        );
+    }
+    let http = https_client(Roots::Webpki).map_err(|error| error.to_string())?;
+    let (sent, throttled) = (Arc::clone(counters), Arc::clone(counters));
+    let counted = tower::ServiceBuilder::new()
+        .map_request(move |request: Request<Body>| {
+            sent.requests.fetch_add(1, Ordering::Relaxed);
+            request
+        })
+        .map_response(move |response: Response<Incoming>| {
+            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                throttled.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            response
+        })
+        .service(http);
+    Ok(builder.build(counted))
+}
+
+fn report(summary: &Summary, plan: &Plan, json: bool, mock: Option<&MockServer>) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(summary).expect("summaries serialize")
+        );
+    }
+    let seconds = summary.elapsed_s.as_secs_f64();
+    eprintln!(
+        "{}: {} delivered, {} dead-lettered, {} invalid; {} requests, {} 429s, {} retries; {:.1} s ({:.0} records/s)",
+        if summary.aborted { "aborted" } else { "done" },
+        summary.delivered,
+        summary.dead_lettered,
+        summary.invalid,
+        summary.requests,
+        summary.throttled,
+        summary.retries,
+        seconds,
+        (summary.delivered + summary.dead_lettered + summary.invalid) as f64 / seconds.max(0.001),
+    );
+    if summary.dead_lettered + summary.invalid > 0 {
+        eprintln!(
+            "refused and invalid records: {}",
+            plan.dead_letter.display()
+        );
+    }
+    if summary.aborted {
+        eprintln!("resume with the same command and --resume");
+    }
+    if let Some(mock) = mock {
+        let ledger = mock.ledger();
+        eprintln!(
+            "mock Customer.io now holds {} people and {} events",
+            ledger.people_count(),
+            ledger.events().len()
+        );
+    }
+}
