@@ -344,9 +344,23 @@ where
     /// # Errors
     /// See [`Error`]; the first failing request ends the batch.
     pub async fn batch(&self, operations: Vec<Value>) -> Result<BatchReport, Error> {
+        self.send_batches(self.requests.batch(operations)?).await
+    }
+
+    /// As [`batch`](Self::batch), for operations already encoded as JSON (see
+    /// [`Requests::batch_encoded`]).
+    ///
+    /// # Errors
+    /// See [`Error`]; the first failing request ends the batch.
+    pub async fn batch_encoded(&self, operations: &[bytes::Bytes]) -> Result<BatchReport, Error> {
+        self.send_batches(self.requests.batch_encoded(operations)?)
+            .await
+    }
+
+    async fn send_batches(&self, requests: Vec<Request<Body>>) -> Result<BatchReport, Error> {
         let mut report = BatchReport::default();
         let mut offset = 0;
-        for request in self.requests.batch(operations)? {
+        for request in requests {
             let entries = entry_count(&request);
             let answer = self.send(request).await?;
             report.requests += 1;

@@ -356,6 +356,24 @@ impl Requests {
             .collect()
     }
 
+    /// As [`batch`](Self::batch), for operations already encoded as JSON (a bulk importer keeps
+    /// bytes, not values, to stay small). Events must carry their `id` already: nothing is
+    /// added to pre-encoded operations.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`] when one operation is over 32 KB (nothing is sent).
+    pub fn batch_encoded(&self, operations: &[Bytes]) -> Result<Vec<Request<Body>>, Error> {
+        chunks_encoded(operations, "batch")?
+            .into_iter()
+            .map(|(body, entries)| {
+                let mut request =
+                    self.request(ApiClass::Track, Method::POST, "/api/v2/batch", body, true)?;
+                request.extensions_mut().insert(BatchEntries(entries));
+                Ok(request)
+            })
+            .collect()
+    }
+
     /// `POST /api/v2/entity`: one operation.
     ///
     /// # Errors
@@ -579,13 +597,21 @@ fn serialize(value: &Value, limit: usize) -> Result<Bytes, Error> {
 /// Packs `items` into `{"<field>": [...]}` bodies under the batch limit, each item under the
 /// operation limit; each body comes with its number of items.
 fn chunks(items: &[Value], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
+    let encoded: Vec<Bytes> = items
+        .iter()
+        .map(|item| Bytes::from(serde_json::to_vec(item).expect("JSON values serialize")))
+        .collect();
+    chunks_encoded(&encoded, field)
+}
+
+/// As [`chunks`], for items already encoded as JSON.
+fn chunks_encoded(items: &[Bytes], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
     // `{"batch":[` + `]}` and the commas between items.
     let envelope = field.len() + 7;
     let mut bodies = Vec::new();
-    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut current: Vec<&[u8]> = Vec::new();
     let mut size = envelope;
-    for item in items {
-        let encoded = serde_json::to_vec(item).expect("JSON values serialize");
+    for encoded in items {
         if encoded.len() > MAX_OPERATION_BYTES {
             return Err(Error::PayloadTooLarge {
                 size: encoded.len(),
@@ -606,7 +632,7 @@ fn chunks(items: &[Value], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
     Ok(bodies)
 }
 
-fn join(field: &str, items: &[Vec<u8>]) -> Bytes {
+fn join(field: &str, items: &[&[u8]]) -> Bytes {
     let mut body = format!("{{\"{field}\":[").into_bytes();
     for (index, item) in items.iter().enumerate() {
         if index > 0 {

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use pacer_customerio::{Client, Error, Event};
 use serde_json::Value;
@@ -59,7 +60,7 @@ pub struct Plan {
 }
 
 /// How an import ended.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Summary {
     /// Records delivered.
     pub delivered: u64,
@@ -81,6 +82,16 @@ pub struct Summary {
     /// Whether it stopped at an invalid record under `--strict` (an input error).
     #[serde(skip)]
     pub invalid_input: bool,
+    /// The process's peak resident memory in MiB (Linux), to show memory stays flat.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// `VmHWM` from `/proc/self/status`: the peak resident set size.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
 }
 
 fn seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -93,9 +104,23 @@ struct Unit {
     seq: u64,
     end: u64,
     end_line: u64,
+    /// Batch mode: the line and the encoded v2 operation of each record (the record itself is
+    /// dropped once encoded, which keeps memory per record small).
+    operations: Vec<(u64, Bytes)>,
+    /// Single mode: the line, raw text and record.
     records: Vec<(u64, String, Record)>,
     invalid: Vec<(u64, String, String)>,
     bytes: usize,
+}
+
+impl Unit {
+    fn is_empty(&self) -> bool {
+        self.operations.is_empty() && self.records.is_empty() && self.invalid.is_empty()
+    }
+
+    fn valid(&self) -> usize {
+        self.operations.len() + self.records.len()
+    }
 }
 
 /// What became of a unit.
@@ -216,7 +241,7 @@ pub async fn run(
 
     loop {
         let room = in_flight.len() < plan.concurrency;
-        let packed = !unit.records.is_empty() || !unit.invalid.is_empty();
+        let packed = !unit.is_empty();
         tokio::select! {
             biased;
             () = &mut stop, if !stopping => stopping = true,
@@ -247,7 +272,7 @@ pub async fn run(
                 dispatch(&mut in_flight, std::mem::take(&mut unit), plan, client.as_ref(), &mut next_seq);
             }
         }
-        if input_done && !stopping && (!unit.records.is_empty() || !unit.invalid.is_empty()) {
+        if input_done && !stopping && !unit.is_empty() {
             dispatch(
                 &mut in_flight,
                 std::mem::take(&mut unit),
@@ -276,7 +301,7 @@ pub async fn run(
             .as_ref()
             .map_or(0, |c| c.retry_layer().stats().retries);
         progress.tick(retries, plan.quiet);
-        let unsent = !unit.records.is_empty() || !unit.invalid.is_empty();
+        let unsent = !unit.is_empty();
         if (input_done || stopping) && in_flight.is_empty() && (stopping || !unsent) {
             break;
         }
@@ -295,6 +320,7 @@ pub async fn run(
         .map_or(0, |c| c.retry_layer().stats().retries);
     summary.elapsed_s = started.elapsed();
     summary.aborted = stopping;
+    summary.peak_rss_mib = peak_rss_mib();
     summary.invalid_input =
         plan.strict && fatal.as_deref().is_some_and(|f| f.ends_with("(--strict)"));
     Ok(summary)
@@ -357,25 +383,27 @@ fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) ->
             if plan.strict {
                 // Deliver what came before, then stop: the checkpoint ends before this line.
                 fatal.get_or_insert_with(|| format!("line {}: {reason} (--strict)", item.line));
-                return Some(std::mem::take(unit))
-                    .filter(|unit| !unit.records.is_empty() || !unit.invalid.is_empty());
+                return Some(std::mem::take(unit)).filter(|unit| !unit.is_empty());
             }
             unit.invalid.push((item.line, item.raw, reason));
         }
-        Ok(record) => {
-            let size = record.to_operation(item.line).to_string().len() + 1;
-            let full = match plan.mode {
-                Mode::Single => !unit.records.is_empty(),
-                Mode::Batch => {
-                    unit.records.len() >= plan.batch_size || unit.bytes + size > MAX_BATCH_BYTES
+        Ok(record) => match plan.mode {
+            Mode::Single => {
+                if unit.valid() > 0 {
+                    ready = Some(std::mem::take(unit));
                 }
-            };
-            if full {
-                ready = Some(std::mem::take(unit));
+                unit.records.push((item.line, item.raw, record));
             }
-            unit.bytes += size;
-            unit.records.push((item.line, item.raw, record));
-        }
+            Mode::Batch => {
+                let operation = Bytes::from(record.to_operation(item.line).to_string());
+                let size = operation.len() + 1;
+                if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_BYTES {
+                    ready = Some(std::mem::take(unit));
+                }
+                unit.bytes += size;
+                unit.operations.push((item.line, operation));
+            }
+        },
     }
     unit.end = item.end;
     unit.end_line = item.line;
@@ -394,7 +422,7 @@ fn dispatch(
     let client = client.cloned();
     let mode = plan.mode;
     in_flight.spawn(async move {
-        let delivered_before = unit.records.len() as u64;
+        let delivered_before = unit.valid() as u64;
         match client {
             None => Outcome {
                 // Dry run: valid records count as delivered, nothing is sent.
@@ -425,25 +453,26 @@ async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome
     };
     match mode {
         Mode::Batch => {
-            let operations: Vec<Value> = unit
-                .records
+            // `Bytes` clones share their buffers: no copy of the payload.
+            let operations: Vec<Bytes> = unit
+                .operations
                 .iter()
-                .map(|(line, _, record)| record.to_operation(*line))
+                .map(|(_, operation)| operation.clone())
                 .collect();
-            match with_rounds(|| client.batch(operations.clone())).await {
+            match with_rounds(|| client.batch_encoded(&operations)).await {
                 Ok(report) => {
-                    let mut refused_indexes = std::collections::BTreeMap::new();
+                    let mut refused = BTreeMap::new();
                     for entry in report.rejected {
                         if let Some(index) = entry.batch_index {
-                            refused_indexes.insert(
+                            refused.insert(
                                 index,
                                 format!("{} ({}: {})", entry.message, entry.field, entry.reason),
                             );
                         }
                     }
-                    for (index, (line, raw, _)) in unit.records.into_iter().enumerate() {
-                        match refused_indexes.remove(&index) {
-                            Some(reason) => outcome.refused.push((line, raw, reason)),
+                    for (index, (line, operation)) in unit.operations.into_iter().enumerate() {
+                        match refused.remove(&index) {
+                            Some(reason) => outcome.refused.push((line, text(&operation), reason)),
                             None => outcome.delivered += 1,
                         }
                     }
@@ -451,9 +480,9 @@ async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome
                 Err(error) if is_permanent(&error) => {
                     let reason = error.to_string();
                     outcome.refused = unit
-                        .records
+                        .operations
                         .into_iter()
-                        .map(|(line, raw, _)| (line, raw, reason.clone()))
+                        .map(|(line, operation)| (line, text(&operation), reason.clone()))
                         .collect();
                 }
                 Err(error) => outcome.fatal = Some(error.to_string()),
@@ -518,6 +547,10 @@ async fn send_one(client: &Client<Incoming>, record: &Record, line: u64) -> Resu
             client.track(person, event).await
         }
     }
+}
+
+fn text(operation: &Bytes) -> String {
+    String::from_utf8_lossy(operation).into_owned()
 }
 
 /// Whether an error means the record will never be accepted as it is.

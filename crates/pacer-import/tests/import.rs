@@ -145,6 +145,7 @@ async fn faults_storms_and_invalid_lines_lose_nothing() {
         })
         .collect();
     assert_eq!(dead, invalid);
+    std::fs::remove_dir_all(&directory).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,4 +209,5 @@ async fn killed_mid_run_and_resumed_everything_arrives_once() {
     assert_eq!(status.code(), Some(0));
     eprintln!("mock after resume: {:?}", mock.ledger().counts());
     assert_complete(&mock, people, &invalid);
+    std::fs::remove_dir_all(&directory).unwrap();
 }
