@@ -21,6 +21,13 @@ use pacer_retry::RetryLayer;
 /// Bulk-import people and events into Customer.io: paced under the rate limit, resumable after
 /// a crash or Ctrl-C, nothing lost and nothing sent twice.
 ///
+/// Input, one record per line (NDJSON) or row (CSV with a header row):
+///   {"type":"person","id":"42","email":"ada@example.com","attributes":{"plan":"pro"}}
+///   {"type":"event","person":"42","name":"signed_up","timestamp":1700000000,"data":{}}
+/// Without "type", a line with a "name" is an event; other top-level keys are attributes (people)
+/// or data (events). CSV columns: type (person by default, or event), id, email, person and name
+/// (events), event_id, timestamp; every other column is an attribute or a data field.
+///
 /// Exit codes: 0 all delivered, 1 some records dead-lettered or invalid, 2 usage or input
 /// error (an invalid record under --strict too), 3 aborted (resume with --resume).
 #[derive(Debug, Parser)]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use pacer_customerio::{https_client, ApiClass, Client, Credentials, Roots};
+use pacer_import::checkpoint::Checkpoint;
 use pacer_import::engine::{run, Mode, Plan};
 use pacer_import::input::Format;
 use pacer_import::progress::Counters;
@@ -209,5 +210,100 @@ async fn killed_mid_run_and_resumed_everything_arrives_once() {
     assert_eq!(status.code(), Some(0));
     eprintln!("mock after resume: {:?}", mock.ledger().counts());
     assert_complete(&mock, people, &invalid);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_drains_checkpoints_and_exits_3_then_resume_finishes() {
+    let directory = scratch("sigint");
+    let input = directory.join("input.ndjson");
+    let people = 400;
+    let (_, invalid) = write_input(&input, people, 0);
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let command = |resume: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pacer-import"));
+        command
+            .arg(&input)
+            .args(["--mode", "single", "--quiet"])
+            .args([
+                "--base-url",
+                &mock.base_url(),
+                "--site-id",
+                "site-id",
+                "--api-key",
+                "track-key",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if resume {
+            command.arg("--resume");
+        }
+        command
+    };
+    let mut child = command(false).spawn().unwrap();
+    while mock.ledger().counts().requests < 150 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "aborted");
+    let checkpoint: Value =
+        serde_json::from_str(&std::fs::read_to_string(Checkpoint::path_for(&input)).unwrap())
+            .unwrap();
+    let acknowledged = checkpoint["delivered"].as_u64().unwrap();
+    assert!(
+        acknowledged >= 100,
+        "drained work is checkpointed: {checkpoint}"
+    );
+    assert_eq!(command(true).status().unwrap().code(), Some(0));
+    assert_complete(&mock, people, &invalid);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+#[test]
+fn the_api_key_is_never_printed() {
+    let secret = "sk_live_do_not_print_42";
+    for args in [
+        vec!["--help"],
+        vec!["/nonexistent.ndjson"],
+        vec!["--bogus-flag"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
+            .args(&args)
+            .env("CUSTOMERIO_SITE_ID", "site")
+            .env("CUSTOMERIO_API_KEY", secret)
+            .output()
+            .unwrap();
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!printed.contains(secret), "{args:?}: {printed}");
+    }
+    // A wrong key against the mock: the 401 is reported, the key is not.
+    let directory = scratch("secret");
+    let input = directory.join("input.ndjson");
+    write_input(&input, 2, 0);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
+        .arg(&input)
+        .args(["--base-url", &mock.base_url(), "--quiet"])
+        .env("CUSTOMERIO_SITE_ID", "site-id")
+        .env("CUSTOMERIO_API_KEY", secret)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(printed.contains("401"), "{printed}");
+    assert!(!printed.contains(secret), "{printed}");
+    assert_eq!(output.status.code(), Some(3));
+    drop(mock);
     std::fs::remove_dir_all(&directory).unwrap();
 }
