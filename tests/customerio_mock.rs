@@ -54,7 +54,9 @@ async fn thousands_of_calls_at_the_limit_through_faults_lose_and_double_nothing(
         .credentials(credentials())
         .quota(
             ApiClass::Track,
-            Quota::per_second(LIMIT).with_margin(Duration::from_millis(20)),
+            // A wide margin: this test asserts zero 429s on a busy CI machine, where a request
+            // can sit 20 ms between the limiter and the server's clock.
+            Quota::per_second(LIMIT).with_margin(Duration::from_millis(100)),
         )
         // Enough attempts that 7 % faults never exhaust them; the budget still applies.
         .retry(RetryLayer::new().max_attempts(6))
@@ -195,7 +197,7 @@ async fn the_app_limit_paces_instead_of_collecting_429s() {
         .credentials(credentials())
         .quota(
             ApiClass::App,
-            Quota::per_second(10).with_margin(Duration::from_millis(20)),
+            Quota::per_second(10).with_margin(Duration::from_millis(100)),
         )
         .build(http());
     client.identify("a", &Map::new()).await.unwrap();
