@@ -7,10 +7,10 @@
 //! Every contender is configured never to refuse (a quota of about a billion per second with a
 //! burst as large), so what is measured is the bookkeeping of one admission, not waiting:
 //!
-//! - `pacer/*`: [`Limiter::try_acquire`] (GCRA and sliding window, unkeyed and keyed) and the
-//!   `acquire().await` future on a current-thread runtime;
+//! - `pacer/*`: [`Limiter::try_acquire`] (GCRA and sliding window, unkeyed, and keyed with the
+//!   key cycling over 16 `u64`s) and the `acquire().await` future on a current-thread runtime;
 //! - `governor/*`: `RateLimiter::check` (direct, on its default TSC clock and on
-//!   `std::time::Instant`) and `check_key` (the default keyed store);
+//!   `std::time::Instant`) and `check_key` (the default keyed store, the same 16 keys);
 //! - `naive/mutex_token_bucket`: the token bucket people hand-roll, a `Mutex<(tokens, last)>`;
 //! - `tower/*`: `tower::limit::RateLimit` driven through `ready().call()`, directly and behind
 //!   `Buffer` (which sharing it across tasks requires), on a current-thread runtime.
@@ -19,7 +19,9 @@
 //! that `tokio::time::pause()` drives it in tests) and an uncontended `Mutex`.
 //!
 //! `contended_2_threads` runs the synchronous checks from two threads at once on one shared
-//! limiter; the figure is the wall time per operation each thread sees.
+//! limiter, each thread doing half of criterion's iterations. The figure is the wall time from
+//! the threads' common start to both being joined, divided by the operations of both threads:
+//! the cost per admission of the pair (a thread's own latency per call is twice that).
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};
@@ -52,8 +54,10 @@ fn pacer_keyed() -> Limiter<u64> {
     Limiter::builder(Quota::per_second(HUGE).gcra(HUGE)).build()
 }
 
+/// `NonZeroU32::MAX` per second with as large a burst; governor clamps the interval to 1 ns, so
+/// this is the same 10^9 per second as [`HUGE`].
 fn governor_quota() -> governor::Quota {
-    governor::Quota::per_second(NonZeroU32::MAX)
+    governor::Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX)
 }
 
 fn governor_direct() -> DefaultDirectRateLimiter {
@@ -156,7 +160,7 @@ fn uncontended(c: &mut Criterion) {
     });
     let runtime = current_thread_runtime();
     let limiter = pacer_gcra();
-    group.bench_function("pacer/acquire_await", |b| {
+    group.bench_function("pacer/acquire_async", |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {
                 let start = Instant::now();
@@ -221,28 +225,30 @@ fn reference(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `op` `iters` times on each of two threads that start together, and returns the longer
-/// of the two threads' wall times: the per-operation latency a thread sees under contention.
+/// Splits `iters` calls of `op` over two threads released together, and returns the wall time
+/// from their release until both are joined, so criterion reports it per operation of the pair.
 fn on_two_threads(iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(2);
+    // The two workers and this thread, which starts the clock once all three are at the barrier.
+    let barrier = Barrier::new(3);
     std::thread::scope(|scope| {
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                scope.spawn(|| {
+        let threads: Vec<_> = [iters / 2, iters - iters / 2]
+            .into_iter()
+            .map(|share| {
+                let barrier = &barrier;
+                scope.spawn(move || {
                     barrier.wait();
-                    let start = Instant::now();
-                    for _ in 0..iters {
+                    for _ in 0..share {
                         op();
                     }
-                    start.elapsed()
                 })
             })
             .collect();
-        threads
-            .into_iter()
-            .map(|thread| thread.join().unwrap())
-            .max()
-            .unwrap()
+        barrier.wait();
+        let start = Instant::now();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        start.elapsed()
     })
 }
 

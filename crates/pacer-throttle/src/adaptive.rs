@@ -81,64 +81,80 @@ pub(crate) enum Change {
 }
 
 /// Sub-windows of the accepted-requests counter: the count is exact to one sub-window.
-const SLOTS: usize = 8;
+const SLOTS: u32 = 8;
+/// How many sub-windows the counter remembers: three windows, so that answers arriving late
+/// still find the slot of their send time.
+const KEPT_SLOTS: usize = 3 * SLOTS as usize;
 
-/// Requests accepted in the last window, counted in `SLOTS` sub-windows.
+/// Accepted requests counted by when they were *sent*, in sub-windows of `window / SLOTS`. A
+/// success that comes back late still counts where it belongs, so the count for a window is
+/// not short of the requests still in flight when it was first read.
 #[derive(Clone, Debug)]
 struct AcceptedCount {
+    origin: Instant,
+    window: Duration,
     slot_length: Duration,
-    /// Start of the newest slot.
-    newest_start: Instant,
-    /// `slots[0]` is the newest.
-    slots: [u64; SLOTS],
+    /// `(slot number, accepted)`, oldest first.
+    slots: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl AcceptedCount {
     fn new(window: Duration, now: Instant) -> Self {
+        let slot_length = (window / SLOTS).max(Duration::from_micros(1));
         Self {
-            slot_length: (window / SLOTS as u32).max(Duration::from_micros(1)),
-            newest_start: now,
-            slots: [0; SLOTS],
+            // Early enough that any send time of a request still in flight is after it.
+            origin: now.checked_sub(window * 4).unwrap_or(now),
+            window,
+            slot_length,
+            slots: std::collections::VecDeque::with_capacity(KEPT_SLOTS + 1),
         }
     }
 
-    fn advance(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.newest_start);
-        let steps = (elapsed.as_nanos() / self.slot_length.as_nanos()).min(SLOTS as u128 + 1);
-        if steps == 0 {
-            return;
+    fn slot_of(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.origin).as_nanos() / self.slot_length.as_nanos()) as u64
+    }
+
+    /// One more request sent at `sent_at` was accepted.
+    fn add(&mut self, sent_at: Instant) {
+        let slot = self.slot_of(sent_at);
+        match self.slots.iter().rposition(|&(number, _)| number <= slot) {
+            Some(index) if self.slots[index].0 == slot => self.slots[index].1 += 1,
+            Some(index) => self.slots.insert(index + 1, (slot, 1)),
+            None => self.slots.push_front((slot, 1)),
         }
-        let steps = steps as usize;
-        if steps > SLOTS {
-            self.slots = [0; SLOTS];
-            self.newest_start = now;
-        } else {
-            self.slots.rotate_right(steps);
-            self.slots[..steps].fill(0);
-            self.newest_start += self.slot_length * steps as u32;
+        while self.slots.len() > KEPT_SLOTS {
+            self.slots.pop_front();
         }
     }
 
-    fn add(&mut self, now: Instant) {
-        self.advance(now);
-        self.slots[0] += 1;
-    }
-
-    /// Accepted in the last window: the full newer slots, and the oldest in proportion to the
-    /// part of it still inside the window.
-    fn count(&mut self, now: Instant) -> f64 {
-        self.advance(now);
-        let into_newest = now
-            .saturating_duration_since(self.newest_start)
-            .as_secs_f64()
+    /// Accepted among the requests sent in the window ending at `end`: whole sub-windows, and
+    /// the oldest in proportion to the part of it inside the window.
+    fn sent_in_window_before(&self, end: Instant) -> f64 {
+        let Some(start) = end.checked_sub(self.window) else {
+            return self.slots.iter().map(|&(_, count)| count as f64).sum();
+        };
+        let (first, last) = (self.slot_of(start), self.slot_of(end));
+        let first_end = self.origin + self.slot_length * (first as u32 + 1);
+        let first_share = first_end.saturating_duration_since(start).as_secs_f64()
             / self.slot_length.as_secs_f64();
-        let newer: u64 = self.slots[..SLOTS - 1].iter().sum();
-        newer as f64 + self.slots[SLOTS - 1] as f64 * (1.0 - into_newest.min(1.0))
+        self.slots
+            .iter()
+            .filter(|&&(number, _)| number >= first && number <= last)
+            .map(|&(number, count)| {
+                if number == first {
+                    count as f64 * first_share.min(1.0)
+                } else {
+                    count as f64
+                }
+            })
+            .sum()
     }
 
-    fn is_empty(&mut self, now: Instant) -> bool {
-        self.advance(now);
-        self.slots.iter().all(|&slot| slot == 0)
+    fn is_empty(&self, now: Instant) -> bool {
+        let oldest_useful = self.slot_of(now.checked_sub(self.window * 2).unwrap_or(now));
+        self.slots
+            .back()
+            .is_none_or(|&(number, _)| number < oldest_useful)
     }
 }
 
@@ -147,6 +163,10 @@ impl AcceptedCount {
 struct Recovery {
     /// The learned limit, in requests per window.
     peak: f64,
+    /// The rate in force when the server refused: the learned limit never exceeds it.
+    cap: f64,
+    /// When the refusal was seen: the window that ends here is the one measured.
+    refused_at: Instant,
     decreased_at: Instant,
     limit: u32,
 }
@@ -173,12 +193,24 @@ impl KeyRate {
         self.recovery.is_none() && self.accepted.is_empty(now)
     }
 
-    /// A request the server accepted. `ceiling` is the configured limit per window.
-    pub(crate) fn on_success(&mut self, params: &Adaptive, ceiling: u32, now: Instant) -> Change {
-        self.accepted.add(now);
+    /// A request sent at `sent_at` was accepted. `ceiling` is the configured limit per window.
+    pub(crate) fn on_success(
+        &mut self,
+        params: &Adaptive,
+        ceiling: u32,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Change {
+        self.accepted.add(sent_at);
         let Some(recovery) = self.recovery.as_mut() else {
             return Change::Keep;
         };
+        // A success sent before the refusal arrived late: the measured window held more than
+        // was counted then, so the learned limit rises to match.
+        if sent_at <= recovery.refused_at {
+            let measured = self.accepted.sent_in_window_before(recovery.refused_at);
+            recovery.peak = recovery.peak.max(measured.min(recovery.cap));
+        }
         let k = self.window.as_secs_f64() * f64::from(params.recovery_windows);
         let c = recovery.peak * (1.0 - params.backoff) / k.powi(3);
         let t = now
@@ -209,7 +241,7 @@ impl KeyRate {
         if self.recovery.is_some_and(|r| sent_at <= r.decreased_at) {
             return Change::Keep;
         }
-        let accepted = self.accepted.count(now);
+        let accepted = self.accepted.sent_in_window_before(now);
         let current = f64::from(current);
         let (peak, target) = if accepted >= 1.0 {
             let peak = accepted.min(current);
@@ -221,6 +253,8 @@ impl KeyRate {
         let limit = (target.floor() as u32).max(1);
         self.recovery = Some(Recovery {
             peak,
+            cap: current,
+            refused_at: now,
             decreased_at: now,
             limit,
         });
@@ -235,15 +269,20 @@ mod tests {
     const WINDOW: Duration = Duration::from_secs(1);
 
     #[test]
-    fn counts_acceptances_in_the_last_window() {
+    fn counts_acceptances_by_send_time_in_the_window() {
         let start = Instant::now();
         let mut count = AcceptedCount::new(WINDOW, start);
-        for i in 0..100 {
+        // Answers arrive in any order; each counts at its send time.
+        for i in (0..100).rev() {
             count.add(start + Duration::from_millis(i * 10));
         }
-        assert!((count.count(start + Duration::from_millis(999)) - 100.0).abs() <= 13.0);
-        assert!(count.count(start + Duration::from_millis(1500)) <= 63.0);
-        assert_eq!(count.count(start + Duration::from_secs(3)), 0.0);
+        let within =
+            |end_ms: u64| count.sent_in_window_before(start + Duration::from_millis(end_ms));
+        assert!((within(999) - 100.0).abs() <= 13.0, "{}", within(999));
+        assert!((within(1500) - 50.0).abs() <= 13.0, "{}", within(1500));
+        assert_eq!(within(3000), 0.0);
+        assert!(!count.is_empty(start + Duration::from_secs(2)));
+        assert!(count.is_empty(start + Duration::from_secs(4)));
     }
 
     #[test]
@@ -252,7 +291,7 @@ mod tests {
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         for _ in 0..100 {
-            assert_eq!(rate.on_success(&params, 1000, start), Change::Keep);
+            assert_eq!(rate.on_success(&params, 1000, start, start), Change::Keep);
         }
         assert_eq!(
             rate.on_refusal(&params, 1000, start, start),
@@ -274,17 +313,16 @@ mod tests {
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         for _ in 0..100 {
-            rate.on_success(&params, 200, start);
+            rate.on_success(&params, 200, start, start);
         }
         rate.on_refusal(&params, 200, start, start);
-        let limit_at = |rate: &mut KeyRate, secs: u64| match rate.on_success(
-            &params,
-            200,
-            start + Duration::from_secs(secs),
-        ) {
-            Change::Limit(limit) => Some(limit),
-            Change::Recovered => Some(200),
-            Change::Keep => None,
+        let limit_at = |rate: &mut KeyRate, secs: u64| {
+            let at = start + Duration::from_secs(secs);
+            match rate.on_success(&params, 200, at, at) {
+                Change::Limit(limit) => Some(limit),
+                Change::Recovered => Some(200),
+                Change::Keep => None,
+            }
         };
         assert_eq!(limit_at(&mut rate, 5), Some(99)); // concave: most of the way in half the time
         assert_eq!(limit_at(&mut rate, 10), Some(100)); // the learned limit after 10 windows
@@ -292,5 +330,30 @@ mod tests {
         assert_eq!(limit_at(&mut rate, 20), Some(105)); // then probing beyond
         assert_eq!(limit_at(&mut rate, 40), Some(200)); // and back to the configured quota
         assert!(rate.recovery.is_none());
+    }
+
+    #[test]
+    fn late_successes_raise_an_early_estimate() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        // 100 sent at once; only 40 answered when the 101st is refused.
+        for _ in 0..40 {
+            rate.on_success(&params, 1000, start, start);
+        }
+        let refused = start + Duration::from_millis(20);
+        assert_eq!(
+            rate.on_refusal(&params, 1000, start, refused),
+            Change::Limit(38)
+        );
+        // The other 60 come back: the learned limit is 100 after all.
+        let mut last = Change::Keep;
+        for _ in 0..60 {
+            let change = rate.on_success(&params, 1000, start, refused + Duration::from_millis(5));
+            if change != Change::Keep {
+                last = change;
+            }
+        }
+        assert_eq!(last, Change::Limit(95));
     }
 }

@@ -185,7 +185,7 @@ impl<K: Key> Shared<K> {
             if let Some(current) = current {
                 rate.on_refusal(params, current, sent_at, now)
             } else {
-                rate.on_success(params, configured.limit(), now)
+                rate.on_success(params, configured.limit(), sent_at, now)
             }
         };
         match change {
