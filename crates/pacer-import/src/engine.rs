@@ -509,25 +509,10 @@ async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome
 
 async fn send_one(client: &Client<Incoming>, record: &Record, line: u64) -> Result<(), Error> {
     match record {
-        Record::Person {
-            id,
-            email,
-            attributes,
-        } => {
-            let mut attributes = attributes.clone();
-            let key = match (id, email) {
-                (Some(id), Some(email)) => {
-                    attributes.insert("email".into(), Value::from(email.clone()));
-                    id
-                }
-                (Some(id), None) => id,
-                (None, Some(email)) => email,
-                (None, None) => {
-                    return Err(Error::InvalidInput(
-                        "a person needs an id or an email".into(),
-                    ))
-                }
-            };
+        Record::Person { .. } => {
+            let (key, _, attributes) = record
+                .person_identity()
+                .ok_or_else(|| Error::InvalidInput("a person needs an id or an email".into()))?;
             client.identify(key, &attributes).await
         }
         Record::Event {

@@ -256,26 +256,37 @@ impl Record {
         ))
     }
 
+    /// A person's identifier (the `id` when there is one, else the `email`), its kind, and the
+    /// attributes to send (the email among them when both are given); `None` for an event.
+    #[must_use]
+    pub fn person_identity(&self) -> Option<(&str, &'static str, Map<String, Value>)> {
+        let Record::Person {
+            id,
+            email,
+            attributes,
+        } = self
+        else {
+            return None;
+        };
+        let mut attributes = attributes.clone();
+        match (id, email) {
+            (Some(id), Some(email)) => {
+                attributes.insert("email".into(), json!(email));
+                Some((id, "id", attributes))
+            }
+            (Some(id), None) => Some((id, "id", attributes)),
+            (None, Some(email)) => Some((email, "email", attributes)),
+            (None, None) => None,
+        }
+    }
+
     /// The Track v2 operation for `/api/v2/batch`.
     #[must_use]
     pub fn to_operation(&self, line: u64) -> Value {
         match self {
-            Record::Person {
-                id,
-                email,
-                attributes,
-            } => {
-                let mut attributes = attributes.clone();
-                let identifiers = match (id, email) {
-                    (Some(id), Some(email)) => {
-                        attributes.insert("email".into(), json!(email));
-                        json!({ "id": id })
-                    }
-                    (Some(id), None) => json!({ "id": id }),
-                    (None, Some(email)) => json!({ "email": email }),
-                    (None, None) => json!({}),
-                };
-                json!({"type": "person", "action": "identify", "identifiers": identifiers, "attributes": attributes})
+            Record::Person { .. } => {
+                let (key, kind, attributes) = self.person_identity().unwrap_or_default();
+                json!({"type": "person", "action": "identify", "identifiers": { kind: key }, "attributes": attributes})
             }
             Record::Event {
                 person,

@@ -50,6 +50,28 @@ fn write_input(path: &Path, people: usize, invalid_every: usize) -> (usize, Vec<
     (valid, invalid)
 }
 
+/// The real binary, importing `input` into `mock` with `args`, silent.
+fn importer(input: &Path, mock: &MockServer, args: &[&str], resume: bool) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pacer-import"));
+    command
+        .arg(input)
+        .args(args)
+        .args([
+            "--base-url",
+            &mock.base_url(),
+            "--site-id",
+            "site-id",
+            "--api-key",
+            "track-key",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if resume {
+        command.arg("--resume");
+    }
+    command
+}
+
 fn client(mock: &MockServer, rate: u32) -> Client<Incoming> {
     Client::builder()
         .base_url(&mock.base_url())
@@ -161,10 +183,10 @@ async fn killed_mid_run_and_resumed_everything_arrives_once() {
     .await
     .unwrap();
     let command = |resume: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pacer-import"));
-        command
-            .arg(&input)
-            .args([
+        importer(
+            &input,
+            &mock,
+            &[
                 "--mode",
                 "single",
                 "--rate",
@@ -172,21 +194,9 @@ async fn killed_mid_run_and_resumed_everything_arrives_once() {
                 "--concurrency",
                 "16",
                 "--quiet",
-            ])
-            .args([
-                "--base-url",
-                &mock.base_url(),
-                "--site-id",
-                "site-id",
-                "--api-key",
-                "track-key",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if resume {
-            command.arg("--resume");
-        }
-        command
+            ],
+            resume,
+        )
     };
     // Kill at a point that differs from run to run, once some work is done.
     let mut child = command(false).spawn().unwrap();
@@ -220,26 +230,7 @@ async fn ctrl_c_drains_checkpoints_and_exits_3_then_resume_finishes() {
     let people = 400;
     let (_, invalid) = write_input(&input, people, 0);
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
-    let command = |resume: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pacer-import"));
-        command
-            .arg(&input)
-            .args(["--mode", "single", "--quiet"])
-            .args([
-                "--base-url",
-                &mock.base_url(),
-                "--site-id",
-                "site-id",
-                "--api-key",
-                "track-key",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if resume {
-            command.arg("--resume");
-        }
-        command
-    };
+    let command = |resume: bool| importer(&input, &mock, &["--mode", "single", "--quiet"], resume);
     let mut child = command(false).spawn().unwrap();
     while mock.ledger().counts().requests < 150 {
         tokio::time::sleep(Duration::from_millis(5)).await;
