@@ -38,17 +38,20 @@ pub fn path_segment(value: &str) -> String {
 /// Customer.io deduplicates on.
 #[must_use]
 pub fn ulid() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let millis = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-        & ((1 << 48) - 1);
-    let mut random = [0_u8; 10];
+        .map_or(0, |since| since.as_millis() as u64);
+    let mut random = [0_u8; 16];
     RNG.with(|rng| rng.borrow_mut().fill_bytes(&mut random));
-    let mut value = u128::from(millis) << 80;
-    for (index, byte) in random.iter().enumerate() {
-        value |= u128::from(*byte) << (72 - 8 * index);
-    }
+    format_ulid(millis, u128::from_be_bytes(random))
+}
+
+/// A ULID from its parts: the low 48 bits of `millis` and the low 80 bits of `entropy`, in
+/// Crockford base32. For ids derived from data (stable across runs) rather than drawn.
+#[must_use]
+pub fn format_ulid(millis: u64, entropy: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let value = (u128::from(millis & ((1 << 48) - 1)) << 80) | (entropy & ((1 << 80) - 1));
     (0..26)
         .map(|position| ALPHABET[((value >> (125 - 5 * position)) & 31) as usize] as char)
         .collect()

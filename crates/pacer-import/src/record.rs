@@ -316,19 +316,14 @@ impl Record {
 /// A ULID-formatted id from a time (milliseconds) and a hash of `key` (two FNV-1a 64-bit hashes
 /// with different offsets): stable across runs and versions, unlike `std`'s hasher.
 fn derived_ulid(millis: u64, key: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let fnv = |offset: u64| {
         key.iter().fold(offset, |hash, byte| {
             (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
         })
     };
-    let random = (u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64
-        | u128::from(fnv(0x8422_2325_cbf2_9ce4)))
-        & ((1 << 80) - 1);
-    let value = (u128::from(millis & ((1 << 48) - 1)) << 80) | random;
-    (0..26)
-        .map(|position| ALPHABET[((value >> (125 - 5 * position)) & 31) as usize] as char)
-        .collect()
+    let entropy =
+        u128::from(fnv(0xcbf2_9ce4_8422_2325)) << 64 | u128::from(fnv(0x8422_2325_cbf2_9ce4));
+    pacer_customerio::format_ulid(millis, entropy)
 }
 
 #[cfg(test)]
@@ -390,13 +385,7 @@ mod tests {
         let id = event.event_id(3).unwrap();
         assert_eq!(id.len(), 26);
         // Pinned: a change here would make a resume re-send events under new ids.
-        assert_eq!(
-            id,
-            derived_ulid(
-                1_700_000_000_000,
-                "3\u{1f}1\u{1f}x\u{1f}1700000000".as_bytes()
-            )
-        );
+        assert_eq!(id, "01HF7YAT005JBF7KK4BNR49YE7");
         let given = Record::from_json(r#"{"person":"1","name":"x","id":"MINE"}"#).unwrap();
         assert_eq!(given.event_id(3).as_deref(), Some("MINE"));
     }
