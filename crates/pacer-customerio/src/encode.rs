@@ -90,3 +90,53 @@ mod tests {
         assert!(a.starts_with('0'));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode(encoded: &str) -> Option<String> {
+        let bytes = encoded.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(
+                    u8::from_str_radix(std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?, 16)
+                        .ok()?,
+                );
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).ok()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Any identifier becomes one path segment of unreserved characters and escapes, and
+        /// decodes back to itself: no id can reach another endpoint or lose a character.
+        #[test]
+        fn path_segments_are_safe_and_lossless(id in any::<String>()) {
+            let encoded = path_segment(&id);
+            prop_assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+            prop_assert!(encoded != "." && encoded != "..");
+            let decoded = decode(&encoded);
+            prop_assert_eq!(decoded.as_deref(), Some(id.as_str()));
+        }
+
+        #[test]
+        fn error_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = crate::ApiError::parse(&body).to_string();
+        }
+
+        #[test]
+        fn near_miss_error_bodies_never_panic(body in r#"\{"(meta|errors)":(\[|\{)("(error|errors|detail|reason|batch_index)":)?[0-9a-z"\[\]{},:]{0,40}"#) {
+            let _ = crate::ApiError::parse(body.as_bytes()).to_string();
+        }
+    }
+}

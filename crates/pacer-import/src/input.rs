@@ -386,3 +386,33 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Any bytes read as NDJSON or CSV: no panic, offsets strictly increase and end at the
+        /// file's length or before, line numbers increase.
+        #[test]
+        fn any_file_reads_without_panic(bytes in prop::collection::vec(prop_oneof![any::<u8>(), Just(b'\n'), Just(b','), Just(b'"'), Just(b'{')], 0..400), csv in any::<bool>()) {
+            let path = std::env::temp_dir().join(format!("pacer-input-prop-{}-{}", std::process::id(), csv));
+            std::fs::write(&path, &bytes).unwrap();
+            let format = if csv { Format::Csv } else { Format::Ndjson };
+            if let Ok(mut input) = Input::open(Some(&path), format, &Start::default()) {
+                let (mut last_end, mut last_line) = (0, 0);
+                while let Ok(Some(item)) = input.next_item() {
+                    prop_assert!(item.end > last_end || (csv && item.end >= last_end));
+                    prop_assert!(item.end <= bytes.len() as u64);
+                    prop_assert!(item.line >= last_line);
+                    last_end = item.end;
+                    last_line = item.line;
+                }
+            }
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}

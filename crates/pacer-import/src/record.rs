@@ -414,3 +414,29 @@ mod tests {
             .contains("columns"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Any line is a valid record or a reason, never a panic; a valid record respects
+        /// Customer.io's limits and encodes to an operation.
+        #[test]
+        fn any_line_is_a_record_or_a_reason(line in prop_oneof![
+            any::<String>(),
+            r#"\{("(type|id|email|person|name|data|attributes|timestamp)":("[a-z@.]{0,8}"|[0-9]{1,12}|null|\{\}|\[\]),?){0,6}\}"#,
+        ]) {
+            if let Ok(record) = Record::from_json(&line) {
+                let operation = record.to_operation(1);
+                prop_assert_eq!(operation["type"].as_str(), Some("person"));
+                if let Record::Event { .. } = record {
+                    prop_assert_eq!(record.event_id(1).map(|id| id.len()), Some(26));
+                }
+            }
+        }
+    }
+}

@@ -235,3 +235,29 @@ mod tests {
         assert!(Endpoint::of(&Method::POST, "/v1/send/sms-nope").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Hostile paths never panic the router: they map to an endpoint or to a clean refusal.
+        #[test]
+        fn any_path_is_routed_or_refused(path in r"(/[a-z0-9%./\-]{0,12}){0,7}", method in 0..4_usize) {
+            let method = [Method::GET, Method::PUT, Method::POST, Method::DELETE][method].clone();
+            let _ = Endpoint::of(&method, &path);
+        }
+
+        #[test]
+        fn any_body_is_answered(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut ledger = LedgerState::default();
+            for endpoint in [Endpoint::Identify("1".into()), Endpoint::TrackEvent("1".into()), Endpoint::Batch, Endpoint::Entity, Endpoint::SendEmail, Endpoint::PipelinesBatch, Endpoint::Merge] {
+                let reply = endpoint.apply(&HeaderMap::new(), &body, &mut ledger);
+                prop_assert!(reply.status.as_u16() < 500);
+            }
+        }
+    }
+}
