@@ -70,6 +70,9 @@ mod limiter;
 mod model;
 mod precise;
 mod quota;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod service;
 mod sliding;
 mod stats;

@@ -1,0 +1,35 @@
+-- Reserves ARGV[3] slots of a sliding-window quota at once, atomically, on Redis's clock: never
+-- more than ARGV[2] slots in any window of ARGV[1] microseconds. Slots are appended in order,
+-- so checking the window that ends at each new slot keeps every window within the limit.
+-- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
+-- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
+-- Returns Redis's now (microseconds since the epoch), then each slot as microseconds from it.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
+local base = now
+local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pause > base then base = pause end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
+local slots = {now}
+local last = nil
+for i = 1, count do
+  local slot = base
+  local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if newest[2] then slot = math.max(slot, tonumber(newest[2])) end
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= limit then
+    local oldest_in_window = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+    slot = math.max(slot, tonumber(oldest_in_window[2]) + window)
+  end
+  local member = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[1], string.format('%.0f', slot), member)
+  slots[i + 1] = math.floor(slot - now)
+  last = slot
+end
+local ttl = math.ceil((last - now + window) / 1000) + 1000
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+return slots
