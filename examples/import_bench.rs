@@ -66,6 +66,23 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// An import of `input` from `TASKS` tasks, silent, its side files in `scratch`.
+fn plan(input: &Path, scratch: &Path, mode: Mode, batch_size: usize) -> Plan {
+    Plan {
+        input: Some(input.to_owned()),
+        format: Format::Ndjson,
+        mode,
+        concurrency: TASKS,
+        batch_size,
+        strict: false,
+        dry_run: false,
+        dead_letter: scratch.join("bench.dead"),
+        checkpoint: Some(scratch.join("bench.checkpoint")),
+        resume: false,
+        quiet: true,
+    }
+}
+
 fn row(name: &str, rate: f64, throttled: u64) {
     println!("| {name} | {rate:.1} | {:.3} | {throttled} |", rate / LIMIT);
 }
@@ -87,19 +104,7 @@ async fn single_pacer(scratch: &Path) -> (f64, u64) {
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))
         .build(https_client(Roots::Webpki).expect("client"));
-    let plan = Plan {
-        input: Some(input.clone()),
-        format: Format::Ndjson,
-        mode: Mode::Single,
-        concurrency: TASKS,
-        batch_size: 1,
-        strict: false,
-        dry_run: false,
-        dead_letter: scratch.join("single.dead"),
-        checkpoint: Some(scratch.join("single.checkpoint")),
-        resume: false,
-        quiet: true,
-    };
+    let plan = plan(&input, scratch, Mode::Single, 1);
     // Stop after SECONDS, as Ctrl-C would; the counters are read at that instant.
     let snapshot = Arc::new(Mutex::new(None));
     let keep = Arc::clone(&snapshot);
@@ -233,19 +238,7 @@ async fn batch(scratch: &Path) {
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))
         .build(https_client(Roots::Webpki).expect("client"));
-    let plan = Plan {
-        input: Some(input.clone()),
-        format: Format::Ndjson,
-        mode: Mode::Batch,
-        concurrency: TASKS,
-        batch_size: 10_000,
-        strict: false,
-        dry_run: false,
-        dead_letter: scratch.join("batch.dead"),
-        checkpoint: Some(scratch.join("batch.checkpoint")),
-        resume: false,
-        quiet: true,
-    };
+    let plan = plan(&input, scratch, Mode::Batch, 10_000);
     let summary = run(
         &plan,
         Some(client),

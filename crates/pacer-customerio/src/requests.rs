@@ -211,16 +211,24 @@ impl Identifier {
 #[derive(Clone, Debug)]
 pub struct Requests {
     endpoints: Endpoints,
-    credentials: Credentials,
+    /// `Authorization` values per API family, built once (marked sensitive), or why not.
+    track_auth: Result<HeaderValue, String>,
+    app_auth: Result<HeaderValue, String>,
+    pipelines_auth: Result<HeaderValue, String>,
 }
 
 impl Requests {
     /// Requests to `endpoints` with `credentials`.
     #[must_use]
     pub fn new(endpoints: Endpoints, credentials: Credentials) -> Self {
+        let [track_auth, app_auth, pipelines_auth] =
+            [ApiClass::Track, ApiClass::App, ApiClass::Pipelines]
+                .map(|class| authorization(&credentials, class));
         Self {
             endpoints,
-            credentials,
+            track_auth,
+            app_auth,
+            pipelines_auth,
         }
     }
 
@@ -487,11 +495,12 @@ impl Requests {
             )
             .body(Full::new(body))
             .map_err(|error| Error::InvalidInput(format!("cannot build the request: {error}")))?;
-        let mut authorization =
-            HeaderValue::from_str(&self.authorization(class)?).map_err(|_| {
-                Error::InvalidInput("credentials contain characters not allowed in a header".into())
-            })?;
-        authorization.set_sensitive(true);
+        let authorization = match class {
+            ApiClass::Track => &self.track_auth,
+            ApiClass::Pipelines => &self.pipelines_auth,
+            ApiClass::App | ApiClass::Transactional | ApiClass::Broadcast => &self.app_auth,
+        };
+        let authorization = authorization.clone().map_err(Error::InvalidInput)?;
         request
             .headers_mut()
             .insert(header::AUTHORIZATION, authorization);
@@ -501,47 +510,48 @@ impl Requests {
         }
         Ok(request)
     }
+}
 
-    fn authorization(&self, class: ApiClass) -> Result<String, Error> {
-        let basic = |user: &str, password: &str| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            )
-        };
-        let missing = |what: &str| Error::InvalidInput(format!("no {what} configured"));
-        match class {
-            ApiClass::Track => {
-                let site = self
-                    .credentials
-                    .site_id
-                    .as_deref()
-                    .ok_or_else(|| missing("Track site id"))?;
-                let key = self
-                    .credentials
-                    .track_api_key
-                    .as_ref()
-                    .ok_or_else(|| missing("Track API key"))?;
-                Ok(basic(site, key.expose()))
-            }
-            ApiClass::Pipelines => {
-                let key = self
-                    .credentials
-                    .pipelines_api_key
-                    .as_ref()
-                    .ok_or_else(|| missing("Pipelines API key"))?;
-                Ok(basic(key.expose(), ""))
-            }
-            ApiClass::App | ApiClass::Transactional | ApiClass::Broadcast => {
-                let key = self
-                    .credentials
-                    .app_api_key
-                    .as_ref()
-                    .ok_or_else(|| missing("App API key"))?;
-                Ok(format!("Bearer {}", key.expose()))
-            }
+/// The `Authorization` value of an API family (marked sensitive), or why there is none.
+fn authorization(credentials: &Credentials, class: ApiClass) -> Result<HeaderValue, String> {
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    let missing = |what: &str| format!("no {what} configured");
+    let value = match class {
+        ApiClass::Track => {
+            let site = credentials
+                .site_id
+                .as_deref()
+                .ok_or_else(|| missing("Track site id"))?;
+            let key = credentials
+                .track_api_key
+                .as_ref()
+                .ok_or_else(|| missing("Track API key"))?;
+            basic(site, key.expose())
         }
-    }
+        ApiClass::Pipelines => {
+            let key = credentials
+                .pipelines_api_key
+                .as_ref()
+                .ok_or_else(|| missing("Pipelines API key"))?;
+            basic(key.expose(), "")
+        }
+        ApiClass::App | ApiClass::Transactional | ApiClass::Broadcast => {
+            let key = credentials
+                .app_api_key
+                .as_ref()
+                .ok_or_else(|| missing("App API key"))?;
+            format!("Bearer {}", key.expose())
+        }
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| "credentials contain characters not allowed in a header".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Validates and encodes a person identifier for a path.

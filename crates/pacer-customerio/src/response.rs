@@ -1,12 +1,9 @@
 //! Customer.io's answers read back: success, partial success, or a typed error.
 
-use std::time::{Duration, SystemTime};
-
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use pacer_throttle::parse::{throttle, ParseOptions};
-use pacer_throttle::Throttle;
+use pacer_throttle::parse::server_wait;
 use serde_json::Value;
 
 use crate::error::{ApiError, EntryError, Error};
@@ -53,11 +50,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (parts, body) = response.into_parts();
-    let wait = parts
-        .extensions
-        .get::<Throttle>()
-        .and_then(|signal| signal.wait)
-        .or_else(|| retry_after(&parts.headers));
+    let wait = server_wait(&parts.headers, &parts.extensions);
     let body = body
         .collect()
         .await
@@ -81,14 +74,4 @@ where
             error: ApiError::parse(&body),
         }),
     }
-}
-
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    throttle(
-        headers,
-        &ParseOptions::default(),
-        tokio::time::Instant::now(),
-        SystemTime::now(),
-    )
-    .and_then(|signal| signal.wait)
 }

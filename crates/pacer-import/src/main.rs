@@ -10,6 +10,7 @@ use clap::Parser;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pacer_customerio::{https_client, ApiClass, Body, Client, Credentials, Region, Roots};
+use pacer_import::checkpoint::Checkpoint;
 use pacer_import::engine::{run, Mode, Plan, Summary};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
@@ -143,7 +144,7 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
         checkpoint: cli
             .checkpoint
             .clone()
-            .or_else(|| input.as_ref().map(|_| beside(".checkpoint"))),
+            .or_else(|| input.as_deref().map(Checkpoint::path_for)),
         dead_letter: cli
             .dead_letter
             .clone()

@@ -13,8 +13,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub struct Counters {
     /// Records acknowledged (delivered, dead-lettered or invalid).
     pub done: AtomicU64,
-    /// Records delivered.
-    pub delivered: AtomicU64,
     /// 429 answers seen.
     pub throttled: AtomicU64,
     /// HTTP requests sent (attempts included).

@@ -5,11 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Request, Response};
-use pacer_throttle::parse::{throttle, ParseOptions};
-use pacer_throttle::Throttle;
+use pacer_throttle::parse::server_wait;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::retry::budget::Budget;
@@ -108,21 +107,6 @@ fn attempt_timeout<C, P>(shared: &Shared<C, P>) -> Option<Pin<Box<Sleep>>> {
         .config
         .attempt_timeout
         .map(|timeout| Box::pin(tokio::time::sleep(timeout)))
-}
-
-/// The wait the server asked for: from the throttle layer's [`Throttle`] when it ran, or else
-/// read from the headers here.
-fn server_wait<B>(response: &Response<B>) -> Option<Duration> {
-    if let Some(signal) = response.extensions().get::<Throttle>() {
-        return signal.wait;
-    }
-    throttle(
-        response.headers(),
-        &ParseOptions::default(),
-        Instant::now(),
-        SystemTime::now(),
-    )
-    .and_then(|signal| signal.wait)
 }
 
 impl<S, B, RB, C, P> Future for ResponseFuture<S, B, C, P>
@@ -230,7 +214,7 @@ where
         return Decision::Return(give_back(outcome));
     }
     let server_wait = match &outcome {
-        Some(Ok(response)) => server_wait(response),
+        Some(Ok(response)) => server_wait(response.headers(), response.extensions()),
         _ => None,
     };
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {

@@ -1,16 +1,11 @@
--- Reserves ARGV[3] slots of a GCRA quota at once, atomically, on Redis's clock.
+-- (After prelude.lua: `now` and `base`.) Reserves ARGV[3] slots of a GCRA quota at once, atomically, on Redis's clock.
 -- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
 -- Returns Redis's now (microseconds since the epoch), then each slot as microseconds from it.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
-local base = now
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > base then base = pause end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local slots = {now}
 for i = 1, count do

@@ -59,8 +59,14 @@ impl RedisStore {
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
-            gcra: Script::new(include_str!("gcra.lua")),
-            sliding: Script::new(include_str!("sliding.lua")),
+            gcra: Script::new(concat!(
+                include_str!("prelude.lua"),
+                include_str!("gcra.lua")
+            )),
+            sliding: Script::new(concat!(
+                include_str!("prelude.lua"),
+                include_str!("sliding.lua")
+            )),
             pause: Script::new(include_str!("pause.lua")),
         })
     }

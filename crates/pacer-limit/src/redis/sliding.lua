@@ -1,17 +1,12 @@
--- Reserves ARGV[3] slots of a sliding-window quota at once, atomically, on Redis's clock: never
+-- (After prelude.lua: `now` and `base`.) Reserves ARGV[3] slots of a sliding-window quota at once, atomically, on Redis's clock: never
 -- more than ARGV[2] slots in any window of ARGV[1] microseconds. Slots are appended in order,
 -- so checking the window that ends at each new slot keeps every window within the limit.
 -- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
 -- Returns Redis's now (microseconds since the epoch), then each slot as microseconds from it.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
-local base = now
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0')
-if pause > base then base = pause end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
 local slots = {now}
 local last = nil

@@ -7,8 +7,15 @@ use http::HeaderMap;
 use super::number::{first_element, Decimal};
 use super::ResetFormat;
 
-/// The prefixes of the legacy families, most common first.
-const PREFIXES: [&str; 3] = ["x-ratelimit-", "x-rate-limit-", "ratelimit-"];
+/// The header names of each field, most common family first (static: nothing is formatted per
+/// response).
+const LIMIT: [&str; 3] = ["x-ratelimit-limit", "x-rate-limit-limit", "ratelimit-limit"];
+const REMAINING: [&str; 3] = [
+    "x-ratelimit-remaining",
+    "x-rate-limit-remaining",
+    "ratelimit-remaining",
+];
+const RESET: [&str; 3] = ["x-ratelimit-reset", "x-rate-limit-reset", "ratelimit-reset"];
 
 /// What the legacy headers say. Each field comes from the first family that has it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,16 +44,16 @@ impl Legacy {
 /// when valid, or else `now`. Values that are not numbers are ignored.
 #[must_use]
 pub fn legacy(headers: &HeaderMap, now: SystemTime, format: ResetFormat, max: Duration) -> Legacy {
-    let number = |suffix: &str| {
-        PREFIXES.iter().find_map(|prefix| {
-            let value = headers.get(format!("{prefix}{suffix}").as_str())?;
+    let number = |names: &[&str; 3]| {
+        names.iter().find_map(|name| {
+            let value = headers.get(*name)?;
             Decimal::parse(first_element(value.to_str().ok()?))
         })
     };
     Legacy {
-        limit: number("limit").map(Decimal::as_count),
-        remaining: number("remaining").map(Decimal::as_count),
-        reset: number("reset").map(|reset| reset_delay(reset, headers, now, format, max)),
+        limit: number(&LIMIT).map(Decimal::as_count),
+        remaining: number(&REMAINING).map(Decimal::as_count),
+        reset: number(&RESET).map(|reset| reset_delay(reset, headers, now, format, max)),
     }
 }
 

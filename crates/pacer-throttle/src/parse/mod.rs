@@ -141,3 +141,20 @@ pub fn throttle(
     let said_something = retry.is_some() || !fields.is_empty() || !legacy.is_empty();
     said_something.then_some(signal)
 }
+
+/// The wait a response asks for, given its headers and extensions: its [`Throttle`] when a
+/// throttle layer already read it, or else read from the headers now. What a retry layer or a
+/// client needs from an answer.
+#[must_use]
+pub fn server_wait(headers: &HeaderMap, extensions: &http::Extensions) -> Option<Duration> {
+    if let Some(signal) = extensions.get::<Throttle>() {
+        return signal.wait;
+    }
+    throttle(
+        headers,
+        &ParseOptions::default(),
+        Instant::now(),
+        SystemTime::now(),
+    )
+    .and_then(|signal| signal.wait)
+}
