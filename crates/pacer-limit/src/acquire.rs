@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::bucket::Admission;
 use crate::error::{RateLimited, Reason};
-use crate::limiter::{Key, Limiter};
+use crate::limiter::{dispatch_refill, Key, Limiter};
 use crate::precise::WakeAt;
 
 /// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
@@ -79,7 +79,11 @@ impl<K: Key> Acquire<K> {
         let mut state = shared.lock();
         match self.phase {
             Phase::Start => {
-                let (at, ahead) = match state.admit_now(config, &self.key, now) {
+                let admitted = state.admit_now(config, &self.key, now);
+                if let Some(bucket) = state.existing(&self.key) {
+                    dispatch_refill(shared, bucket, &self.key);
+                }
+                let (at, ahead) = match admitted {
                     Ok(()) => {
                         self.phase = Phase::Done;
                         return Step::Granted(Duration::ZERO);
@@ -120,7 +124,9 @@ impl<K: Key> Acquire<K> {
                     return Step::Retry;
                 };
                 let admission = if position == 0 {
-                    bucket.try_admit(now)
+                    let admission = bucket.try_admit(now);
+                    dispatch_refill(shared, bucket, &self.key);
+                    admission
                 } else {
                     Admission::NotBefore(bucket.nth_earliest(now, position))
                 };
@@ -143,6 +149,11 @@ impl<K: Key> Acquire<K> {
                         state.counters.rejected += 1;
                         self.phase = Phase::Done;
                         Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
+                    }
+                    Admission::Pending => {
+                        // The slots' arrival wakes the head.
+                        bucket.set_waker(position, cx.waker());
+                        Step::Wait
                     }
                     Admission::NotBefore(at) => {
                         bucket.set_waker(position, cx.waker());

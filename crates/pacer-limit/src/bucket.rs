@@ -26,6 +26,9 @@ pub(crate) struct Bucket {
     /// Nothing is admitted before this instant: a server's Retry-After, or a model switch.
     paused_until: Option<Instant>,
     waiters: VecDeque<Waiter>,
+    /// With a quota shared through Redis: the slots leased from it.
+    #[cfg(feature = "redis")]
+    remote: Option<crate::redis::slots::RemoteSlots>,
 }
 
 /// The outcome of asking a bucket for a slot.
@@ -35,6 +38,9 @@ pub(crate) enum Admission {
     Granted,
     /// Not before this instant.
     NotBefore(Instant),
+    /// When slots on their way from the shared store arrive; their arrival wakes the head.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Pending,
 }
 
 impl Bucket {
@@ -45,7 +51,20 @@ impl Bucket {
             model: ModelState::new(&quota, now),
             paused_until: None,
             waiters: VecDeque::new(),
+            #[cfg(feature = "redis")]
+            remote: None,
         }
+    }
+
+    /// Takes slots from a quota shared through Redis rather than from the local model alone.
+    #[cfg(feature = "redis")]
+    pub(crate) fn share(&mut self, remote: crate::redis::slots::RemoteSlots) {
+        self.remote = Some(remote);
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn remote_mut(&mut self) -> Option<&mut crate::redis::slots::RemoteSlots> {
+        self.remote.as_mut()
     }
 
     pub(crate) fn quota(&self) -> Quota {
@@ -54,6 +73,14 @@ impl Bucket {
 
     /// The earliest instant the `n`-th next send (0-based) could go out.
     pub(crate) fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            let mut at = remote.nth_earliest(now, n);
+            if self.overridden {
+                at = at.max(self.model.nth_earliest(now, n));
+            }
+            return self.paused_until.map_or(at, |until| at.max(until));
+        }
         let at = self.model.nth_earliest(now, n);
         match self.paused_until {
             Some(until) if until > now => {
@@ -66,6 +93,23 @@ impl Bucket {
 
     /// Admits one send at `now` if the model and any pause allow it.
     pub(crate) fn try_admit(&mut self, now: Instant) -> Admission {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &mut self.remote {
+            if let Some(until) = self.paused_until.filter(|until| *until > now) {
+                return Admission::NotBefore(until);
+            }
+            // A rate learned at run time paces this process below the shared quota.
+            let local = self.model.earliest(now);
+            if self.overridden && local > now {
+                return Admission::NotBefore(local);
+            }
+            let admission = remote.admit(now, self.waiters.len().max(1), &self.quota);
+            if admission == Admission::Granted {
+                self.model.record(now);
+                self.paused_until = None;
+            }
+            return admission;
+        }
         let earliest = self.nth_earliest(now, 0);
         if earliest <= now {
             self.model.record(now);
@@ -76,10 +120,26 @@ impl Bucket {
         }
     }
 
-    pub(crate) fn pause_until(&mut self, until: Instant) {
-        if self.paused_until.is_none_or(|p| p < until) {
-            self.paused_until = Some(until);
+    /// Returns whether the pause is longer than the one in force.
+    pub(crate) fn pause_until(&mut self, until: Instant) -> bool {
+        if self.paused_until.is_some_and(|p| p >= until) {
+            return false;
         }
+        self.paused_until = Some(until);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &mut self.remote {
+            remote.release_before(until);
+        }
+        true
+    }
+
+    /// Shares a pause of `pause` with every process on the quota (when it is shared).
+    pub(crate) fn share_pause(&self, pause: std::time::Duration) {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            remote.share_pause(pause);
+        }
+        let _ = pause;
     }
 
     pub(crate) fn set_quota(&mut self, quota: Quota, now: Instant) {
@@ -103,6 +163,16 @@ impl Bucket {
             && self.waiters.is_empty()
             && self.paused_until.is_none_or(|p| p <= now)
             && self.model.is_idle(now)
+            && self.remote_is_idle(now)
+    }
+
+    fn remote_is_idle(&self, now: Instant) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &self.remote {
+            return remote.is_idle(now);
+        }
+        let _ = now;
+        true
     }
 
     // ===== the FIFO queue =====
@@ -137,6 +207,11 @@ impl Bucket {
     /// woken so that it arms its own timer: a cancelled head never strands the queue.
     pub(crate) fn remove(&mut self, position: usize) {
         self.waiters.remove(position);
+        #[cfg(feature = "redis")]
+        if let Some(remote) = &mut self.remote {
+            // A waiter that gave up leaves its leased slot to the others, or to Redis.
+            remote.release_surplus(self.waiters.len());
+        }
         if position == 0 {
             self.wake_head();
         }

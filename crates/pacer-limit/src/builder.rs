@@ -35,6 +35,10 @@ pub struct LimiterBuilder<K> {
     log_wait_over: Duration,
     min_sweep_len: usize,
     precise_wakeups: bool,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::SharedQuota>,
+    #[cfg(feature = "redis")]
+    key_name: Arc<dyn Fn(&K) -> String + Send + Sync>,
 }
 
 impl<K: Key> LimiterBuilder<K> {
@@ -47,6 +51,10 @@ impl<K: Key> LimiterBuilder<K> {
             log_wait_over: Duration::from_secs(1),
             min_sweep_len: 1024,
             precise_wakeups: false,
+            #[cfg(feature = "redis")]
+            shared: None,
+            #[cfg(feature = "redis")]
+            key_name: Arc::new(|key: &K| format!("{key:?}")),
         }
     }
 
@@ -112,6 +120,28 @@ impl<K: Key> LimiterBuilder<K> {
         self
     }
 
+    /// Shares every key's quota with the other processes that use the same Redis and prefix:
+    /// slots come from Redis (see [`crate::redis`]), waiting stays local, fair and
+    /// cancellation-safe. Needs a tokio runtime to run its Redis calls on.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn shared(mut self, shared: crate::redis::SharedQuota) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Names each key in Redis (default: its `Debug` form). Every process sharing a quota must
+    /// name its keys the same way.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn shared_key_name<F>(mut self, name: F) -> Self
+    where
+        F: Fn(&K) -> String + Send + Sync + 'static,
+    {
+        self.key_name = Arc::new(name);
+        self
+    }
+
     /// Builds the limiter.
     #[must_use]
     pub fn build(self) -> Limiter<K> {
@@ -122,7 +152,22 @@ impl<K: Key> LimiterBuilder<K> {
             log_wait_over: self.log_wait_over,
             min_sweep_len: self.min_sweep_len,
             precise_wakeups: self.precise_wakeups,
+            #[cfg(feature = "redis")]
+            remote: self.shared.map(|shared| crate::limiter::RemoteConfig {
+                core: Arc::new(crate::redis::Core::new(shared)),
+                key_name: self.key_name,
+            }),
         })
+    }
+}
+
+impl<K> LimiterBuilder<K> {
+    fn shared_debug(&self) -> Option<&dyn fmt::Debug> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return Some(shared);
+        }
+        None
     }
 }
 
@@ -134,6 +179,7 @@ impl<K> fmt::Debug for LimiterBuilder<K> {
             .field("log_wait_over", &self.log_wait_over)
             .field("eviction_threshold", &self.min_sweep_len)
             .field("precise_wakeups", &self.precise_wakeups)
+            .field("shared", &self.shared_debug())
             .finish_non_exhaustive()
     }
 }

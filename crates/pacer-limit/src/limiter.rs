@@ -63,6 +63,17 @@ pub(crate) struct Config<K> {
     pub(crate) log_wait_over: Duration,
     pub(crate) min_sweep_len: usize,
     pub(crate) precise_wakeups: bool,
+    /// The quota's state in Redis, shared with other processes.
+    #[cfg(feature = "redis")]
+    pub(crate) remote: Option<RemoteConfig<K>>,
+}
+
+/// How a limiter shares its quotas through Redis.
+#[cfg(feature = "redis")]
+pub(crate) struct RemoteConfig<K> {
+    pub(crate) core: Arc<crate::redis::Core>,
+    /// The key's name in Redis; every process must name a key the same way.
+    pub(crate) key_name: Arc<dyn Fn(&K) -> String + Send + Sync>,
 }
 
 pub(crate) struct State<K> {
@@ -137,12 +148,14 @@ impl<K: Key> Limiter<K> {
     pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
         let now = Instant::now();
         let mut state = self.shared.lock();
-        state
-            .admit_now(&self.shared.config, key, now)
-            .map_err(|(at, _)| {
-                state.counters.rejected += 1;
-                RateLimited::new(Reason::MaxWait, Some(at - now))
-            })
+        let admitted = state.admit_now(&self.shared.config, key, now);
+        if let Some(bucket) = state.existing(key) {
+            dispatch_refill(&self.shared, bucket, key);
+        }
+        admitted.map_err(|(at, _)| {
+            state.counters.rejected += 1;
+            RateLimited::new(Reason::MaxWait, Some(at - now))
+        })
     }
 
     /// Admits nothing on `key` before `until`, e.g. because the server answered 429 with a
@@ -152,7 +165,9 @@ impl<K: Key> Limiter<K> {
         let now = Instant::now();
         let mut state = self.shared.lock();
         let bucket = state.bucket(&self.shared.config, key, now);
-        bucket.pause_until(until);
+        if bucket.pause_until(until) {
+            bucket.share_pause(until.saturating_duration_since(now));
+        }
         // Queued waiters re-check their maximum wait against the new horizon.
         bucket.wake_all();
         tracing::debug!(key = ?key, pause = ?until.saturating_duration_since(now), "limiter key paused");
@@ -220,11 +235,28 @@ impl<K: Key> Limiter<K> {
         state.counters.snapshot(state.buckets.len())
     }
 
+    /// Counters of the traffic with Redis, when the quota is
+    /// [shared](crate::LimiterBuilder::shared).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared_stats(&self) -> Option<crate::redis::SharedStats> {
+        let remote = self.shared.config.remote.as_ref()?;
+        Some(remote.core.stats())
+    }
+
     /// Drops the buckets of every idle key now. This also happens on its own as keys come and go.
     pub fn evict_idle(&self) {
         let now = Instant::now();
         self.shared.lock().sweep(now);
     }
+}
+
+/// Sends the Redis lease request that the last admission attempt on `bucket` decided on, if
+/// any. Call it under the lock after every `try_admit`.
+pub(crate) fn dispatch_refill<K: Key>(shared: &Arc<Shared<K>>, bucket: &mut Bucket, key: &K) {
+    #[cfg(feature = "redis")]
+    crate::redis::refill::dispatch(shared, bucket, key);
+    let _ = (shared, bucket, key);
 }
 
 impl<K> Shared<K> {
@@ -246,7 +278,17 @@ impl<K: Key> State<K> {
                 self.sweep_at_len = (self.buckets.len() * 2).max(config.min_sweep_len);
             }
             let quota = (config.quota_fn)(key);
-            self.buckets.insert(key.clone(), Bucket::new(quota, now));
+            #[allow(unused_mut)]
+            let mut bucket = Bucket::new(quota, now);
+            #[cfg(feature = "redis")]
+            if let Some(remote) = &config.remote {
+                bucket.share(crate::redis::slots::RemoteSlots::new(
+                    Arc::clone(&remote.core),
+                    (remote.key_name)(key),
+                    quota,
+                ));
+            }
+            self.buckets.insert(key.clone(), bucket);
         }
         self.buckets.get_mut(key).expect("bucket was just inserted")
     }

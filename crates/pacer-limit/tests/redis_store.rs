@@ -3,78 +3,11 @@
 //! across all of them. Skipped, with a line saying so, when `redis-server` is not installed.
 #![cfg(feature = "redis")]
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pacer_limit::redis::RedisStore;
 use pacer_limit::Quota;
-
-/// A `redis-server` of our own, stopped on drop.
-struct RedisServer {
-    child: Child,
-    url: String,
-    directory: PathBuf,
-}
-
-impl RedisServer {
-    fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let directory =
-            std::env::temp_dir().join(format!("pacer-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&directory).ok()?;
-        let child = match Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&directory)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(_) => {
-                // Straight to the stream, past the test harness's capture, so the skip shows.
-                let _ = std::io::Write::write_all(
-                    &mut std::io::stderr(),
-                    b"SKIPPED: redis-server is not installed (apt-get install redis-server)\n",
-                );
-                return None;
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-            directory,
-        })
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.directory);
-    }
-}
+use pacer_testkit::RedisServer;
 
 /// Four connections reserving `leases` x `size` slots each, concurrently; all slots, absolute,
 /// in microseconds on Redis's clock, sorted.
@@ -87,7 +20,7 @@ async fn reserve_from_four(
 ) -> Vec<u64> {
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let store = RedisStore::connect(&redis.url, "test").await.unwrap();
+        let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
         let key = key.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut slots = Vec::new();
@@ -135,7 +68,7 @@ async fn a_burst_is_allowed_then_the_rate_holds() {
         return;
     };
     let quota = Quota::per_second(100).gcra(10);
-    let store = RedisStore::connect(&redis.url, "test").await.unwrap();
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let reservation = store.reserve("burst", &quota, 12).await.unwrap();
     let immediate = reservation
         .slots
@@ -172,8 +105,8 @@ async fn a_pause_holds_every_connection() {
         return;
     };
     let quota = Quota::per_second(1000);
-    let pauser = RedisStore::connect(&redis.url, "test").await.unwrap();
-    let other = RedisStore::connect(&redis.url, "test").await.unwrap();
+    let pauser = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let paused = pauser
         .pause_for("paused", Duration::from_millis(500))
         .await
@@ -201,14 +134,14 @@ async fn two_configurations_of_one_key_keep_separate_state_and_keys_expire() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let store = RedisStore::connect(&redis.url, "test").await.unwrap();
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let slow = Quota::per_second(1).gcra(1);
     let fast = Quota::per_second(1000).gcra(1);
     store.reserve("shared", &slow, 3).await.unwrap();
     // The slow quota's backlog (two seconds) does not leak into the fast one's state.
     let reservation = store.reserve("shared", &fast, 1).await.unwrap();
     assert_eq!(reservation.slots, [Duration::ZERO]);
-    let mut connection = redis::Client::open(redis.url.as_str())
+    let mut connection = redis::Client::open(redis.url().as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -231,4 +164,52 @@ async fn two_configurations_of_one_key_keep_separate_state_and_keys_expire() {
             .unwrap();
         assert!(ttl > 0 && ttl < 10_000, "{key} expires in {ttl} ms");
     }
+}
+
+#[tokio::test]
+async fn unused_slots_come_back_while_nobody_reserved_after_them() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
+
+    // GCRA: the tail of the newest reservation comes back; the next one starts where it began.
+    let gcra = Quota::per_second(10).gcra(1);
+    let held = store.reserve("gcra", &gcra, 5).await.unwrap();
+    assert_eq!(
+        store.release_unused("gcra", &gcra, &held, 1).await.unwrap(),
+        1
+    );
+    let next = other.reserve("gcra", &gcra, 1).await.unwrap();
+    let gap = next.redis_now_micros + next.slots[0].as_micros() as u64
+        - (held.redis_now_micros + held.slots[0].as_micros() as u64);
+    assert!(
+        (99_000..=101_000).contains(&gap),
+        "next slot {gap} us after the first"
+    );
+    // Once somebody reserved after it, a reservation can no longer be taken back.
+    assert_eq!(
+        store.release_unused("gcra", &gcra, &held, 0).await.unwrap(),
+        0
+    );
+
+    // Sliding window: unused slots leave the window, so the next reservation takes them.
+    let sliding = Quota::new(3, Duration::from_secs(10));
+    let held = store.reserve("sliding", &sliding, 3).await.unwrap();
+    assert!(held.slots.iter().all(|slot| slot.is_zero()));
+    assert_eq!(
+        store
+            .release_unused("sliding", &sliding, &held, 1)
+            .await
+            .unwrap(),
+        2
+    );
+    let freed = other.reserve("sliding", &sliding, 3).await.unwrap();
+    assert!(
+        freed.slots[..2].iter().all(|slot| slot.is_zero()),
+        "{:?}",
+        freed.slots
+    );
+    assert!(freed.slots[2] > Duration::from_secs(9), "{:?}", freed.slots);
 }

@@ -1,5 +1,9 @@
 //! Test helpers shared by the pacer crates: a `tracing` subscriber that records events, so that
-//! tests can assert that a layer reports its decisions (waited, throttled, retried, gave up).
+//! tests can assert that a layer reports its decisions (waited, throttled, retried, gave up), and
+//! a throwaway `redis-server` for the shared-quota tests.
+
+mod redis_server;
+pub use redis_server::RedisServer;
 
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};

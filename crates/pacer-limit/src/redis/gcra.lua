@@ -2,18 +2,22 @@
 -- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
--- Returns Redis's now (microseconds since the epoch), then each slot as microseconds from it.
+-- Returns Redis's now (microseconds since the epoch) and the TAT after the reservation, then for
+-- each slot its time as microseconds from now and the TAT before it: what release.lua restores
+-- when the slot is given back unused.
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slots = {now}
+local reply = {now, 0}
 for i = 1, count do
   local slot = math.max(base, tat - tolerance)
+  reply[2 * i + 1] = math.floor(slot - now)
+  reply[2 * i + 2] = tat
   tat = math.max(tat, slot) + interval
-  slots[i + 1] = math.floor(slot - now)
 end
+reply[2] = tat
 -- Forget the key once it no longer constrains anything.
 local ttl = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
-return slots
+return reply

@@ -3,13 +3,14 @@
 -- so checking the window that ends at each new slot keeps every window within the limit.
 -- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
--- Returns Redis's now (microseconds since the epoch), then each slot as microseconds from it.
+-- Returns Redis's now (microseconds since the epoch) and 0, then for each slot its time as
+-- microseconds from now and its member: what release.lua removes when the slot is given back.
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
-local slots = {now}
-local last = nil
+local reply = {now, 0}
+local last = now
 for i = 1, count do
   local slot = base
   local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -21,10 +22,11 @@ for i = 1, count do
   end
   local member = redis.call('INCR', KEYS[3])
   redis.call('ZADD', KEYS[1], string.format('%.0f', slot), member)
-  slots[i + 1] = math.floor(slot - now)
+  reply[2 * i + 1] = math.floor(slot - now)
+  reply[2 * i + 2] = member
   last = slot
 end
 local ttl = math.ceil((last - now + window) / 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
-return slots
+return reply

@@ -1,0 +1,111 @@
+//! How a limiter shares its quota through Redis, and what it does when Redis is away.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::RedisStore;
+
+/// What a limiter does while Redis is unreachable or slower than [`SharedQuota::timeout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// Pace locally at `1 / processes` of the quota (at least one request per window), so that
+    /// `processes` processes together stay within it. Before the first local send a process
+    /// waits one window of the quota, so that what the others sent through Redis has aged out.
+    Local {
+        /// How many processes share the quota.
+        processes: NonZeroU32,
+    },
+    /// Send nothing until Redis answers again; waiters queue, bounded by
+    /// [`LimiterBuilder::max_wait`](crate::LimiterBuilder::max_wait) and the queue bound.
+    Wait,
+}
+
+/// Shares a [`Limiter`](crate::Limiter)'s quotas with every process that uses the same Redis
+/// and prefix. Pass it to [`LimiterBuilder::shared`](crate::LimiterBuilder::shared).
+///
+/// Defaults: leases of up to 8 slots, a slot usable up to 5 ms after its time, a 250 ms
+/// timeout per Redis call, another try every second while Redis is away, and the
+/// [`Fallback::Local`] share of `expected_processes`.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SharedQuota {
+    pub(crate) store: RedisStore,
+    pub(crate) lease: u32,
+    pub(crate) slot_grace: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) retry_every: Duration,
+    pub(crate) fallback: Fallback,
+}
+
+impl SharedQuota {
+    /// Shares through `store`, among about `expected_processes` processes: the size of each
+    /// one's share when Redis is away.
+    pub fn new(store: RedisStore, expected_processes: u32) -> Self {
+        Self {
+            store,
+            lease: 8,
+            slot_grace: Duration::from_millis(5),
+            timeout: Duration::from_millis(250),
+            retry_every: Duration::from_secs(1),
+            fallback: Fallback::Local {
+                processes: NonZeroU32::new(expected_processes).unwrap_or(NonZeroU32::MIN),
+            },
+        }
+    }
+
+    /// Reserves up to `slots` slots per Redis round trip when that many requests wait (default
+    /// 8; 1 asks Redis once per request). Larger leases cost fewer round trips under load; a
+    /// process then holds slots a little ahead of use, which the others cannot take, and which
+    /// come back to Redis only where the model allows when their waiters give up.
+    pub fn lease(mut self, slots: u32) -> Self {
+        self.lease = slots.max(1);
+        self
+    }
+
+    /// How late after its time a reserved slot may still be used (default 5 ms). A slot used
+    /// later could crowd the slots of other processes at the server; it is given back instead.
+    /// Give the quota a [margin](crate::Quota::with_margin) larger than this plus the network's
+    /// jitter.
+    pub fn slot_grace(mut self, grace: Duration) -> Self {
+        self.slot_grace = grace;
+        self
+    }
+
+    /// How long a Redis call may take before Redis counts as down (default 250 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How often to try Redis again while it is down (default one second).
+    pub fn retry_every(mut self, every: Duration) -> Self {
+        self.retry_every = every;
+        self
+    }
+
+    /// What to do while Redis is away (default [`Fallback::Local`] at `1 / expected_processes`).
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+}
+
+/// Counters of a shared limiter's traffic with Redis, from
+/// [`Limiter::shared_stats`](crate::Limiter::shared_stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Reservation calls that succeeded.
+    pub reservations: u64,
+    /// Slots those calls reserved.
+    pub slots_reserved: u64,
+    /// Reserved slots not used (their waiter gave up, a pause came, or they expired), offered back.
+    pub slots_unused: u64,
+    /// Calls that failed or timed out.
+    pub failures: u64,
+    /// Slots granted by the local fallback while Redis was away.
+    pub fallback_grants: u64,
+    /// Whether Redis is counted as down right now.
+    pub redis_down: bool,
+}

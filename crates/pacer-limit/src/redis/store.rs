@@ -1,0 +1,270 @@
+//! The connection to the shared quota state and its three scripts: reserve, release, pause.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+
+use crate::quota::{Model, Quota};
+
+/// Slots reserved in one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reservation {
+    /// Redis's clock when the slots were reserved, in microseconds since the Unix epoch.
+    pub redis_now_micros: u64,
+    /// When each slot may be sent, as a delay from `redis_now_micros`.
+    pub slots: Vec<Duration>,
+    /// What gives each slot back (see [`RedisStore::release_unused`]).
+    pub(crate) tokens: Vec<Token>,
+}
+
+/// What identifies one reserved slot to the release script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// The TAT the reservation left (`after`), and the TAT before this slot (`before`): the
+    /// slot can be taken back while the TAT is still `after`.
+    Gcra { before: i64, after: i64 },
+    /// The slot's member in the window's sorted set.
+    Sliding { member: i64 },
+}
+
+/// A connection to the shared quota state in Redis. Cheap to clone: clones share the
+/// multiplexed, auto-reconnecting connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    gcra: Script,
+    sliding: Script,
+    release: Script,
+    pause: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a password: it is not kept.
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[:password@]host:port/db`); keys are named under `prefix` (one
+    /// prefix per quota domain, e.g. a Customer.io workspace).
+    ///
+    /// The connection reconnects on its own after Redis restarts; a limiter using it falls back
+    /// while Redis is unreachable (see [`SharedQuota`](crate::redis::SharedQuota)).
+    ///
+    /// # Errors
+    /// When the URL is invalid or Redis cannot be reached now.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, RedisError> {
+        let client = redis::Client::open(url)?;
+        // Fail fast rather than queue behind a dead server: the limiter has a fallback, and
+        // reconnection goes on in the background.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_number_of_retries(1)
+            .set_max_delay(1_000);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+            gcra: Script::new(concat!(
+                include_str!("prelude.lua"),
+                include_str!("gcra.lua")
+            )),
+            sliding: Script::new(concat!(
+                include_str!("prelude.lua"),
+                include_str!("sliding.lua")
+            )),
+            release: Script::new(include_str!("release.lua")),
+            pause: Script::new(include_str!("pause.lua")),
+        })
+    }
+
+    /// The hash tag of `key`: every key of one quota key shares it, hence one Cluster slot.
+    fn tag(&self, key: &str) -> String {
+        // Braces would end the hash tag early; keep them out of the tag.
+        let key = key.replace(['{', '}'], "_");
+        format!("{{pacer:{}:{key}}}", self.prefix)
+    }
+
+    /// The state key of `key` under `quota`: the parameters are part of the name, so two
+    /// configurations of one key never read each other's state.
+    fn state_key(&self, key: &str, quota: &Quota) -> String {
+        let tag = self.tag(key);
+        match quota.model() {
+            Model::Gcra { burst } => {
+                let (interval, tolerance) = gcra_params(quota, burst.get());
+                format!("{tag}:gcra:{interval}:{tolerance}")
+            }
+            Model::SlidingWindow => {
+                let window = micros(quota.effective_window()).max(1);
+                format!("{tag}:sliding:{window}:{}", quota.limit())
+            }
+        }
+    }
+
+    /// Reserves `slots` consecutive send slots of `key` under `quota`: when each may be sent,
+    /// on Redis's clock, which every process shares.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn reserve(
+        &self,
+        key: &str,
+        quota: &Quota,
+        slots: u32,
+    ) -> Result<Reservation, RedisError> {
+        let state = self.state_key(key, quota);
+        let pause = format!("{}:pause", self.tag(key));
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = match quota.model() {
+            Model::Gcra { burst } => {
+                let (interval, tolerance) = gcra_params(quota, burst.get());
+                self.gcra
+                    .key(state)
+                    .key(pause)
+                    .arg(interval)
+                    .arg(tolerance)
+                    .arg(slots.max(1))
+                    .invoke_async(&mut connection)
+                    .await?
+            }
+            Model::SlidingWindow => {
+                let window = micros(quota.effective_window()).max(1);
+                self.sliding
+                    .key(&state)
+                    .key(pause)
+                    .key(format!("{state}:seq"))
+                    .arg(window)
+                    .arg(quota.limit())
+                    .arg(slots.max(1))
+                    .invoke_async(&mut connection)
+                    .await?
+            }
+        };
+        parse_reservation(quota, &reply).ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply to the reservation script",
+            ))
+        })
+    }
+
+    /// Gives back the slots of `reservation` from index `first_unused` on, which will not be
+    /// sent, so that other processes may take them. Sliding-window slots always leave the
+    /// window (later reservations still never go before the newest slot reserved); a GCRA
+    /// reservation comes back only while nobody has reserved after it. Returns how many
+    /// entries the script applied.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn release_unused(
+        &self,
+        key: &str,
+        quota: &Quota,
+        reservation: &Reservation,
+        first_unused: usize,
+    ) -> Result<u32, RedisError> {
+        let tokens = reservation.tokens.get(first_unused..).unwrap_or_default();
+        self.release(key, quota, tokens).await
+    }
+
+    /// Gives back unused slots, oldest first (of any number of reservations).
+    pub(crate) async fn release(
+        &self,
+        key: &str,
+        quota: &Quota,
+        tokens: &[Token],
+    ) -> Result<u32, RedisError> {
+        if tokens.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.release.key(self.state_key(key, quota));
+        if let Model::Gcra { .. } = quota.model() {
+            invocation.arg("gcra");
+            // Per reservation (they share `after`), newest first: restore the TAT from before
+            // its earliest unused slot.
+            let mut pairs: Vec<(i64, i64)> = Vec::new();
+            for token in tokens {
+                if let Token::Gcra { before, after } = *token {
+                    match pairs.last() {
+                        Some(&(last, _)) if last == after => {}
+                        _ => pairs.push((after, before)),
+                    }
+                }
+            }
+            for (after, before) in pairs.into_iter().rev() {
+                invocation.arg(after).arg(before);
+            }
+        } else {
+            invocation.arg("sliding");
+            for token in tokens {
+                if let Token::Sliding { member } = token {
+                    invocation.arg(*member);
+                }
+            }
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await
+    }
+
+    /// Pauses `key` for every process for `wait` (a longer pause already set stands); returns
+    /// the pause in force.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn pause_for(&self, key: &str, wait: Duration) -> Result<Duration, RedisError> {
+        let mut connection = self.connection.clone();
+        let remaining: i64 = self
+            .pause
+            .key(format!("{}:pause", self.tag(key)))
+            .arg(micros(wait).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(Duration::from_micros(remaining.max(0).unsigned_abs()))
+    }
+}
+
+/// A GCRA quota's emission interval and tolerance, in microseconds.
+fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
+    let interval = micros(quota.emission_interval()).max(1);
+    (interval, interval.saturating_mul(u64::from(burst - 1)))
+}
+
+/// `{now, after, (offset, token)...}` as a [`Reservation`]; `None` when malformed.
+fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
+    let (&now, rest) = reply.split_first()?;
+    let (&after, pairs) = rest.split_first()?;
+    if pairs.len() % 2 != 0 {
+        return None;
+    }
+    let gcra = matches!(quota.model(), Model::Gcra { .. });
+    let (slots, tokens) = pairs
+        .chunks_exact(2)
+        .map(|pair| {
+            let offset = Duration::from_micros(pair[0].max(0).unsigned_abs());
+            let token = if gcra {
+                Token::Gcra {
+                    before: pair[1],
+                    after,
+                }
+            } else {
+                Token::Sliding { member: pair[1] }
+            };
+            (offset, token)
+        })
+        .unzip();
+    Some(Reservation {
+        redis_now_micros: now.max(0).unsigned_abs(),
+        slots,
+        tokens,
+    })
+}

@@ -1,0 +1,103 @@
+//! A `redis-server` of a test's own: a random loopback port, a temporary directory, no
+//! persistence, stopped on drop, and restartable on the same port to test recovery.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Set (to anything) where the Redis tests must run, e.g. in CI: a missing `redis-server`
+/// then fails the test instead of skipping it.
+const REQUIRE: &str = "PACER_REQUIRE_REDIS";
+
+/// A running `redis-server`, killed (and its directory removed) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    directory: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a server on a free loopback port. Returns `None`, after printing a skip line that
+    /// the test harness does not capture, when `redis-server` is not installed, unless
+    /// `PACER_REQUIRE_REDIS` is set: then it panics, so CI cannot pass by skipping.
+    #[must_use]
+    pub fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let directory =
+            std::env::temp_dir().join(format!("pacer-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&directory).expect("a temporary directory");
+        let mut server = Self {
+            child: None,
+            port,
+            directory,
+        };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(error) if std::env::var_os(REQUIRE).is_none() => {
+                // Straight to the stream, past the test harness's capture, so the skip shows.
+                let line = format!(
+                    "SKIPPED: redis-server could not start ({error}); apt-get install redis-server\n"
+                );
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                None
+            }
+            Err(error) => panic!("redis-server could not start and {REQUIRE} is set: {error}"),
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>/`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (as a crash would: SIGKILL, no shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port, empty.
+    ///
+    /// # Panics
+    /// When it cannot start.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("redis-server restarts");
+    }
+
+    fn spawn(&mut self) -> std::io::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.directory)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(std::io::Error::other("it did not listen within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
