@@ -179,7 +179,7 @@ async fn unused_slots_come_back_while_nobody_reserved_after_them() {
     let held = store.reserve("gcra", &gcra, 5).await.unwrap();
     assert_eq!(
         store.release_unused("gcra", &gcra, &held, 1).await.unwrap(),
-        1
+        4
     );
     let next = other.reserve("gcra", &gcra, 1).await.unwrap();
     let gap = next.redis_now_micros + next.slots[0].as_micros() as u64
@@ -212,4 +212,31 @@ async fn unused_slots_come_back_while_nobody_reserved_after_them() {
         freed.slots
     );
     assert!(freed.slots[2] > Duration::from_secs(9), "{:?}", freed.slots);
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_at_once() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let quota = Quota::per_second(1000);
+    store.reserve("k", &quota, 1).await.unwrap();
+    redis.kill();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(1), store.reserve("k", &quota, 1))
+            .await
+            .expect("a dead Redis answers with an error, not silence");
+        assert!(outcome.is_err());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    redis.restart();
+    // The connection comes back on the first call after the restart, with no backoff.
+    let outcome = tokio::time::timeout(Duration::from_secs(1), store.reserve("k", &quota, 1)).await;
+    assert!(matches!(outcome, Ok(Ok(_))), "{outcome:?}");
 }

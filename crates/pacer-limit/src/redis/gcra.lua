@@ -2,21 +2,21 @@
 -- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
--- Returns Redis's now (microseconds since the epoch) and the TAT after the reservation, then for
--- each slot its time as microseconds from now and the TAT before it: what release.lua restores
--- when the slot is given back unused.
+-- Returns Redis's now (microseconds since the epoch), then for each slot its time as
+-- microseconds from now and the TAT before and after it: release.lua restores the one before
+-- while the TAT is still the one after, when the slot is given back unused.
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local reply = {now, 0}
+local reply = {now}
 for i = 1, count do
   local slot = math.max(base, tat - tolerance)
-  reply[2 * i + 1] = math.floor(slot - now)
-  reply[2 * i + 2] = tat
+  reply[3 * i - 1] = math.floor(slot - now)
+  reply[3 * i] = tat
   tat = math.max(tat, slot) + interval
+  reply[3 * i + 1] = tat
 end
-reply[2] = tat
 -- Forget the key once it no longer constrains anything.
 local ttl = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)

@@ -2,11 +2,11 @@
 -- ARGV[1] = 'sliding': KEYS[1] is the sorted set; ARGV[2..] are the members to remove (always
 --   safe: a window holding fewer slots only lets later reservations go earlier, though never
 --   before the newest slot still reserved, since slots are appended in order).
--- ARGV[1] = 'gcra': KEYS[1] is the TAT; ARGV[2..] are pairs (TAT after a reservation, TAT to
---   restore), newest reservation first. Each pair applies only while the TAT is still the one
---   that reservation left, i.e. nobody reserved after it: a slot in the middle of others'
---   cannot be taken back.
--- Returns how many entries applied.
+-- ARGV[1] = 'gcra': KEYS[1] is the TAT; ARGV[2..] are pairs (the TAT after a slot, the TAT
+--   before it), newest slot first. Each pair applies only while the TAT is still the one that
+--   slot left, i.e. nobody reserved after it: a slot in the middle of others' cannot be taken
+--   back.
+-- Returns how many slots came back.
 local applied = 0
 if ARGV[1] == 'sliding' then
   for i = 2, #ARGV do

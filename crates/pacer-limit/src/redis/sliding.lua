@@ -3,13 +3,14 @@
 -- so checking the window that ends at each new slot keeps every window within the limit.
 -- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
--- Returns Redis's now (microseconds since the epoch) and 0, then for each slot its time as
--- microseconds from now and its member: what release.lua removes when the slot is given back.
+-- Returns Redis's now (microseconds since the epoch), then for each slot its time as
+-- microseconds from now, its member (what release.lua removes when the slot is given back)
+-- and 0.
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
-local reply = {now, 0}
+local reply = {now}
 local last = now
 for i = 1, count do
   local slot = base
@@ -22,8 +23,9 @@ for i = 1, count do
   end
   local member = redis.call('INCR', KEYS[3])
   redis.call('ZADD', KEYS[1], string.format('%.0f', slot), member)
-  reply[2 * i + 1] = math.floor(slot - now)
-  reply[2 * i + 2] = member
+  reply[3 * i - 1] = math.floor(slot - now)
+  reply[3 * i] = member
+  reply[3 * i + 1] = 0
   last = slot
 end
 local ttl = math.ceil((last - now + window) / 1000) + 1000

@@ -56,7 +56,7 @@ pub(crate) struct RemoteSlots {
     refilling: bool,
     requested: Option<RefillRequest>,
     local: Option<LocalShare>,
-    /// The last send on the local share: until one window after it, Redis must be told.
+    /// The last send on the local share: Redis must hear of it on return (see `request`).
     last_local_send: Option<Instant>,
 }
 
@@ -136,10 +136,14 @@ impl RemoteSlots {
             return;
         }
         let wanted = (demand - self.leases.len()).min(self.core.options.lease as usize);
+        // Back from the local share. The other processes may still be on theirs until their
+        // next try of Redis succeeds (within `retry_every` plus a call's timeout), and what
+        // they send there stays in the window for one more window: Redis knows none of it.
+        // Pause the key for everyone till then.
+        let options = &self.core.options;
         let pause_first = self
             .last_local_send
-            .map(|sent| (sent + self.quota.effective_window()).saturating_duration_since(now))
-            .filter(|pause| !pause.is_zero());
+            .map(|_| options.retry_every + options.timeout + self.quota.effective_window());
         self.refilling = true;
         self.requested = Some(RefillRequest {
             core: Arc::clone(&self.core),
@@ -248,8 +252,6 @@ impl RemoteSlots {
                 .local
                 .as_ref()
                 .is_none_or(|l| l.not_before <= now && l.model.is_idle(now))
-            && self
-                .last_local_send
-                .is_none_or(|sent| sent + self.quota.effective_window() <= now)
+            && self.last_local_send.is_none()
     }
 }

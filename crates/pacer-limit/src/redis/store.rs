@@ -22,8 +22,8 @@ pub struct Reservation {
 /// What identifies one reserved slot to the release script.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Token {
-    /// The TAT the reservation left (`after`), and the TAT before this slot (`before`): the
-    /// slot can be taken back while the TAT is still `after`.
+    /// The TAT before this slot and after it: the slot can be taken back (the TAT restored to
+    /// `before`) while the TAT is still `after`.
     Gcra { before: i64, after: i64 },
     /// The slot's member in the window's sorted set.
     Sliding { member: i64 },
@@ -65,12 +65,13 @@ impl RedisStore {
     /// When the URL is invalid or Redis cannot be reached now.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, RedisError> {
         let client = redis::Client::open(url)?;
-        // Fail fast rather than queue behind a dead server: the limiter has a fallback, and
-        // reconnection goes on in the background.
+        // One connection attempt per reconnection, no backoff: calls wait for a reconnection
+        // in progress, and the limiter has a fallback and its own retry cadence, so the
+        // manager's jittered backoff (up to a second) would only delay the return to the
+        // shared quota after Redis restarts.
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_number_of_retries(1)
-            .set_max_delay(1_000);
+            .set_connection_timeout(Duration::from_millis(250))
+            .set_number_of_retries(0);
         let connection = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             connection,
@@ -161,8 +162,8 @@ impl RedisStore {
     /// Gives back the slots of `reservation` from index `first_unused` on, which will not be
     /// sent, so that other processes may take them. Sliding-window slots always leave the
     /// window (later reservations still never go before the newest slot reserved); a GCRA
-    /// reservation comes back only while nobody has reserved after it. Returns how many
-    /// entries the script applied.
+    /// reservation comes back only while nobody has reserved after it. Returns how many slots
+    /// came back.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
@@ -190,19 +191,11 @@ impl RedisStore {
         let mut invocation = self.release.key(self.state_key(key, quota));
         if let Model::Gcra { .. } = quota.model() {
             invocation.arg("gcra");
-            // Per reservation (they share `after`), newest first: restore the TAT from before
-            // its earliest unused slot.
-            let mut pairs: Vec<(i64, i64)> = Vec::new();
-            for token in tokens {
+            // Newest first: each restores the TAT the previous one leaves.
+            for token in tokens.iter().rev() {
                 if let Token::Gcra { before, after } = *token {
-                    match pairs.last() {
-                        Some(&(last, _)) if last == after => {}
-                        _ => pairs.push((after, before)),
-                    }
+                    invocation.arg(after).arg(before);
                 }
-            }
-            for (after, before) in pairs.into_iter().rev() {
-                invocation.arg(after).arg(before);
             }
         } else {
             invocation.arg("sliding");
@@ -239,25 +232,24 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, after, (offset, token)...}` as a [`Reservation`]; `None` when malformed.
+/// `{now, (offset, a, b)...}` as a [`Reservation`]; `None` when malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
-    let (&now, rest) = reply.split_first()?;
-    let (&after, pairs) = rest.split_first()?;
-    if pairs.len() % 2 != 0 {
+    let (&now, slots) = reply.split_first()?;
+    if slots.len() % 3 != 0 {
         return None;
     }
     let gcra = matches!(quota.model(), Model::Gcra { .. });
-    let (slots, tokens) = pairs
-        .chunks_exact(2)
-        .map(|pair| {
-            let offset = Duration::from_micros(pair[0].max(0).unsigned_abs());
+    let (slots, tokens) = slots
+        .chunks_exact(3)
+        .map(|slot| {
+            let offset = Duration::from_micros(slot[0].max(0).unsigned_abs());
             let token = if gcra {
                 Token::Gcra {
-                    before: pair[1],
-                    after,
+                    before: slot[1],
+                    after: slot[2],
                 }
             } else {
-                Token::Sliding { member: pair[1] }
+                Token::Sliding { member: slot[1] }
             };
             (offset, token)
         })
