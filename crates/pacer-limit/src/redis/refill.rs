@@ -58,7 +58,7 @@ async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: Refill
             let next = bucket.remote_mut().and_then(|remote| {
                 remote.deliver(outcome.ok(), received);
                 // Waiters still without a slot: ask again now rather than when the head wakes.
-                remote.request_more(received, demand);
+                remote.request_more(demand);
                 remote.take_request()
             });
             bucket.wake_head();

@@ -82,7 +82,7 @@ impl RemoteSlots {
         let mode = self.core.mode();
         let shared = mode == Mode::Shared;
         if shared || self.core.claim_retry(now) {
-            self.request(now, demand);
+            self.request(demand);
         }
         if let Some(lease) = self.leases.front() {
             if lease.at > now {
@@ -124,14 +124,14 @@ impl RemoteSlots {
     }
 
     /// After a delivery: asks for slots for the waiters still without one, if Redis is up.
-    pub(crate) fn request_more(&mut self, now: Instant, demand: usize) {
+    pub(crate) fn request_more(&mut self, demand: usize) {
         if self.core.mode() == Mode::Shared {
-            self.request(now, demand);
+            self.request(demand);
         }
     }
 
     /// Asks for slots for the waiters that have none, unless a lease is on its way.
-    fn request(&mut self, now: Instant, demand: usize) {
+    fn request(&mut self, demand: usize) {
         if self.refilling || self.leases.len() >= demand {
             return;
         }
