@@ -61,6 +61,8 @@ pub struct ClientBuilder {
     quotas: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
     max_wait: Option<Duration>,
+    #[cfg(feature = "redis")]
+    shared: Option<pacer_limit::redis::SharedQuota>,
 }
 
 impl Default for ClientBuilder {
@@ -71,6 +73,8 @@ impl Default for ClientBuilder {
             quotas: Vec::new(),
             retry: RetryLayer::new(),
             max_wait: None,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 }
@@ -115,6 +119,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Shares the workspace's quotas with every other process using the same Redis and prefix
+    /// (see [`pacer_limit::redis`]): together they stay within each API's quota, and a 429's
+    /// `Retry-After` pauses all of them. Keys are named after the [`ApiClass`] (`Track`, `App`, …).
+    #[cfg(feature = "redis")]
+    pub fn shared_quota(mut self, shared: pacer_limit::redis::SharedQuota) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Assembles the default stack over a pooled HTTPS client (rustls with Mozilla's roots,
     /// HTTP/1.1 keep-alive and HTTP/2).
     ///
@@ -149,6 +162,10 @@ impl ClientBuilder {
             ApiClass::Broadcast => 5,
             _ => 10_000,
         });
+        #[cfg(feature = "redis")]
+        if let Some(shared) = self.shared {
+            limiter = limiter.shared(shared);
+        }
         let limiter = limiter.build();
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()

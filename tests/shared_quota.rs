@@ -1,0 +1,174 @@
+//! One Customer.io quota shared by four real OS processes through a real `redis-server`: this
+//! test binary re-runs itself as four children (the ignored test `shared_quota_child`), each
+//! a full client stack calling the mock's Track API as fast as its limiter lets it for ten
+//! seconds. Shared through Redis, the four together use the quota and collect no 429; with
+//! local limiters only, each spends the whole quota and the server refuses the excess.
+//!
+//! Skipped, with a line saying so, when `redis-server` is not installed (and failed in CI,
+//! where `PACER_REQUIRE_REDIS` is set).
+#![cfg(all(feature = "redis", feature = "customerio"))]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pacer::customerio::{Client, Credentials, Roots};
+use pacer::limit::redis::{RedisStore, SharedQuota};
+use pacer_mock::{MockConfig, MockServer};
+use pacer_testkit::RedisServer;
+use serde_json::{Map, Value};
+
+/// The child's orders: `<shared|local> <mock base URL> <redis URL> <start, Unix ms> <seconds>`.
+const ORDERS: &str = "PACER_SHARED_QUOTA_CHILD";
+const PROCESSES: usize = 4;
+const SECONDS: u64 = 10;
+/// Concurrent callers in each process.
+const TASKS: usize = 8;
+
+/// What the four processes achieved against one fresh mock (Track: 100/s, sliding window).
+#[derive(Debug)]
+struct Run {
+    accepted: u64,
+    throttled: u64,
+    per_process: Vec<String>,
+}
+
+fn run_processes(runtime: &tokio::runtime::Runtime, redis: &RedisServer, mode: &str) -> Run {
+    let mock = runtime
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    // Start together, once every child has started and connected.
+    let start = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(2);
+    let orders = format!(
+        "{mode} {} {} {} {SECONDS}",
+        mock.base_url(),
+        redis.url(),
+        start.as_millis()
+    );
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "shared_quota_child", "--ignored", "--nocapture"])
+                .env(ORDERS, &orders)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let per_process = children
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "a child failed: {output:?}");
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            stdout
+                .lines()
+                .find(|line| line.starts_with("child:"))
+                .unwrap_or_else(|| panic!("no result line in {stdout}"))
+                .to_owned()
+        })
+        .collect();
+    let counts = mock.ledger().counts();
+    Run {
+        accepted: counts.requests - counts.throttled,
+        throttled: counts.throttled,
+        per_process,
+    }
+}
+
+#[test]
+fn four_processes_share_one_quota_through_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let shared = run_processes(&runtime, &redis, "shared");
+    let local = run_processes(&runtime, &redis, "local");
+    let rate = shared.accepted as f64 / SECONDS as f64;
+    println!(
+        "shared through Redis: {} accepted ({rate:.1}/s of 100/s, {:.3} of the quota), {} x 429\n  {}",
+        shared.accepted,
+        rate / 100.0,
+        shared.throttled,
+        shared.per_process.join("\n  ")
+    );
+    println!(
+        "local limiters only: {} accepted ({:.1}/s), {} x 429\n  {}",
+        local.accepted,
+        local.accepted as f64 / SECONDS as f64,
+        local.throttled,
+        local.per_process.join("\n  ")
+    );
+    assert!(rate >= 95.0, "{shared:?}");
+    assert_eq!(shared.throttled, 0, "{shared:?}");
+    // The contrast: four processes each spending the whole quota are refused by the server.
+    assert!(local.throttled > 0, "{local:?}");
+}
+
+/// One of the four processes (run by `four_processes_share_one_quota_through_redis`).
+#[test]
+#[ignore = "a child process of four_processes_share_one_quota_through_redis"]
+fn shared_quota_child() {
+    let Ok(orders) = std::env::var(ORDERS) else {
+        eprintln!("shared_quota_child runs only as a child of four_processes_share_one_quota_through_redis");
+        return;
+    };
+    let fields: Vec<&str> = orders.split(' ').collect();
+    let [mode, mock, redis, start, seconds] = fields[..] else {
+        panic!("malformed orders: {orders}");
+    };
+    let start = UNIX_EPOCH + Duration::from_millis(start.parse().unwrap());
+    let seconds: u64 = seconds.parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut builder = Client::builder()
+            .base_url(mock)
+            .credentials(Credentials::track("site-id", "track-key"));
+        if mode == "shared" {
+            let store = RedisStore::connect(redis, "site-id").await.unwrap();
+            builder = builder.shared_quota(SharedQuota::new(store, PROCESSES as u32));
+        }
+        let client = builder.build_https(Roots::Webpki).unwrap();
+        let wait = start.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let pid = std::process::id();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let (mut ok, mut failed) = (0u64, 0u64);
+                    let attributes: Map<String, Value> = Map::new();
+                    for n in 0.. {
+                        let id = format!("{pid}-{task}-{n}");
+                        match tokio::time::timeout_at(deadline, client.identify(&id, &attributes))
+                            .await
+                        {
+                            Ok(Ok(())) => ok += 1,
+                            Ok(Err(_)) => failed += 1,
+                            Err(_) => break,
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        let (mut ok, mut failed) = (0, 0);
+        for task in tasks {
+            let (o, f) = task.await.unwrap();
+            ok += o;
+            failed += f;
+        }
+        let stats = client.limiter().shared_stats();
+        println!("child: {mode} pid {pid}: {ok} delivered, {failed} failed; {stats:?}");
+    });
+}
