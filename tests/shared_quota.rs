@@ -172,3 +172,61 @@ fn shared_quota_child() {
         println!("child: {mode} pid {pid}: {ok} delivered, {failed} failed; {stats:?}");
     });
 }
+
+/// A 429's `Retry-After` seen by one process pauses the others: the throttle layer's pause is
+/// written to Redis, and the other process's next slot comes after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_seen_by_one_process_pauses_the_others() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // The server allows 5 per second; the clients believe 100 per second (a wrong quota).
+    let config = MockConfig::default().limit(
+        pacer_mock::ApiClass::Track,
+        Some(pacer_mock::Limit::per_second(5)),
+    );
+    let mock = MockServer::start(config).await.unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&redis.url(), "site-id").await.unwrap();
+        clients.push(
+            Client::builder()
+                .base_url(&mock.base_url())
+                .credentials(Credentials::track("site-id", "track-key"))
+                .shared_quota(SharedQuota::new(store, 2))
+                .build_https(Roots::Webpki)
+                .unwrap(),
+        );
+    }
+    let attributes = Map::new();
+    for n in 0..5 {
+        clients[0]
+            .identify(&format!("a{n}"), &attributes)
+            .await
+            .unwrap();
+    }
+    // The sixth is refused with Retry-After: 1; the first client pauses, retries, succeeds.
+    let refused = tokio::spawn({
+        let client = clients[0].clone();
+        async move { client.identify("a5", &Map::new()).await }
+    });
+    while mock.ledger().counts().throttled == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the pause reach Redis, then call from the other process: it waits, it is not refused.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = tokio::time::Instant::now();
+    clients[1].identify("b0", &attributes).await.unwrap();
+    let waited = started.elapsed();
+    refused.await.unwrap().unwrap();
+    assert_eq!(
+        mock.ledger().counts().throttled,
+        1,
+        "{:?}",
+        mock.ledger().counts()
+    );
+    assert!(
+        waited >= Duration::from_millis(800),
+        "the other process waited {waited:?}"
+    );
+}
