@@ -17,6 +17,10 @@
 //!   instead of queueing without end.
 //! - **Pluggable.** The [`Limiter`] handle lets other layers pause a key until a server's
 //!   Retry-After ([`Limiter::pause_until`]) or change its quota ([`Limiter::set_quota`]).
+//! - **Shared across processes** (feature `redis`). [`LimiterBuilder::shared`] keeps each key's
+//!   quota in Redis: processes reserve slot times with one atomic script call, wait locally,
+//!   share pauses, and fall back to a local share of the quota while Redis is away (see the
+//!   `redis` module).
 //!
 //! # Example
 //!
