@@ -11,8 +11,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pacer::customerio::{Client, Credentials, Roots};
+use pacer::customerio::{ApiClass, Client, Credentials, Roots};
 use pacer::limit::redis::{RedisStore, SharedQuota};
+use pacer::limit::Quota;
 use pacer_mock::{MockConfig, MockServer};
 use pacer_testkit::RedisServer;
 use serde_json::{Map, Value};
@@ -124,15 +125,19 @@ fn shared_quota_child() {
     };
     let start = UNIX_EPOCH + Duration::from_millis(start.parse().unwrap());
     let seconds: u64 = seconds.parse().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread per process: four processes, the mock and Redis share two cores in CI.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
+        // The default Track quota, with a 50 ms margin instead of 20: on a shared two-core
+        // machine a request can reach the server 20 ms later than the one after it.
+        let quota = Quota::per_second(100).with_margin(Duration::from_millis(50));
         let mut builder = Client::builder()
             .base_url(mock)
-            .credentials(Credentials::track("site-id", "track-key"));
+            .credentials(Credentials::track("site-id", "track-key"))
+            .quota(ApiClass::Track, quota);
         if mode == "shared" {
             let store = RedisStore::connect(redis, "site-id").await.unwrap();
             builder = builder.shared_quota(SharedQuota::new(store, PROCESSES as u32));

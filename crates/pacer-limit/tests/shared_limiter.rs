@@ -106,12 +106,10 @@ async fn evenly_spaced_sends_stay_spaced_across_limiters() {
     }
     let start = Instant::now();
     let grants = acquire_until(&limiters, 4, start + Duration::from_secs(1)).await;
-    // 10 ms apart, minus what a grant may be late by (the 5 ms grace) relative to the next.
-    let closest = grants.windows(2).map(|w| w[1] - w[0]).min().unwrap();
-    assert!(
-        closest >= Duration::from_millis(4),
-        "two grants {closest:?} apart"
-    );
+    // 10 ms apart: ten in any 100 ms, give or take one whose task ran late (each grant's
+    // instant is read by its task after waking, which a busy machine delays).
+    let busiest = busiest_window(&grants, Duration::from_millis(100));
+    assert!(busiest <= 11, "{busiest} grants in one 100 ms window");
     assert!(grants.len() >= 95, "{} grants in one second", grants.len());
 }
 
