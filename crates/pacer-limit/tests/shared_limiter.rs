@@ -76,9 +76,10 @@ async fn four_limiters_share_one_sliding_window() {
     // 5 ms, is within the margin).
     let busiest = busiest_window(&grants, Duration::from_millis(200));
     assert!(busiest <= 40, "{busiest} grants in one 200 ms window");
-    // And the quota is used: a window of 220 ms opens every 220 ms, so 1.5 s hold 7 windows.
+    // And the quota is used: a window of 220 ms opens every 220 ms, so 1.5 s hold 7 windows
+    // (a slot whose task ran more than 5 ms late goes back, so a busy machine loses a few).
     assert!(
-        grants.len() >= 7 * 40 * 95 / 100,
+        grants.len() >= 7 * 40 * 9 / 10,
         "{} grants in 1.5 s",
         grants.len()
     );
