@@ -240,3 +240,34 @@ async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_at_once() {
     let outcome = tokio::time::timeout(Duration::from_secs(1), store.reserve("k", &quota, 1)).await;
     assert!(matches!(outcome, Ok(Ok(_))), "{outcome:?}");
 }
+
+#[tokio::test]
+async fn scripts_flushed_from_redis_are_loaded_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let quota = Quota::per_second(10).gcra(1);
+    store.reserve("k", &quota, 1).await.unwrap();
+    let mut connection = redis::Client::open(redis.url().as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // EVALSHA answers NOSCRIPT; the store loads the script and the state carries on.
+    let next = store.reserve("k", &quota, 1).await.unwrap();
+    assert!(
+        next.slots[0] > Duration::from_millis(50),
+        "{:?}",
+        next.slots
+    );
+    store
+        .pause_for("k", Duration::from_millis(10))
+        .await
+        .unwrap();
+}

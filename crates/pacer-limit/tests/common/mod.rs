@@ -8,6 +8,9 @@ use std::time::Duration;
 use http::{Request, Response};
 use tokio::time::Instant;
 
+#[cfg(feature = "redis")]
+pub mod shared;
+
 /// The instants at which the inner service was called, in call order.
 #[derive(Clone, Default)]
 pub struct Recorder {
