@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::max_in_any_window;
 use common::shared::{acquire_until, shared_limiter};
-use pacer_limit::redis::{Fallback, SharedQuota};
+use pacer_limit::redis::Fallback;
 use pacer_limit::Quota;
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
