@@ -120,6 +120,12 @@ impl Bucket {
         }
     }
 
+    /// Whether a pause holds the key at `now`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| until > now)
+    }
+
     /// Returns whether the pause is longer than the one in force.
     pub(crate) fn pause_until(&mut self, until: Instant) -> bool {
         if self.paused_until.is_some_and(|p| p >= until) {

@@ -143,6 +143,10 @@ impl<K: Key> Limiter<K> {
 
     /// Takes a slot of `key`'s quota if one is free now and nobody is queued for it.
     ///
+    /// With a quota [shared](crate::LimiterBuilder::shared) through Redis, a slot is free now
+    /// only if this process already holds one: a miss asks Redis for one in the background (on
+    /// the current tokio runtime), so a later call may succeed. Prefer [`acquire`](Self::acquire).
+    ///
     /// # Errors
     /// [`RateLimited`] with the time until the next slot when none is free now.
     pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
@@ -313,6 +317,14 @@ impl<K: Key> State<K> {
     /// The bucket of `key` if it exists (a queued waiter's bucket always does: it is not idle).
     pub(crate) fn existing(&mut self, key: &K) -> Option<&mut Bucket> {
         self.buckets.get_mut(key)
+    }
+
+    /// Wakes the head waiter of every key, e.g. when slots may now come sooner than they slept for.
+    #[cfg(feature = "redis")]
+    pub(crate) fn wake_heads(&mut self) {
+        for bucket in self.buckets.values_mut() {
+            bucket.wake_head();
+        }
     }
 
     pub(crate) fn next_waiter_id(&mut self) -> u64 {

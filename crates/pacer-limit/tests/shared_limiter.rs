@@ -103,7 +103,8 @@ async fn a_waiter_that_gives_up_returns_its_slot() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    // One send per 100 ms; eight waiters lease eight slots (0 to 700 ms) in one round trip.
+    // One send per 100 ms; eight waiters lease eight slots (0 to 700 ms): the first waiter's,
+    // then the seven queued behind it.
     let quota = Quota::per_second(10).gcra(1);
     let holder = shared_limiter(&redis, quota, |s| s.lease(8)).await;
     let other = shared_limiter(&redis, quota, |s| s).await;
@@ -156,9 +157,14 @@ async fn leases_cut_round_trips_under_load() {
         assert_eq!(stats.slots_reserved - stats.slots_unused, 400, "{stats:?}");
         trips.push(stats.reservations);
     }
-    assert_eq!(trips[0], 400, "lease 1: one round trip per request");
+    // Lease 1: a round trip per request (more if a slot went back after its task ran late).
     assert!(
-        trips[1] <= 400 / 8 + 2,
+        trips[0] >= 400,
+        "lease 1: {} round trips for 400 requests",
+        trips[0]
+    );
+    assert!(
+        trips[1] * 5 <= trips[0],
         "lease 8: {} round trips for 400 requests",
         trips[1]
     );

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use tokio::time::Instant;
 
+use super::clock::RedisClock;
 use super::{SharedQuota, SharedStats};
 
 /// The part of a shared limiter that is not per key.
@@ -12,6 +13,7 @@ use super::{SharedQuota, SharedStats};
 pub(crate) struct Core {
     pub(crate) options: SharedQuota,
     health: Mutex<Health>,
+    clock: Mutex<RedisClock>,
     reservations: AtomicU64,
     slots_reserved: AtomicU64,
     slots_unused: AtomicU64,
@@ -44,6 +46,7 @@ impl Core {
                 down_since: None,
                 retry_at: Instant::now(),
             }),
+            clock: Mutex::new(RedisClock::default()),
             reservations: AtomicU64::new(0),
             slots_reserved: AtomicU64::new(0),
             slots_unused: AtomicU64::new(0),
@@ -66,17 +69,33 @@ impl Core {
         }
     }
 
+    /// Learns Redis's clock from a reply: Redis read `redis_micros` before `received`.
+    pub(crate) fn observe_clock(&self, redis_micros: u64, received: Instant) {
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(redis_micros, received);
+    }
+
+    /// The local instant of a Redis instant: never earlier than the true one.
+    pub(crate) fn local_instant(&self, redis_micros: u64) -> Instant {
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        // Slots exist only after a reply, which set the clock.
+        clock.local(redis_micros).unwrap_or_else(Instant::now)
+    }
+
     /// While Redis is down, lets one caller per retry interval try it again.
     pub(crate) fn claim_retry(&self, now: Instant) -> bool {
         let mut health = self.health();
         if health.down_since.is_some() && health.retry_at <= now {
-            health.retry_at = now + self.options.retry_every;
+            health.retry_at = later(now, self.options.retry_every);
             return true;
         }
         false
     }
 
-    pub(crate) fn succeeded(&self, slots: usize, now: Instant) {
+    /// Returns whether Redis was counted as down until now.
+    pub(crate) fn succeeded(&self, slots: usize, now: Instant) -> bool {
         self.reservations.fetch_add(1, Ordering::Relaxed);
         self.slots_reserved
             .fetch_add(slots as u64, Ordering::Relaxed);
@@ -86,13 +105,15 @@ impl Core {
                 down_for = ?now.saturating_duration_since(since),
                 "Redis answers again; the quota is shared again"
             );
+            return true;
         }
+        false
     }
 
     pub(crate) fn failed(&self, error: &dyn std::fmt::Display, now: Instant) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.health();
-        health.retry_at = now + self.options.retry_every;
+        health.retry_at = later(now, self.options.retry_every);
         if health.down_since.is_none() {
             health.down_since = Some(now);
             tracing::warn!(
@@ -124,4 +145,10 @@ impl Core {
             redis_down: self.health().down_since.is_some(),
         }
     }
+}
+
+/// `now + wait`, saturating far in the future rather than overflowing.
+pub(crate) fn later(now: Instant, wait: std::time::Duration) -> Instant {
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365))
 }

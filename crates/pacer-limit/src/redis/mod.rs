@@ -13,14 +13,21 @@
 //!   100 round trips.
 //! - **Shared pauses.** [`Limiter::pause_until`](crate::Limiter::pause_until), which the throttle
 //!   layer calls on a server's `Retry-After`, is written to Redis: every process on the quota
-//!   pauses, not only the one that was refused.
+//!   pauses from its next reservation on, not only the one that was refused.
 //! - **Never unlimited.** When Redis is down or slow, a `tracing` warning says so and each
 //!   process falls back to a local limiter at its share of the quota ([`Fallback`]), until
 //!   Redis answers again.
-//! - **Cluster-ready.** Keys are `{pacer:<prefix>:<key>}:…`: one hash tag per quota key, so a
-//!   script's keys share a Redis Cluster slot. The quota's parameters are part of the state key,
-//!   so two configurations never read each other's state, and every key expires once it
-//!   constrains nothing.
+//! - **Cluster-compatible keys.** Keys are `{pacer:<prefix>:<key>}:…` (braces and `%` in names
+//!   percent-encoded): one hash tag per quota key, so a script's keys share a Redis Cluster
+//!   slot. The quota's parameters are part of the state key, so two configurations never read
+//!   each other's state, and every key expires once it constrains nothing. [`RedisStore`]
+//!   itself connects to one server (or a proxy in front of a cluster); it does not follow
+//!   `MOVED` redirects.
+//!
+//! Limits worth knowing: a pause reaches the other processes at their next reservation, so each
+//! may still send the slots it already holds (at most a lease). One slow call puts only this
+//! process on its local share while the others keep sharing through Redis; together they then
+//! send up to `1 / expected_processes` of the quota more, until it answers again.
 //!
 //! ```no_run
 //! use pacer_limit::redis::{RedisStore, SharedQuota};
@@ -37,6 +44,7 @@
 //! # }
 //! ```
 
+mod clock;
 mod health;
 mod options;
 pub(crate) mod refill;

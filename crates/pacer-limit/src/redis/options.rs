@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use super::RedisStore;
 
+/// The longest duration setting, so that instant arithmetic never overflows.
+const MAX_SETTING: Duration = Duration::from_secs(3600);
+
 /// What a limiter does while Redis is unreachable or slower than [`SharedQuota::timeout`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fallback {
-    /// Pace locally at `1 / processes` of the quota (at least one request per window), so that
-    /// `processes` processes together stay within it. Before the first local send a process
-    /// waits one window of the quota, so that what the others sent through Redis has aged out.
+    /// Pace locally at `1 / processes` of the quota (the limit divided, or, when the limit is
+    /// smaller than `processes`, the window stretched), so that `processes` processes together
+    /// stay within it. Before the first local send a process waits one window of the quota, so
+    /// that what the others sent through Redis has aged out.
     Local {
         /// How many processes share the quota.
         processes: NonZeroU32,
@@ -24,15 +28,15 @@ pub enum Fallback {
 /// Shares a [`Limiter`](crate::Limiter)'s quotas with every process that uses the same Redis
 /// and prefix. Pass it to [`LimiterBuilder::shared`](crate::LimiterBuilder::shared).
 ///
-/// Defaults: leases of up to 8 slots, a slot usable up to 5 ms after its time, a 250 ms
-/// timeout per Redis call, another try every second while Redis is away, and the
-/// [`Fallback::Local`] share of `expected_processes`.
+/// Defaults: leases of up to 8 slots, a slot usable up to half the quota's margin (at least
+/// 5 ms) after its time, a 250 ms timeout per Redis call, another try every second while Redis
+/// is away, and the [`Fallback::Local`] share of `expected_processes`.
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct SharedQuota {
     pub(crate) store: RedisStore,
     pub(crate) lease: u32,
-    pub(crate) slot_grace: Duration,
+    pub(crate) slot_grace: Option<Duration>,
     pub(crate) timeout: Duration,
     pub(crate) retry_every: Duration,
     pub(crate) fallback: Fallback,
@@ -45,7 +49,7 @@ impl SharedQuota {
         Self {
             store,
             lease: 8,
-            slot_grace: Duration::from_millis(5),
+            slot_grace: None,
             timeout: Duration::from_millis(250),
             retry_every: Duration::from_secs(1),
             fallback: Fallback::Local {
@@ -63,25 +67,33 @@ impl SharedQuota {
         self
     }
 
-    /// How late after its time a reserved slot may still be used (default 5 ms). A slot used
-    /// later could crowd the slots of other processes at the server; it is given back instead.
-    /// Give the quota a [margin](crate::Quota::with_margin) larger than this plus the network's
-    /// jitter.
+    /// How late after its time a reserved slot may still be used (default: half the quota's
+    /// [margin](crate::Quota::with_margin), at least 5 ms). A slot used later could crowd the
+    /// slots of other processes at the server; it is given back instead. The margin should
+    /// exceed this plus the network's jitter. At most an hour.
     pub fn slot_grace(mut self, grace: Duration) -> Self {
-        self.slot_grace = grace;
+        self.slot_grace = Some(grace.min(MAX_SETTING));
         self
     }
 
-    /// How long a Redis call may take before Redis counts as down (default 250 ms).
+    /// How long a Redis call may take before Redis counts as down (default 250 ms; at most an
+    /// hour). A call that times out is still awaited in the background, and the slots it
+    /// reserved are given back.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = timeout.min(MAX_SETTING);
         self
     }
 
-    /// How often to try Redis again while it is down (default one second).
+    /// How often to try Redis again while it is down (default one second; at most an hour).
     pub fn retry_every(mut self, every: Duration) -> Self {
-        self.retry_every = every;
+        self.retry_every = every.min(MAX_SETTING);
         self
+    }
+
+    /// How late a slot of `quota` may be used.
+    pub(crate) fn grace_for(&self, quota: &crate::Quota) -> Duration {
+        self.slot_grace
+            .unwrap_or_else(|| (quota.margin() / 2).max(Duration::from_millis(5)))
     }
 
     /// What to do while Redis is away (default [`Fallback::Local`] at `1 / expected_processes`).

@@ -34,59 +34,127 @@ pub(crate) fn dispatch<K: Key>(shared: &Arc<Shared<K>>, bucket: &mut Bucket, key
 /// Requests leases until the key's waiters have slots: each reply is delivered under the lock,
 /// which decides whether another round trip is needed.
 async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: RefillRequest) {
+    // Should this task end early (its runtime shut down), the key must not wait for it forever.
+    let mut guard = Undelivered {
+        shared: shared.clone(),
+        key: Some(key.clone()),
+    };
     loop {
         let outcome = reserve(&request).await;
         let received = Instant::now();
         let core = Arc::clone(&request.core);
-        match &outcome {
-            Ok(reservation) => core.succeeded(reservation.slots.len(), received),
-            Err(error) => core.failed(error, received),
-        }
+        let recovered = match &outcome {
+            Ok(reservation) => {
+                core.observe_clock(reservation.redis_now_micros, received);
+                core.succeeded(reservation.slots.len(), received)
+            }
+            Err(error) => {
+                core.failed(error, received);
+                false
+            }
+        };
         let Some(shared) = shared.upgrade() else {
+            guard.key = None;
             give_back_all(&request, outcome.ok());
             return;
         };
-        let next = {
-            let mut state = shared.lock();
-            let Some(bucket) = state.existing(&key) else {
-                // A refilling bucket is never evicted; this is the limiter being torn down.
-                drop(state);
-                give_back_all(&request, outcome.ok());
-                return;
-            };
-            let demand = bucket.queue_len();
-            let next = bucket.remote_mut().and_then(|remote| {
-                remote.deliver(outcome.ok(), received);
-                // Waiters still without a slot: ask again now rather than when the head wakes.
-                remote.request_more(demand);
-                remote.take_request()
-            });
-            bucket.wake_head();
-            next
+        let mut state = shared.lock();
+        if recovered {
+            // Heads sleeping on a local share's schedule may take shared slots sooner.
+            state.wake_heads();
+        }
+        let Some(bucket) = state.existing(&key) else {
+            // A refilling bucket is never evicted; this is the limiter being torn down.
+            drop(state);
+            guard.key = None;
+            give_back_all(&request, outcome.ok());
+            return;
         };
+        let demand = bucket.queue_len();
+        let paused = bucket.is_paused(received);
+        let next = bucket.remote_mut().and_then(|remote| {
+            remote.deliver(outcome.ok(), request.requested_at);
+            // Waiters still without a slot: ask again now rather than when the head wakes.
+            if !paused {
+                remote.request_more(received, demand);
+            }
+            remote.take_request()
+        });
+        bucket.wake_head();
+        drop(state);
         match next {
             Some(next) => request = next,
-            None => return,
+            None => {
+                guard.key = None;
+                return;
+            }
         }
     }
 }
 
-async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
-    let store = &request.core.options.store;
-    let call = async {
-        if let Some(pause) = request.pause_first {
-            store.pause_for(&request.name, pause).await?;
+/// Delivers "no lease" if the lease task ends without delivering, so the key asks again.
+struct Undelivered<K: Key> {
+    shared: Weak<Shared<K>>,
+    key: Option<K>,
+}
+
+impl<K: Key> Drop for Undelivered<K> {
+    fn drop(&mut self) {
+        let (Some(key), Some(shared)) = (self.key.take(), self.shared.upgrade()) else {
+            return;
+        };
+        let mut state = shared.lock();
+        if let Some(bucket) = state.existing(&key) {
+            if let Some(remote) = bucket.remote_mut() {
+                remote.deliver(None, Instant::now());
+            }
+            bucket.wake_head();
         }
-        store
-            .reserve(&request.name, &request.quota, request.slots)
-            .await
-    };
-    match tokio::time::timeout(request.core.options.timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(RedisError::from((
+    }
+}
+
+/// How long a reservation that timed out is still awaited, so its slots can be given back.
+const FOLLOW_UP: Duration = Duration::from_secs(30);
+
+/// One reservation (after the recovery pause, if any), within the timeout. A call that times
+/// out goes on in the background, and whatever it reserved is given back.
+async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
+    let core = Arc::clone(&request.core);
+    let (name, quota, slots, pause_first) = (
+        Arc::clone(&request.name),
+        request.quota,
+        request.slots,
+        request.pause_first,
+    );
+    let mut call = tokio::spawn({
+        let store = core.options.store.clone();
+        let name = Arc::clone(&name);
+        async move {
+            if let Some(pause) = pause_first {
+                store.pause_for(&name, pause).await?;
+            }
+            store.reserve(&name, &quota, slots).await
+        }
+    });
+    match tokio::time::timeout(core.options.timeout, &mut call).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join)) => Err(RedisError::from((
             redis::ErrorKind::IoError,
-            "Redis did not answer within the timeout",
+            "the Redis call failed",
+            join.to_string(),
         ))),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(Ok(Ok(reservation))) = tokio::time::timeout(FOLLOW_UP, call).await {
+                    core.count_unused(reservation.tokens.len());
+                    spawn_release(&core, &name, quota, reservation.tokens);
+                }
+            });
+            Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "Redis did not answer within the timeout",
+            )))
+        }
     }
 }
 

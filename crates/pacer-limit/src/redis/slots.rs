@@ -7,22 +7,24 @@
 //! ahead of use.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::health::Mode;
+use super::health::{later, Mode};
 use super::store::{Reservation, Token};
 use super::{Core, Fallback};
 use crate::bucket::Admission;
 use crate::model::ModelState;
-use crate::quota::Quota;
+use crate::quota::{Model, Quota};
 
-/// A slot reserved in Redis, on the local clock.
+/// A slot reserved in Redis, at its instant on Redis's clock (mapped to the local clock when
+/// used, through the process's best estimate of the two clocks' offset).
 #[derive(Clone, Copy, Debug)]
 struct Lease {
-    at: Instant,
+    redis_micros: u64,
     token: Token,
 }
 
@@ -33,9 +35,10 @@ pub(crate) struct RefillRequest {
     pub(crate) name: Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) slots: u32,
-    /// Pause the key in Redis first for this long: this process sent on its own share lately,
-    /// which Redis does not know about.
+    /// Pause the key in Redis first for this long (see `RemoteSlots::request`).
     pub(crate) pause_first: Option<Duration>,
+    /// When the request was decided: local sends after it are not covered by its pause.
+    pub(crate) requested_at: Instant,
 }
 
 /// The local limiter used while Redis is away.
@@ -74,27 +77,34 @@ impl RemoteSlots {
         }
     }
 
+    fn at(&self, lease: &Lease) -> Instant {
+        self.core.local_instant(lease.redis_micros)
+    }
+
     /// Admits one send at `now` from a leased slot, or from the local share while Redis is
     /// away. `demand` is how many waiters want a slot (the head among them); slots are
     /// requested for those that have none.
     pub(crate) fn admit(&mut self, now: Instant, demand: usize, current: &Quota) -> Admission {
         self.expire(now);
-        let mode = self.core.mode();
-        let shared = mode == Mode::Shared;
-        if shared || self.core.claim_retry(now) {
-            self.request(demand);
-        }
         if let Some(lease) = self.leases.front() {
-            if lease.at > now {
-                return Admission::NotBefore(lease.at);
+            let at = self.at(lease);
+            if at <= now {
+                self.leases.pop_front();
             }
-            self.leases.pop_front();
-            return Admission::Granted;
+            self.request_more(now, demand);
+            return if at <= now {
+                Admission::Granted
+            } else {
+                Admission::NotBefore(at)
+            };
         }
-        match mode {
+        let admission = match self.core.mode() {
             Mode::Shared => Admission::Pending,
             Mode::Fallback { retry_at } => self.admit_locally(now, current, retry_at),
-        }
+        };
+        // After a local grant, so that the recovery pause covers it.
+        self.request_more(now, demand);
+        admission
     }
 
     fn admit_locally(&mut self, now: Instant, current: &Quota, retry_at: Instant) -> Admission {
@@ -106,12 +116,9 @@ impl RemoteSlots {
             };
         };
         let window = self.quota.effective_window();
-        let local = self.local.get_or_insert_with(|| {
-            let share = (current.limit() / processes.get()).max(1);
-            LocalShare {
-                model: ModelState::new(&current.scaled(share), now),
-                not_before: now + window,
-            }
+        let local = self.local.get_or_insert_with(|| LocalShare {
+            model: ModelState::new(&local_share(current, processes), now),
+            not_before: later(now, window),
         });
         let at = local.model.earliest(now).max(local.not_before);
         if at > now {
@@ -123,27 +130,27 @@ impl RemoteSlots {
         Admission::Granted
     }
 
-    /// After a delivery: asks for slots for the waiters still without one, if Redis is up.
-    pub(crate) fn request_more(&mut self, demand: usize) {
-        if self.core.mode() == Mode::Shared {
-            self.request(demand);
-        }
-    }
-
-    /// Asks for slots for the waiters that have none, unless a lease is on its way.
-    fn request(&mut self, demand: usize) {
+    /// Asks for slots for the waiters that have none: while Redis is up, or, while it is
+    /// down, when it is time to try it again.
+    pub(crate) fn request_more(&mut self, now: Instant, demand: usize) {
         if self.refilling || self.leases.len() >= demand {
             return;
         }
-        let wanted = (demand - self.leases.len()).min(self.core.options.lease as usize);
-        // Back from the local share. The other processes may still be on theirs until their
-        // next try of Redis succeeds (within `retry_every` plus a call's timeout), and what
-        // they send there stays in the window for one more window: Redis knows none of it.
-        // Pause the key for everyone till then.
+        if self.core.mode() != Mode::Shared && !self.core.claim_retry(now) {
+            return;
+        }
         let options = &self.core.options;
-        let pause_first = self
-            .last_local_send
-            .map(|_| options.retry_every + options.timeout + self.quota.effective_window());
+        let wanted = (demand - self.leases.len()).min(options.lease as usize);
+        // Back from the local share: the other processes may still be on theirs until their
+        // next try of Redis succeeds (within `retry_every` plus a call's timeout), and what
+        // they send there stays in the window for one more window; Redis knows none of it.
+        // Pause the key for everyone till then.
+        let pause_first = self.last_local_send.map(|_| {
+            options
+                .retry_every
+                .saturating_add(options.timeout)
+                .saturating_add(self.quota.effective_window())
+        });
         self.refilling = true;
         self.requested = Some(RefillRequest {
             core: Arc::clone(&self.core),
@@ -151,6 +158,7 @@ impl RemoteSlots {
             quota: self.quota,
             slots: u32::try_from(wanted).unwrap_or(u32::MAX),
             pause_first,
+            requested_at: now,
         });
     }
 
@@ -164,20 +172,27 @@ impl RemoteSlots {
         self.refilling = false;
     }
 
-    /// A lease arrived (`received` is when its reply came back), or did not (`None`).
-    pub(crate) fn deliver(&mut self, reservation: Option<Reservation>, received: Instant) {
+    /// A lease asked for at `requested_at` arrived, or did not (`None`).
+    pub(crate) fn deliver(&mut self, reservation: Option<Reservation>, requested_at: Instant) {
         self.refilling = false;
         let Some(reservation) = reservation else {
             return;
         };
+        if self.last_local_send.is_some_and(|sent| sent > requested_at) {
+            // The local share sent after the request's pause was decided: these slots could
+            // crowd that send. Give them back; the next request carries a pause that covers it.
+            let tokens = reservation.tokens;
+            self.core.count_unused(tokens.len());
+            super::refill::spawn_release(&self.core, &self.name, self.quota, tokens);
+            return;
+        }
         self.local = None;
         self.last_local_send = None;
+        let now = reservation.redis_now_micros;
         for (offset, token) in reservation.slots.into_iter().zip(reservation.tokens) {
-            // Redis's instant maps to no earlier than the reply's arrival plus the offset: late
-            // by at most the reply's flight, never early. Kept in order whatever the mapping.
-            let floor = self.leases.back().map_or(received, |last| last.at);
+            let offset = u64::try_from(offset.as_micros()).unwrap_or(u64::MAX);
             self.leases.push_back(Lease {
-                at: (received + offset).max(floor),
+                redis_micros: now.saturating_add(offset),
                 token,
             });
         }
@@ -193,7 +208,11 @@ impl RemoteSlots {
 
     /// Slots before `until` (a pause) are unusable: give them back.
     pub(crate) fn release_before(&mut self, until: Instant) {
-        let unusable = self.leases.iter().take_while(|l| l.at < until).count();
+        let unusable = self
+            .leases
+            .iter()
+            .take_while(|l| self.at(l) < until)
+            .count();
         if unusable > 0 {
             let unusable: Vec<Lease> = self.leases.drain(..unusable).collect();
             self.give_back(&unusable);
@@ -202,11 +221,11 @@ impl RemoteSlots {
 
     /// Slots whose time passed by more than the grace would crowd other processes' slots.
     fn expire(&mut self, now: Instant) {
-        let grace = self.core.options.slot_grace;
+        let grace = self.core.options.grace_for(&self.quota);
         let expired = self
             .leases
             .iter()
-            .take_while(|l| l.at + grace < now)
+            .take_while(|l| later(self.at(l), grace) < now)
             .count();
         if expired > 0 {
             let expired: Vec<Lease> = self.leases.drain(..expired).collect();
@@ -234,24 +253,76 @@ impl RemoteSlots {
             }
         }
         if let Some(lease) = self.leases.get(n) {
-            return lease.at.max(now);
+            return self.at(lease).max(now);
         }
         let beyond = u32::try_from(n - self.leases.len()).unwrap_or(u32::MAX);
-        let base = self.leases.back().map_or(now, |l| l.at.max(now));
+        let base = self.leases.back().map_or(now, |l| self.at(l).max(now));
         let steps = beyond + u32::from(!self.leases.is_empty());
-        base + self.quota.emission_interval().saturating_mul(steps)
+        later(base, self.quota.emission_interval().saturating_mul(steps))
     }
 
     /// Whether dropping this state forgets nothing: no lease on its way, no slot still usable,
-    /// and no local share still pacing.
+    /// no local share still pacing, and no local send recent enough to tell Redis about.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
-        let grace = self.core.options.slot_grace;
+        let grace = self.core.options.grace_for(&self.quota);
+        let options = &self.core.options;
+        let told_for = options
+            .retry_every
+            .saturating_add(options.timeout)
+            .saturating_add(self.quota.effective_window());
         !self.refilling
-            && self.leases.back().is_none_or(|l| l.at + grace < now)
+            && self
+                .leases
+                .back()
+                .is_none_or(|l| later(self.at(l), grace) < now)
             && self
                 .local
                 .as_ref()
                 .is_none_or(|l| l.not_before <= now && l.model.is_idle(now))
-            && self.last_local_send.is_none()
+            && self
+                .last_local_send
+                .is_none_or(|sent| later(sent, told_for) <= now)
+    }
+}
+
+/// `1 / processes` of `quota`: its limit divided when it is at least `processes`, otherwise
+/// one send per window stretched `processes / limit` times.
+fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
+    let (limit, processes) = (quota.limit(), processes.get());
+    if limit >= processes {
+        return quota.scaled(limit / processes);
+    }
+    let window = quota
+        .window()
+        .mul_f64(f64::from(processes) / f64::from(limit));
+    let share = Quota::new(1, window).with_margin(quota.margin());
+    match quota.model() {
+        Model::Gcra { .. } => share.gcra(1),
+        Model::SlidingWindow => share,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_share_never_exceeds_its_part_of_the_quota() {
+        let four = NonZeroU32::new(4).unwrap();
+        let track = local_share(&Quota::per_second(100), four);
+        assert_eq!(
+            (track.limit(), track.window()),
+            (25, Duration::from_secs(1))
+        );
+        // One broadcast per 10 s among four processes: one per 40 s each, not one per 10 s.
+        let broadcast = local_share(&Quota::new(1, Duration::from_secs(10)).gcra(1), four);
+        assert_eq!(broadcast.limit(), 1);
+        assert_eq!(broadcast.window(), Duration::from_secs(40));
+        assert!(matches!(broadcast.model(), Model::Gcra { .. }));
+        let three = local_share(
+            &Quota::new(2, Duration::from_secs(1)),
+            NonZeroU32::new(3).unwrap(),
+        );
+        assert_eq!(three.window(), Duration::from_millis(1500));
     }
 }

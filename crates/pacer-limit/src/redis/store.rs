@@ -91,9 +91,7 @@ impl RedisStore {
 
     /// The hash tag of `key`: every key of one quota key shares it, hence one Cluster slot.
     fn tag(&self, key: &str) -> String {
-        // Braces would end the hash tag early; keep them out of the tag.
-        let key = key.replace(['{', '}'], "_");
-        format!("{{pacer:{}:{key}}}", self.prefix)
+        format!("{{pacer:{}:{}}}", escape(&self.prefix), escape(key))
     }
 
     /// The state key of `key` under `quota`: the parameters are part of the name, so two
@@ -226,6 +224,21 @@ impl RedisStore {
     }
 }
 
+/// `text` with `%`, `{` and `}` percent-encoded: a brace would end the hash tag early, and
+/// encoding (rather than replacing) keeps distinct names distinct.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '{' => escaped.push_str("%7B"),
+            '}' => escaped.push_str("%7D"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// A GCRA quota's emission interval and tolerance, in microseconds.
 fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     let interval = micros(quota.emission_interval()).max(1);
@@ -259,4 +272,17 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         slots,
         tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn names_that_differ_stay_apart_and_braces_stay_out_of_the_tag() {
+        assert_eq!(escape("a{b}"), "a%7Bb%7D");
+        assert_ne!(escape("a{b}"), escape("a_b_"));
+        assert_ne!(escape("%7B"), escape("{"));
+        assert!(!escape("}{}").contains(['{', '}']));
+    }
 }

@@ -1,0 +1,111 @@
+//! Redis's clock on this process's timeline: slot times come from Redis (`TIME`, microseconds
+//! since the epoch, shared by every process) and are waited for on tokio's monotonic clock.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// An anchor older than this is replaced by any new observation, so that drift between the two
+/// clocks (NTP slewing Redis's wall clock) never accumulates.
+const FRESH_FOR: Duration = Duration::from_secs(10);
+
+/// Maps a Redis instant to a local instant that is never earlier than the true one.
+///
+/// Every reply says "Redis read `now` before this process received the reply", so mapping
+/// Redis's `now` to the reply's arrival is late by the reply's flight, never early. Of recent
+/// replies, the one with the shortest flight (the tightest anchor) is kept, and every slot is
+/// mapped through that one anchor: slots keep exactly the spacing Redis gave them, whichever
+/// reply they came in and however late their task was scheduled.
+#[derive(Debug, Default)]
+pub(crate) struct RedisClock {
+    anchor: Option<Anchor>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    local: Instant,
+    redis_micros: u64,
+}
+
+impl RedisClock {
+    /// Learns from a reply in which Redis read `redis_micros`, received at `received`.
+    pub(crate) fn observe(&mut self, redis_micros: u64, received: Instant) {
+        let candidate = Anchor {
+            local: received,
+            redis_micros,
+        };
+        let Some(anchor) = self.anchor else {
+            self.anchor = Some(candidate);
+            return;
+        };
+        let stale = received.saturating_duration_since(anchor.local) > FRESH_FOR;
+        // Tighter: more Redis time than local time passed since the anchor, i.e. this reply's
+        // flight was shorter.
+        let redis_elapsed = i128::from(redis_micros) - i128::from(anchor.redis_micros);
+        let local_elapsed = signed_micros(anchor.local, received);
+        if stale || redis_elapsed > local_elapsed {
+            self.anchor = Some(candidate);
+        }
+    }
+
+    /// The local instant of the Redis instant `redis_micros` (`None` before any reply).
+    pub(crate) fn local(&self, redis_micros: u64) -> Option<Instant> {
+        let anchor = self.anchor?;
+        if redis_micros >= anchor.redis_micros {
+            let ahead = Duration::from_micros(redis_micros - anchor.redis_micros);
+            Some(anchor.local.checked_add(ahead).unwrap_or(anchor.local))
+        } else {
+            let behind = Duration::from_micros(anchor.redis_micros - redis_micros);
+            Some(anchor.local.checked_sub(behind).unwrap_or(anchor.local))
+        }
+    }
+}
+
+/// `to - from` in microseconds, negative when `to` is earlier.
+fn signed_micros(from: Instant, to: Instant) -> i128 {
+    if to >= from {
+        i128::try_from((to - from).as_micros()).unwrap_or(i128::MAX)
+    } else {
+        -i128::try_from((from - to).as_micros()).unwrap_or(i128::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reply_with_the_shortest_flight_anchors_the_clock() {
+        let start = Instant::now();
+        let mut clock = RedisClock::default();
+        // Redis read 1_000_000 µs; the reply arrived 3 ms later (a slow flight).
+        clock.observe(1_000_000, start + Duration::from_millis(3));
+        assert_eq!(
+            clock.local(1_000_000),
+            Some(start + Duration::from_millis(3))
+        );
+        // Redis read 1_010_000; this reply arrived 10.5 ms after start: a 0.5 ms flight.
+        clock.observe(1_010_000, start + Duration::from_micros(10_500));
+        assert_eq!(
+            clock.local(1_000_000),
+            Some(start + Duration::from_micros(500))
+        );
+        // A slower reply later does not loosen it.
+        clock.observe(1_020_000, start + Duration::from_millis(25));
+        assert_eq!(
+            clock.local(1_020_000),
+            Some(start + Duration::from_micros(20_500))
+        );
+    }
+
+    #[test]
+    fn a_stale_anchor_gives_way() {
+        let start = Instant::now();
+        let mut clock = RedisClock::default();
+        clock.observe(0, start);
+        let later = start + FRESH_FOR + Duration::from_secs(1);
+        // Looser than the anchor (Redis advanced 11 s minus 2 ms), but the anchor is stale.
+        clock.observe(10_998_000, later);
+        assert_eq!(clock.local(10_998_000), Some(later));
+    }
+}
