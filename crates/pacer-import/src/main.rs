@@ -15,6 +15,7 @@ use pacer_import::engine::{run, Mode, Plan, Summary};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
 use pacer_import::progress::Counters;
+use pacer_limit::redis::{RedisStore, SharedQuota};
 use pacer_limit::Quota;
 use pacer_mock::{MockConfig, MockServer};
 use pacer_retry::RetryLayer;
@@ -91,6 +92,19 @@ struct Cli {
     /// Send to this base URL instead of Customer.io (a mock elsewhere, a proxy).
     #[arg(long)]
     base_url: Option<String>,
+    /// Share the Track quota through this Redis (`redis://host:6379/`) with every other process
+    /// using it for the same workspace: several imports, or an import next to a live service.
+    #[arg(
+        long,
+        env = "PACER_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    redis: Option<String>,
+    /// How many processes share the quota through --redis: each one's share of it while Redis
+    /// is unreachable.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    processes: u32,
 }
 
 #[tokio::main]
@@ -173,7 +187,7 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
     let client = if cli.dry_run {
         None
     } else {
-        Some(client(&cli, mock.as_ref(), &counters)?)
+        Some(client(&cli, mock.as_ref(), &counters).await?)
     };
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -195,7 +209,7 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
 }
 
 /// The default stack over HTTPS, counting requests and 429s on the way.
-fn client(
+async fn client(
     cli: &Cli,
     mock: Option<&MockServer>,
     counters: &Arc<Counters>,
@@ -232,6 +246,17 @@ fn client(
             ApiClass::Track,
             Quota::per_second(rate).with_margin(Duration::from_millis(20)),
         );
+    }
+    if let Some(url) = &cli.redis {
+        if cli.processes == 0 {
+            return Err("--processes must be at least 1".into());
+        }
+        // Keys are per workspace; the URL (which may hold a password) is never echoed.
+        let workspace = cli.site_id.as_deref().unwrap_or("site-id");
+        let store = RedisStore::connect(url, workspace)
+            .await
+            .map_err(|error| format!("cannot reach Redis at --redis: {error}"))?;
+        builder = builder.shared_quota(SharedQuota::new(store, cli.processes));
     }
     let http = https_client(Roots::Webpki).map_err(|error| error.to_string())?;
     let (sent, throttled) = (Arc::clone(counters), Arc::clone(counters));
