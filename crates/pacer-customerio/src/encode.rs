@@ -57,9 +57,37 @@ pub fn format_ulid(millis: u64, entropy: u128) -> String {
         .collect()
 }
 
+/// Whether `text` is a ULID as Customer.io requires of an event `id`: 26 characters of
+/// Crockford base32 (either case), the first at most `7` (a ULID is 128 bits).
+#[must_use]
+pub fn is_ulid(text: &str) -> bool {
+    const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    text.len() == 26
+        && text.as_bytes()[0] <= b'7'
+        && text
+            .chars()
+            .all(|c| ALPHABET.contains(c.to_ascii_uppercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ulids_are_recognised() {
+        assert!(is_ulid(&ulid()));
+        assert!(is_ulid(&format_ulid(u64::MAX, u128::MAX)));
+        assert!(is_ulid("01arz3ndektsv4rrffq69g5fav"));
+        for not in [
+            "",
+            "01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAU",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVé",
+        ] {
+            assert!(!is_ulid(not), "{not}");
+        }
+    }
 
     #[test]
     fn hostile_ids_stay_one_segment() {

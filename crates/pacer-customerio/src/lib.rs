@@ -52,7 +52,7 @@ mod secret;
 
 pub use api::{ApiClass, Endpoints, Region};
 pub use client::{api_class_of, default_quota, BatchReport, Client, ClientBuilder, Stack};
-pub use encode::{format_ulid, path_segment, ulid};
+pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
 pub use https::{https_client, HttpsClient, Roots};

@@ -13,7 +13,9 @@
 //! CSV columns: `type` (`person` by default, or `event`), `id`, `email`, `person` and `name`
 //! (events), `event_id`, `timestamp`; any other column is an attribute (people) or a data field
 //! (events). Without `type`, an NDJSON line with a `name` is an event; extra top-level keys are
-//! attributes or data. An event's `person` containing `@` is an email.
+//! attributes or data. An event's `person` containing `@` is an email. An event's own `id`
+//! (`event_id` in CSV) must be a ULID, as Customer.io deduplicates on; without one, an id is
+//! derived from the line and its content, so a retry or a resume never doubles the event.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

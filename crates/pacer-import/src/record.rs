@@ -213,11 +213,19 @@ impl Record {
             Record::Event {
                 person,
                 name,
+                id,
                 timestamp,
                 data,
-                ..
             } => {
                 check_id("person", person)?;
+                if id
+                    .as_deref()
+                    .is_some_and(|id| !pacer_customerio::is_ulid(id))
+                {
+                    return Err(
+                        "the event id must be a ULID (26 characters of Crockford base32), as Customer.io requires".into(),
+                    );
+                }
                 if name.trim().is_empty() {
                     return Err("the event name is empty".into());
                 }
@@ -386,8 +394,20 @@ mod tests {
         assert_eq!(id.len(), 26);
         // Pinned: a change here would make a resume re-send events under new ids.
         assert_eq!(id, "01HF7YAT005JBF7KK4BNR49YE7");
-        let given = Record::from_json(r#"{"person":"1","name":"x","id":"MINE"}"#).unwrap();
-        assert_eq!(given.event_id(3).as_deref(), Some("MINE"));
+        let given = r#"{"person":"1","name":"x","id":"01ARZ3NDEKTSV4RRFFQ69G5FAV"}"#;
+        let given = Record::from_json(given).unwrap();
+        assert_eq!(
+            given.event_id(3).as_deref(),
+            Some("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+        );
+        // Customer.io deduplicates on ULIDs only: anything else is refused, not sent.
+        for id in ["MINE", ""] {
+            let line = format!(r#"{{"person":"1","name":"x","id":"{id}"}}"#);
+            assert!(
+                Record::from_json(&line).unwrap_err().contains("ULID"),
+                "{id:?}"
+            );
+        }
     }
 
     #[test]
@@ -402,11 +422,19 @@ mod tests {
         };
         assert_eq!(id.as_deref(), Some("42"));
         assert_eq!(attributes["plan"], "pro, annual");
-        let event = csv::StringRecord::from(vec!["event", "", "", "42", "paid", "E1", "pro"]);
+        let event = csv::StringRecord::from(vec![
+            "event",
+            "",
+            "",
+            "42",
+            "paid",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "pro",
+        ]);
         let Record::Event { id, data, .. } = Record::from_csv(&headers, &event).unwrap() else {
             panic!()
         };
-        assert_eq!(id.as_deref(), Some("E1"));
+        assert_eq!(id.as_deref(), Some("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
         assert_eq!(data["plan"], "pro");
         let short = csv::StringRecord::from(vec!["person", "1"]);
         assert!(Record::from_csv(&headers, &short)
