@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::{ApiClass, Endpoints};
-use crate::encode::{path_segment, ulid};
+use crate::encode::{is_ulid, path_segment, ulid};
 use crate::error::Error;
 use crate::secret::Credentials;
 
@@ -92,7 +92,9 @@ impl Event {
         self
     }
 
-    /// Sets the deduplication id.
+    /// Sets the deduplication id: a ULID (see [`ulid`](crate::ulid)), as Customer.io requires;
+    /// any other id is refused with [`Error::InvalidInput`] when the request is built. Without
+    /// one, a fresh ULID is set, so retries of the request are deduplicated.
     #[must_use]
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
@@ -266,7 +268,7 @@ impl Requests {
     /// As [`identify`](Self::identify).
     pub fn track(&self, id: &str, event: Event) -> Result<Request<Body>, Error> {
         let path = format!("/api/v1/customers/{}/events", person(id)?);
-        let body = serde_json::to_value(with_id(event)).expect("events serialize");
+        let body = serde_json::to_value(with_id(event)?).expect("events serialize");
         self.track_request(Method::POST, &path, &body, true)
     }
 
@@ -279,7 +281,7 @@ impl Requests {
         anonymous_id: Option<&str>,
         event: Event,
     ) -> Result<Request<Body>, Error> {
-        let mut body = serde_json::to_value(with_id(event)).expect("events serialize");
+        let mut body = serde_json::to_value(with_id(event)?).expect("events serialize");
         if let Some(anonymous_id) = anonymous_id {
             body["anonymous_id"] = json!(anonymous_id);
         }
@@ -570,11 +572,18 @@ fn person(id: &str) -> Result<String, Error> {
     Ok(path_segment(id))
 }
 
-fn with_id(mut event: Event) -> Event {
-    if event.id.is_none() {
-        event.id = Some(ulid());
+/// The event with its id: a fresh ULID when it has none; a given id must be a ULID.
+fn with_id(mut event: Event) -> Result<Event, Error> {
+    match &event.id {
+        None => event.id = Some(ulid()),
+        Some(id) if !is_ulid(id) => {
+            return Err(Error::InvalidInput(format!(
+                "event id {id:?} is not a ULID (26 characters of Crockford base32), which Customer.io requires"
+            )))
+        }
+        Some(_) => {}
     }
-    event
+    Ok(event)
 }
 
 /// Gives a v2 person event an `id` when it has none.
@@ -693,9 +702,13 @@ mod tests {
             request.extensions().get::<ApiClass>(),
             Some(&ApiClass::Track)
         );
-        let given = requests().track("1", Event::new("x").id("MINE")).unwrap();
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        let given = requests().track("1", Event::new("x").id(id)).unwrap();
         let body: Value = serde_json::from_slice(&body_bytes(given.body())).unwrap();
-        assert_eq!(body["id"], "MINE");
+        assert_eq!(body["id"], id);
+        // Customer.io deduplicates on ULIDs: another id is refused before anything is sent.
+        let refused = requests().track("1", Event::new("x").id("MINE"));
+        assert!(matches!(refused, Err(Error::InvalidInput(why)) if why.contains("ULID")));
     }
 
     #[test]
