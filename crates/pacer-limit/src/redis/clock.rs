@@ -98,6 +98,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever the replies' flights, a Redis instant maps to no earlier than its true
+        /// local instant, and late by no more than one reply's flight.
+        #[test]
+        fn mapped_instants_are_never_early(
+            offset in 0u64..4_000_000_000_000_000,
+            replies in proptest::collection::vec((0u64..2_000_000, 0u64..20_000), 1..40),
+            probe in 0u64..30_000_000,
+        ) {
+            let start = Instant::now();
+            let mut clock = RedisClock::default();
+            let mut at = 0;
+            for (gap, flight) in replies {
+                // Redis reads its clock `at` µs after `start`; the reply lands `flight` later.
+                at += gap;
+                clock.observe(offset + at, start + Duration::from_micros(at + flight));
+            }
+            let truth = start + Duration::from_micros(probe);
+            let mapped = clock.local(offset + probe).unwrap();
+            proptest::prop_assert!(mapped >= truth, "{mapped:?} before {truth:?}");
+            proptest::prop_assert!(mapped - truth < Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn a_stale_anchor_gives_way() {
         let start = Instant::now();

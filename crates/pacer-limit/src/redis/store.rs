@@ -276,7 +276,35 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, parse_reservation, Token};
+    use crate::Quota;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any reply, however hostile, parses into slots or is refused; never a panic, and
+        /// never a slot before Redis's now.
+        #[test]
+        fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>()) {
+            let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10) };
+            match parse_reservation(&quota, &reply) {
+                None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 != 0),
+                Some(reservation) => {
+                    prop_assert_eq!(reservation.slots.len(), (reply.len() - 1) / 3);
+                    prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
+                    let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
+                    prop_assert!(kinds_match);
+                }
+            }
+        }
+
+        /// Escaped names never contain a brace, and distinct names stay distinct.
+        #[test]
+        fn escaping_is_injective(a in ".{0,12}", b in ".{0,12}") {
+            let braceless = !escape(&a).contains(['{', '}']);
+            prop_assert!(braceless, "a brace survived in {:?}", escape(&a));
+            prop_assert_eq!(a == b, escape(&a) == escape(&b));
+        }
+    }
 
     #[test]
     fn names_that_differ_stay_apart_and_braces_stay_out_of_the_tag() {
