@@ -56,6 +56,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Kills the server (as a crash would: SIGKILL, no shutdown).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
