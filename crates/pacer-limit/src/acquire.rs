@@ -150,10 +150,11 @@ impl<K: Key> Acquire<K> {
                         self.phase = Phase::Done;
                         Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
                     }
-                    Admission::Pending => {
-                        // The slots' arrival wakes the head.
+                    Admission::Pending(backstop) => {
+                        // The slots' arrival wakes the head; the backstop, if they never come.
+                        // Not a turn: the maximum wait does not apply to it.
                         bucket.set_waker(position, cx.waker());
-                        Step::Wait
+                        Step::Sleep(backstop)
                     }
                     Admission::NotBefore(at) => {
                         bucket.set_waker(position, cx.waker());

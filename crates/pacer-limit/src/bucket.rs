@@ -38,9 +38,10 @@ pub(crate) enum Admission {
     Granted,
     /// Not before this instant.
     NotBefore(Instant),
-    /// When slots on their way from the shared store arrive; their arrival wakes the head.
+    /// When slots on their way from the shared store arrive: their arrival wakes the head, or,
+    /// should they never come, this instant, when they are asked for again.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Pending,
+    Pending(Instant),
 }
 
 impl Bucket {

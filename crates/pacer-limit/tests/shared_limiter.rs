@@ -201,3 +201,43 @@ async fn the_wait_fallback_sends_nothing_until_redis_is_back() {
     assert!(granted >= restarted);
     assert_eq!(limiter.shared_stats().unwrap().fallback_grants, 0);
 }
+
+#[tokio::test]
+async fn a_paused_key_asks_redis_for_nothing_until_the_pause_ends() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limiter = shared_limiter(&redis, Quota::per_second(1000), |s| s).await;
+    limiter.acquire(()).await.unwrap();
+    let before = limiter.shared_stats().unwrap();
+    let until = Instant::now() + Duration::from_millis(200);
+    limiter.pause_until(&(), until);
+    let waiting = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { limiter.acquire(()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No slot is reserved for a waiter that cannot use it yet: the others could.
+    assert_eq!(
+        limiter.shared_stats().unwrap().reservations,
+        before.reservations
+    );
+    waiting.await.unwrap().unwrap();
+    assert!(Instant::now() >= until);
+    assert!(limiter.shared_stats().unwrap().reservations > before.reservations);
+}
+
+#[tokio::test]
+async fn a_lone_request_reserves_only_its_own_slot() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let limiter = shared_limiter(&redis, Quota::per_second(1000), |s| s).await;
+    for _ in 0..20 {
+        limiter.acquire(()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = limiter.shared_stats().unwrap();
+    assert_eq!(stats.slots_reserved, 20, "{stats:?}");
+    assert_eq!(stats.slots_unused, 0, "{stats:?}");
+}

@@ -29,23 +29,26 @@ struct Anchor {
 
 impl RedisClock {
     /// Learns from a reply in which Redis read `redis_micros`, received at `received`.
-    pub(crate) fn observe(&mut self, redis_micros: u64, received: Instant) {
+    /// Returns how much sooner every Redis instant now maps (zero if no sooner).
+    pub(crate) fn observe(&mut self, redis_micros: u64, received: Instant) -> Duration {
         let candidate = Anchor {
             local: received,
             redis_micros,
         };
         let Some(anchor) = self.anchor else {
             self.anchor = Some(candidate);
-            return;
+            return Duration::ZERO;
         };
         let stale = received.saturating_duration_since(anchor.local) > FRESH_FOR;
         // Tighter: more Redis time than local time passed since the anchor, i.e. this reply's
-        // flight was shorter.
+        // flight was shorter, by the difference.
         let redis_elapsed = i128::from(redis_micros) - i128::from(anchor.redis_micros);
         let local_elapsed = signed_micros(anchor.local, received);
-        if stale || redis_elapsed > local_elapsed {
+        let sooner = redis_elapsed - local_elapsed;
+        if stale || sooner > 0 {
             self.anchor = Some(candidate);
         }
+        Duration::from_micros(u64::try_from(sooner).unwrap_or(0))
     }
 
     /// The local instant of the Redis instant `redis_micros` (`None` before any reply).
@@ -53,7 +56,8 @@ impl RedisClock {
         let anchor = self.anchor?;
         if redis_micros >= anchor.redis_micros {
             let ahead = Duration::from_micros(redis_micros - anchor.redis_micros);
-            Some(anchor.local.checked_add(ahead).unwrap_or(anchor.local))
+            // Saturating far ahead: an absurd slot time must never come due early.
+            Some(super::health::later(anchor.local, ahead))
         } else {
             let behind = Duration::from_micros(anchor.redis_micros - redis_micros);
             Some(anchor.local.checked_sub(behind).unwrap_or(anchor.local))

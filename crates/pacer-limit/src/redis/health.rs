@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -70,11 +71,12 @@ impl Core {
     }
 
     /// Learns Redis's clock from a reply: Redis read `redis_micros` before `received`.
-    pub(crate) fn observe_clock(&self, redis_micros: u64, received: Instant) {
+    /// Returns how much sooner the slots already leased now map.
+    pub(crate) fn observe_clock(&self, redis_micros: u64, received: Instant) -> Duration {
         self.clock
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .observe(redis_micros, received);
+            .observe(redis_micros, received)
     }
 
     /// The local instant of a Redis instant: never earlier than the true one.
@@ -127,6 +129,14 @@ impl Core {
         }
     }
 
+    /// A reservation that came back after its timeout: reserved, and at once unused.
+    pub(crate) fn count_late(&self, slots: usize) {
+        self.reservations.fetch_add(1, Ordering::Relaxed);
+        self.slots_reserved
+            .fetch_add(slots as u64, Ordering::Relaxed);
+        self.count_unused(slots);
+    }
+
     pub(crate) fn count_unused(&self, slots: usize) {
         self.slots_unused.fetch_add(slots as u64, Ordering::Relaxed);
     }
@@ -148,7 +158,7 @@ impl Core {
 }
 
 /// `now + wait`, saturating far in the future rather than overflowing.
-pub(crate) fn later(now: Instant, wait: std::time::Duration) -> Instant {
+pub(crate) fn later(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365))
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }

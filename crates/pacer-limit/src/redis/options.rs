@@ -70,7 +70,8 @@ impl SharedQuota {
     /// How late after its time a reserved slot may still be used (default: half the quota's
     /// [margin](crate::Quota::with_margin), at least 5 ms). A slot used later could crowd the
     /// slots of other processes at the server; it is given back instead. The margin should
-    /// exceed this plus the network's jitter. At most an hour.
+    /// exceed this plus the network's jitter; a quota without a margin still gets 5 ms, as
+    /// timers wake a millisecond or two late. At most an hour.
     pub fn slot_grace(mut self, grace: Duration) -> Self {
         self.slot_grace = Some(grace.min(MAX_SETTING));
         self

@@ -43,10 +43,12 @@ async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: Refill
         let outcome = reserve(&request).await;
         let received = Instant::now();
         let core = Arc::clone(&request.core);
-        let recovered = match &outcome {
+        let wake_all = match &outcome {
             Ok(reservation) => {
-                core.observe_clock(reservation.redis_now_micros, received);
-                core.succeeded(reservation.slots.len(), received)
+                // Slots mapped through a tighter anchor come due sooner than heads slept for.
+                let sooner = core.observe_clock(reservation.redis_now_micros, received);
+                let recovered = core.succeeded(reservation.slots.len(), received);
+                recovered || sooner > Duration::from_millis(1)
             }
             Err(error) => {
                 core.failed(error, received);
@@ -59,8 +61,9 @@ async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: Refill
             return;
         };
         let mut state = shared.lock();
-        if recovered {
-            // Heads sleeping on a local share's schedule may take shared slots sooner.
+        if wake_all {
+            // Heads sleeping on a local share's schedule, or on a looser clock anchor, may
+            // take their slots sooner.
             state.wake_heads();
         }
         let Some(bucket) = state.existing(&key) else {
@@ -76,7 +79,7 @@ async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: Refill
             remote.deliver(outcome.ok(), request.requested_at);
             // Waiters still without a slot: ask again now rather than when the head wakes.
             if !paused {
-                remote.request_more(received, demand);
+                remote.request_after_delivery(received, demand);
             }
             remote.take_request()
         });
@@ -146,7 +149,7 @@ async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
         Err(_) => {
             tokio::spawn(async move {
                 if let Ok(Ok(Ok(reservation))) = tokio::time::timeout(FOLLOW_UP, call).await {
-                    core.count_unused(reservation.tokens.len());
+                    core.count_late(reservation.tokens.len());
                     spawn_release(&core, &name, quota, reservation.tokens);
                 }
             });

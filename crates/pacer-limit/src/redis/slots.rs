@@ -57,6 +57,8 @@ pub(crate) struct RemoteSlots {
     quota: Quota,
     leases: VecDeque<Lease>,
     refilling: bool,
+    /// When the request in flight counts as lost.
+    refill_deadline: Option<Instant>,
     requested: Option<RefillRequest>,
     local: Option<LocalShare>,
     /// The last send on the local share: Redis must hear of it on return (see `request`).
@@ -71,6 +73,7 @@ impl RemoteSlots {
             quota,
             leases: VecDeque::new(),
             refilling: false,
+            refill_deadline: None,
             requested: None,
             local: None,
             last_local_send: None,
@@ -86,35 +89,48 @@ impl RemoteSlots {
     /// requested for those that have none.
     pub(crate) fn admit(&mut self, now: Instant, demand: usize, current: &Quota) -> Admission {
         self.expire(now);
+        // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
+        let mode = self.core.mode();
         if let Some(lease) = self.leases.front() {
             let at = self.at(lease);
-            if at <= now {
-                self.leases.pop_front();
+            if at > now {
+                self.request_more(mode, now, demand);
+                return Admission::NotBefore(at);
             }
-            self.request_more(now, demand);
-            return if at <= now {
-                Admission::Granted
-            } else {
-                Admission::NotBefore(at)
-            };
+            self.leases.pop_front();
+            // The head has its slot: the others may need theirs.
+            self.request_more(mode, now, demand - 1);
+            return Admission::Granted;
         }
-        let admission = match self.core.mode() {
-            Mode::Shared => Admission::Pending,
-            Mode::Fallback { retry_at } => self.admit_locally(now, current, retry_at),
-        };
-        // After a local grant, so that the recovery pause covers it.
-        self.request_more(now, demand);
-        admission
+        match (mode, self.core.options.fallback) {
+            (Mode::Fallback { .. }, Fallback::Local { processes }) => {
+                let admission = self.admit_locally(now, current, processes);
+                // After the local grant, so that the recovery pause covers it; at least one
+                // slot, so that Redis is tried again while traffic flows.
+                let waiting = if admission == Admission::Granted {
+                    (demand - 1).max(1)
+                } else {
+                    demand
+                };
+                self.request_more(mode, now, waiting);
+                admission
+            }
+            (Mode::Fallback { retry_at }, _) => {
+                self.request_more(mode, now, demand);
+                match self.refill_deadline {
+                    Some(deadline) if self.refilling => Admission::Pending(deadline),
+                    _ => Admission::NotBefore(retry_at),
+                }
+            }
+            (Mode::Shared, _) => {
+                self.request_more(mode, now, demand);
+                // Redis is up and nothing is leased, so a request is on its way.
+                Admission::Pending(self.refill_deadline.unwrap_or(now))
+            }
+        }
     }
 
-    fn admit_locally(&mut self, now: Instant, current: &Quota, retry_at: Instant) -> Admission {
-        let Fallback::Local { processes } = self.core.options.fallback else {
-            return if self.refilling {
-                Admission::Pending
-            } else {
-                Admission::NotBefore(retry_at)
-            };
-        };
+    fn admit_locally(&mut self, now: Instant, current: &Quota, processes: NonZeroU32) -> Admission {
         let window = self.quota.effective_window();
         let local = self.local.get_or_insert_with(|| LocalShare {
             model: ModelState::new(&local_share(current, processes), now),
@@ -130,13 +146,23 @@ impl RemoteSlots {
         Admission::Granted
     }
 
-    /// Asks for slots for the waiters that have none: while Redis is up, or, while it is
-    /// down, when it is time to try it again.
-    pub(crate) fn request_more(&mut self, now: Instant, demand: usize) {
+    /// After a delivery: asks for slots for the waiters still without one.
+    pub(crate) fn request_after_delivery(&mut self, now: Instant, demand: usize) {
+        let mode = self.core.mode();
+        self.request_more(mode, now, demand);
+    }
+
+    /// Asks for slots for `demand` waiters, less those leased: while Redis is up, or, while it
+    /// is down, when it is time to try it again. A request that has not come back long after
+    /// its timeout (its task died with its runtime) is given up and asked again.
+    fn request_more(&mut self, mode: Mode, now: Instant, demand: usize) {
+        if self.refilling && self.refill_deadline.is_some_and(|deadline| deadline <= now) {
+            self.refilling = false;
+        }
         if self.refilling || self.leases.len() >= demand {
             return;
         }
-        if self.core.mode() != Mode::Shared && !self.core.claim_retry(now) {
+        if mode != Mode::Shared && !self.core.claim_retry(now) {
             return;
         }
         let options = &self.core.options;
@@ -152,6 +178,12 @@ impl RemoteSlots {
                 .saturating_add(self.quota.effective_window())
         });
         self.refilling = true;
+        // The lease task answers within the timeout; twice that and a little is a lost task.
+        let lost_after = options
+            .timeout
+            .saturating_mul(2)
+            .saturating_add(Duration::from_millis(100));
+        self.refill_deadline = Some(later(now, lost_after));
         self.requested = Some(RefillRequest {
             core: Arc::clone(&self.core),
             name: Arc::clone(&self.name),
@@ -292,9 +324,8 @@ fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
     if limit >= processes {
         return quota.scaled(limit / processes);
     }
-    let window = quota
-        .window()
-        .mul_f64(f64::from(processes) / f64::from(limit));
+    // Integer arithmetic: saturates rather than panics on an enormous window.
+    let window = quota.window().saturating_mul(processes) / limit;
     let share = Quota::new(1, window).with_margin(quota.margin());
     match quota.model() {
         Model::Gcra { .. } => share.gcra(1),
