@@ -10,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::bucket::Admission;
 use crate::error::{RateLimited, Reason};
-use crate::limiter::{dispatch_refill, Key, Limiter};
+use crate::limiter::{dispatch_refill, dispatch_refill_of, Key, Limiter};
 use crate::precise::WakeAt;
 
 /// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
@@ -80,9 +80,7 @@ impl<K: Key> Acquire<K> {
         match self.phase {
             Phase::Start => {
                 let admitted = state.admit_now(config, &self.key, now);
-                if let Some(bucket) = state.existing(&self.key) {
-                    dispatch_refill(shared, bucket, &self.key);
-                }
+                dispatch_refill_of(shared, &mut state, &self.key);
                 let (at, ahead) = match admitted {
                     Ok(()) => {
                         self.phase = Phase::Done;

@@ -153,9 +153,7 @@ impl<K: Key> Limiter<K> {
         let now = Instant::now();
         let mut state = self.shared.lock();
         let admitted = state.admit_now(&self.shared.config, key, now);
-        if let Some(bucket) = state.existing(key) {
-            dispatch_refill(&self.shared, bucket, key);
-        }
+        dispatch_refill_of(&self.shared, &mut state, key);
         admitted.map_err(|(at, _)| {
             state.counters.rejected += 1;
             RateLimited::new(Reason::MaxWait, Some(at - now))
@@ -261,6 +259,18 @@ pub(crate) fn dispatch_refill<K: Key>(shared: &Arc<Shared<K>>, bucket: &mut Buck
     #[cfg(feature = "redis")]
     crate::redis::refill::dispatch(shared, bucket, key);
     let _ = (shared, bucket, key);
+}
+
+/// [`dispatch_refill`] for `key`'s bucket, looked up only when the quota is shared, so that a
+/// local limiter pays no second lookup per request.
+pub(crate) fn dispatch_refill_of<K: Key>(shared: &Arc<Shared<K>>, state: &mut State<K>, key: &K) {
+    #[cfg(feature = "redis")]
+    if shared.config.remote.is_some() {
+        if let Some(bucket) = state.existing(key) {
+            dispatch_refill(shared, bucket, key);
+        }
+    }
+    let _ = (shared, state, key);
 }
 
 impl<K> Shared<K> {

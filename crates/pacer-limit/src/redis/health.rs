@@ -129,12 +129,11 @@ impl Core {
         }
     }
 
-    /// A reservation that came back after its timeout: reserved, and at once unused.
+    /// A reservation that came back after its timeout (its slots are then given back).
     pub(crate) fn count_late(&self, slots: usize) {
         self.reservations.fetch_add(1, Ordering::Relaxed);
         self.slots_reserved
             .fetch_add(slots as u64, Ordering::Relaxed);
-        self.count_unused(slots);
     }
 
     pub(crate) fn count_unused(&self, slots: usize) {

@@ -150,7 +150,7 @@ async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
             tokio::spawn(async move {
                 if let Ok(Ok(Ok(reservation))) = tokio::time::timeout(FOLLOW_UP, call).await {
                     core.count_late(reservation.tokens.len());
-                    spawn_release(&core, &name, quota, reservation.tokens);
+                    give_back(&core, &name, quota, reservation.tokens);
                 }
             });
             Err(RedisError::from((
@@ -163,8 +163,7 @@ async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
 
 fn give_back_all(request: &RefillRequest, reservation: Option<Reservation>) {
     if let Some(reservation) = reservation {
-        request.core.count_unused(reservation.tokens.len());
-        spawn_release(
+        give_back(
             &request.core,
             &request.name,
             request.quota,
@@ -173,8 +172,10 @@ fn give_back_all(request: &RefillRequest, reservation: Option<Reservation>) {
     }
 }
 
-/// Offers unused slots back to Redis, in the background; a failure only costs those slots.
-pub(crate) fn spawn_release(core: &Arc<Core>, name: &Arc<str>, quota: Quota, tokens: Vec<Token>) {
+/// Counts slots as unused and offers them back to Redis, in the background; a failure only
+/// costs those slots.
+pub(crate) fn give_back(core: &Arc<Core>, name: &Arc<str>, quota: Quota, tokens: Vec<Token>) {
+    core.count_unused(tokens.len());
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };

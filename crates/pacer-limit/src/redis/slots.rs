@@ -167,16 +167,7 @@ impl RemoteSlots {
         }
         let options = &self.core.options;
         let wanted = (demand - self.leases.len()).min(options.lease as usize);
-        // Back from the local share: the other processes may still be on theirs until their
-        // next try of Redis succeeds (within `retry_every` plus a call's timeout), and what
-        // they send there stays in the window for one more window; Redis knows none of it.
-        // Pause the key for everyone till then.
-        let pause_first = self.last_local_send.map(|_| {
-            options
-                .retry_every
-                .saturating_add(options.timeout)
-                .saturating_add(self.quota.effective_window())
-        });
+        let pause_first = self.last_local_send.map(|_| self.recovery_pause());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
         let lost_after = options
@@ -213,9 +204,7 @@ impl RemoteSlots {
         if self.last_local_send.is_some_and(|sent| sent > requested_at) {
             // The local share sent after the request's pause was decided: these slots could
             // crowd that send. Give them back; the next request carries a pause that covers it.
-            let tokens = reservation.tokens;
-            self.core.count_unused(tokens.len());
-            super::refill::spawn_release(&self.core, &self.name, self.quota, tokens);
+            super::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
             return;
         }
         self.local = None;
@@ -266,9 +255,20 @@ impl RemoteSlots {
     }
 
     fn give_back(&self, leases: &[Lease]) {
-        self.core.count_unused(leases.len());
         let tokens: Vec<Token> = leases.iter().map(|l| l.token).collect();
-        super::refill::spawn_release(&self.core, &self.name, self.quota, tokens);
+        super::refill::give_back(&self.core, &self.name, self.quota, tokens);
+    }
+
+    /// How long the key pauses in Redis when this process comes back from its local share:
+    /// the other processes may still be on theirs until their next try of Redis succeeds
+    /// (within `retry_every` plus a call's timeout), and what they send there stays in the
+    /// window for one more window; Redis knows none of it.
+    fn recovery_pause(&self) -> Duration {
+        let options = &self.core.options;
+        options
+            .retry_every
+            .saturating_add(options.timeout)
+            .saturating_add(self.quota.effective_window())
     }
 
     /// Writes a pause to Redis, so that every process on the key pauses.
@@ -297,11 +297,6 @@ impl RemoteSlots {
     /// no local share still pacing, and no local send recent enough to tell Redis about.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         let grace = self.core.options.grace_for(&self.quota);
-        let options = &self.core.options;
-        let told_for = options
-            .retry_every
-            .saturating_add(options.timeout)
-            .saturating_add(self.quota.effective_window());
         !self.refilling
             && self
                 .leases
@@ -313,7 +308,7 @@ impl RemoteSlots {
                 .is_none_or(|l| l.not_before <= now && l.model.is_idle(now))
             && self
                 .last_local_send
-                .is_none_or(|sent| later(sent, told_for) <= now)
+                .is_none_or(|sent| later(sent, self.recovery_pause()) <= now)
     }
 }
 
