@@ -51,9 +51,12 @@ impl<K: Key> Acquire<K> {
         &self.key
     }
 
-    /// Arms the head's timer for `at` and polls it; `Ready` means the instant has already passed.
-    fn sleep_until(&mut self, at: Instant, cx: &mut Context<'_>) -> Poll<()> {
-        if self.limiter.shared.config.precise_wakeups {
+    /// Arms the head's timer for `at` (and the precise timer too when `precise`) and polls it;
+    /// `Ready` means the instant has already passed.
+    fn sleep_until(&mut self, at: Instant, precise: bool, cx: &mut Context<'_>) -> Poll<()> {
+        if !precise {
+            self.wake_at = None;
+        } else {
             let real = at.into_std();
             if self.wake_at.as_ref().is_none_or(|w| w.deadline() != real) {
                 self.wake_at = Some(WakeAt::new(real, cx.waker().clone()));
@@ -107,7 +110,8 @@ impl<K: Key> Acquire<K> {
                     .enqueue(id, cx.waker().clone());
                 self.phase = Phase::Queued { id, since: now };
                 if ahead == 0 {
-                    Step::Sleep(at)
+                    let quota = state.existing(&self.key).expect("just queued").quota();
+                    Step::Sleep(at, config.precise_for(&quota))
                 } else {
                     Step::Wait
                 }
@@ -152,12 +156,12 @@ impl<K: Key> Acquire<K> {
                         // The slots' arrival wakes the head; the backstop, if they never come.
                         // Not a turn: the maximum wait does not apply to it.
                         bucket.set_waker(position, cx.waker());
-                        Step::Sleep(backstop)
+                        Step::Sleep(backstop, false)
                     }
                     Admission::NotBefore(at) => {
                         bucket.set_waker(position, cx.waker());
                         if position == 0 {
-                            Step::Sleep(at)
+                            Step::Sleep(at, config.precise_for(&bucket.quota()))
                         } else {
                             Step::Wait
                         }
@@ -172,7 +176,8 @@ impl<K: Key> Acquire<K> {
 enum Step {
     Granted(Duration),
     Refused(RateLimited),
-    Sleep(Instant),
+    /// Sleep until the instant, with the precise timer too when the flag says so.
+    Sleep(Instant, bool),
     Wait,
     Retry,
 }
@@ -199,7 +204,7 @@ impl<K: Key> Future for Acquire<K> {
                 }
                 Step::Wait => return Poll::Pending,
                 Step::Retry => continue,
-                Step::Sleep(at) => match this.sleep_until(at, cx) {
+                Step::Sleep(at, precise) => match this.sleep_until(at, precise, cx) {
                     // The instant passed while we were computing it: try again at once.
                     Poll::Ready(()) => continue,
                     Poll::Pending => return Poll::Pending,

@@ -127,12 +127,14 @@ impl Bucket {
         self.paused_until.is_some_and(|until| until > now)
     }
 
-    /// Returns whether the pause is longer than the one in force.
+    /// Returns whether the pause is longer than the one in force. When the pause ends, the
+    /// waiters leave evenly spaced at the key's rate, never in a herd.
     pub(crate) fn pause_until(&mut self, until: Instant) -> bool {
         if self.paused_until.is_some_and(|p| p >= until) {
             return false;
         }
         self.paused_until = Some(until);
+        self.model.fill_until(until);
         #[cfg(feature = "redis")]
         if let Some(remote) = &mut self.remote {
             remote.release_before(until);

@@ -93,6 +93,16 @@ impl ModelState {
         }
     }
 
+    /// Makes the state as constraining as if the key had sent at its full rate until `until`
+    /// (and at least as constraining as it is): after a pause, sends leave evenly spaced at the
+    /// quota's rate rather than all at once, which strict servers would refuse.
+    pub(crate) fn fill_until(&mut self, until: Instant) {
+        match self {
+            ModelState::Gcra { tat, tolerance, .. } => *tat = (*tat).max(until + *tolerance),
+            ModelState::Sliding(log) => log.fill_evenly_before(until),
+        }
+    }
+
     /// Whether the state is indistinguishable from a fresh one at `now`, so it can be dropped.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         match self {

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 /// How the server counts requests against a quota.
 ///
-/// Pick the model the server enforces. When in doubt, [`Model::Gcra`] with a burst of 1 (evenly
-/// spaced sends) is accepted by every model, at the price of never bursting.
+/// The default, [`Model::Gcra`] with a burst of 1 (evenly spaced sends), is accepted by every
+/// server model: real limiters such as nginx's `limit_req` refuse two requests closer than
+/// `window / limit`, and HAProxy-style "sliding window counters" keep counting the previous
+/// window's burst. Choose a burst only for a server known to allow it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Model {
@@ -26,17 +28,23 @@ pub enum Model {
 
 /// A rate limit: `limit` requests per `window`, counted by a [`Model`], widened by a safety margin.
 ///
+/// The defaults are the ones every real server accepts: sends evenly spaced (GCRA, burst 1) and
+/// a margin of 1 % of the window, so that a request delayed on its way by up to 1 % of the
+/// spacing still arrives after its predecessor's interval. Bursting is an explicit choice
+/// ([`sliding_window`](Self::sliding_window), [`gcra`](Self::gcra) with a burst above 1).
+///
 /// ```
 /// use std::time::Duration;
-/// use pacer_limit::Quota;
+/// use pacer_limit::{Model, Quota};
 ///
-/// // Customer.io's Track API: 100 requests per second, counted in a sliding window, with 20 ms
-/// // of headroom for network jitter.
-/// let track = Quota::per_second(100).with_margin(Duration::from_millis(20));
-/// // A strict gateway that rejects any two requests closer than 100 ms.
-/// let strict = Quota::per_second(10).gcra(1);
-/// assert_eq!(strict.emission_interval(), Duration::from_millis(100));
-/// # let _ = track;
+/// // 100 requests per second: one every 10.1 ms (the window plus its 1 % margin, over 100).
+/// let track = Quota::per_second(100);
+/// assert_eq!(track.model(), Model::EVENLY_SPACED);
+/// assert_eq!(track.margin(), Duration::from_millis(10));
+/// assert_eq!(track.emission_interval(), Duration::from_micros(10_100));
+/// // A server known to accept a whole window at once, with 20 ms of headroom.
+/// let bursty = Quota::per_second(100).sliding_window().with_margin(Duration::from_millis(20));
+/// assert_eq!(bursty.model(), Model::SlidingWindow);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
@@ -46,8 +54,24 @@ pub struct Quota {
     margin: Duration,
 }
 
+impl Model {
+    /// GCRA with a burst of 1: every send `window / limit` after the previous one. The default.
+    pub const EVENLY_SPACED: Model = Model::Gcra {
+        burst: NonZeroU32::MIN,
+    };
+
+    /// Whether the model lets more than one send go out back to back.
+    #[must_use]
+    pub fn bursts(&self) -> bool {
+        *self != Self::EVENLY_SPACED
+    }
+}
+
+/// The default margin, as a fraction of the window: 1 %.
+const DEFAULT_MARGIN_DIVISOR: u32 = 100;
+
 impl Quota {
-    /// `limit` requests per `window`, counted in a sliding window, with no margin.
+    /// `limit` requests per `window`, evenly spaced, with a margin of 1 % of the window.
     ///
     /// # Panics
     /// If `limit` is zero or `window` is zero: such a quota admits nothing and is always a bug.
@@ -58,12 +82,12 @@ impl Quota {
         Self {
             limit,
             window,
-            model: Model::SlidingWindow,
-            margin: Duration::ZERO,
+            model: Model::EVENLY_SPACED,
+            margin: window / DEFAULT_MARGIN_DIVISOR,
         }
     }
 
-    /// `limit` requests per second, counted in a sliding window.
+    /// `limit` requests per second, evenly spaced, with a 10 ms margin.
     ///
     /// # Panics
     /// If `limit` is zero.
@@ -72,7 +96,7 @@ impl Quota {
         Self::new(limit, Duration::from_secs(1))
     }
 
-    /// `limit` requests per minute, counted in a sliding window.
+    /// `limit` requests per minute, evenly spaced, with a 600 ms margin.
     ///
     /// # Panics
     /// If `limit` is zero.
@@ -81,7 +105,9 @@ impl Quota {
         Self::new(limit, Duration::from_secs(60))
     }
 
-    /// Counts with a sliding window: never more than `limit` sends in any `window`.
+    /// Counts with a sliding window: never more than `limit` sends in any `window`, a whole
+    /// window's worth at once when the key was idle. Only for servers that accept such bursts
+    /// (an idealised sliding log): most real gateways do not.
     #[must_use]
     pub fn sliding_window(mut self) -> Self {
         self.model = Model::SlidingWindow;
@@ -98,6 +124,7 @@ impl Quota {
 
     /// Treats the window as `window + margin`, so that sends delayed by up to `margin` on the way
     /// still arrive at the server within its limit. The server sees arrival times, not send times.
+    /// Evenly spaced, each send has `margin / limit` of slack. Default: 1 % of the window.
     #[must_use]
     pub fn with_margin(mut self, margin: Duration) -> Self {
         self.margin = margin;
@@ -190,6 +217,20 @@ impl fmt::Debug for Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_is_evenly_spaced_with_one_percent_margin() {
+        let quota = Quota::new(3000, Duration::from_secs(3));
+        assert_eq!(quota.model(), Model::EVENLY_SPACED);
+        assert!(!quota.model().bursts());
+        assert!(quota.sliding_window().model().bursts());
+        assert!(quota.gcra(2).model().bursts());
+        assert_eq!(quota.margin(), Duration::from_millis(30));
+        assert_eq!(
+            quota.with_margin(Duration::ZERO).emission_interval(),
+            Duration::from_millis(1)
+        );
+    }
 
     #[test]
     fn margin_widens_the_window_and_the_interval() {

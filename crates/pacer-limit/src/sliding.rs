@@ -122,6 +122,43 @@ impl SlidingLog {
         }
     }
 
+    /// Makes the log at least as full as if `limit` sends had gone out evenly spaced over the
+    /// window that ends at `until`, so that for one window after `until` sends leave one per
+    /// `window / limit`, never in a burst into an empty window. Sends already logged stay: the
+    /// log afterwards constrains at least as much as before, and as much as the even sends.
+    /// O(`limit`); called when a key is paused, not per send.
+    pub(crate) fn fill_evenly_before(&mut self, until: Instant) {
+        let Some(start) = until.checked_sub(self.window) else {
+            return;
+        };
+        let spacing = self.window / u32::try_from(self.limit).unwrap_or(u32::MAX);
+        let logged: Vec<Instant> = self
+            .runs
+            .iter()
+            .flat_map(|run| std::iter::repeat_n(run.at, run.count))
+            .collect();
+        // Align the newest logged sends with the newest even ones: both sorted, so the larger
+        // of each pair is sorted too and dominates both.
+        let logged = &logged[logged.len().saturating_sub(self.limit)..];
+        let unmatched = self.limit - logged.len();
+        self.runs.clear();
+        self.count = 0;
+        let mut step = start;
+        for j in 0..self.limit {
+            let even = self.stamp(step);
+            let at = match j.checked_sub(unmatched) {
+                Some(i) => even.max(logged[i]),
+                None => even,
+            };
+            match self.runs.back_mut() {
+                Some(last) if last.at == at => last.count += 1,
+                _ => self.runs.push_back(Run { at, count: 1 }),
+            }
+            self.count += 1;
+            step += spacing;
+        }
+    }
+
     /// `now`, rounded up to the granule grid when the log is not exact.
     fn stamp(&self, now: Instant) -> Instant {
         if self.granule.is_zero() {
@@ -199,7 +236,62 @@ mod tests {
         assert_eq!(log.runs.len(), 1);
     }
 
+    #[test]
+    fn after_filling_sends_leave_evenly_spaced() {
+        let origin = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut log = SlidingLog::new(100, window, origin);
+        let until = origin + Duration::from_secs(5);
+        log.fill_evenly_before(until);
+        let sends = saturate(&mut log, origin, 200);
+        let gaps: Vec<_> = sends.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(sends[0], until);
+        assert!(
+            gaps.iter().all(|&gap| gap == Duration::from_millis(10)),
+            "{gaps:?}"
+        );
+    }
+
+    #[test]
+    fn filling_keeps_the_sends_already_logged() {
+        let origin = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut log = SlidingLog::new(10, window, origin);
+        // A burst of 10 just before a short pause: the next send still waits for the window.
+        saturate(&mut log, origin, 10);
+        log.fill_evenly_before(origin + Duration::from_millis(100));
+        assert_eq!(log.nth_earliest(origin, 0), origin + window);
+        assert_eq!(log.nth_earliest(origin, 9), origin + window);
+        assert_eq!(log.count, 10);
+    }
+
     proptest::proptest! {
+        /// Filling never loosens the log, and it spaces the window after `until` evenly.
+        #[test]
+        fn filling_is_conservative(
+            limit in 1usize..1_500,
+            window_ms in 10u64..3_000,
+            gaps in proptest::collection::vec(0u64..200, 0..300),
+            pause_ms in 0u64..4_000,
+            n in 0usize..1_600,
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let origin = Instant::now();
+            let mut log = SlidingLog::new(limit, window, origin);
+            let mut t = origin;
+            for gap in gaps {
+                t = log.nth_earliest(t + Duration::from_millis(gap), 0);
+                log.record(t);
+            }
+            let until = t + Duration::from_millis(pause_ms);
+            let before = log.clone();
+            log.fill_evenly_before(until);
+            let spacing = window / u32::try_from(limit).unwrap();
+            let even = until + spacing * u32::try_from(n.min(limit - 1)).unwrap();
+            proptest::prop_assert!(log.nth_earliest(until, n) >= before.nth_earliest(until, n));
+            proptest::prop_assert!(log.nth_earliest(until, n) >= even);
+        }
+
         /// Rounding to granules never lets a real window hold more than the limit.
         #[test]
         fn granular_logs_are_conservative(

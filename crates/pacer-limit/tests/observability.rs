@@ -10,10 +10,11 @@ use tracing::Level;
 async fn long_waits_refusals_and_pauses_are_reported() {
     let (capture, _guard) = capture();
 
-    let limiter = Limiter::<&'static str>::builder(Quota::per_second(1).gcra(1))
-        .log_wait_over(Duration::from_millis(500))
-        .max_queue(1)
-        .build();
+    let limiter =
+        Limiter::<&'static str>::builder(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO))
+            .log_wait_over(Duration::from_millis(500))
+            .max_queue(1)
+            .build();
     limiter.acquire("track").await.unwrap();
     // Waits one second, over the 500 ms threshold: one INFO event naming the key.
     let waiter = tokio::spawn(limiter.clone().acquire("track"));

@@ -40,7 +40,12 @@ async fn run_stream_with(limiter: Limiter) -> (Vec<Instant>, Duration, Limiter) 
 
 #[tokio::test(start_paused = true)]
 async fn sliding_window_stream_never_exceeds_and_takes_ideal_time() {
-    let (sends, elapsed, limiter) = run_stream(Quota::per_second(100)).await;
+    let (sends, elapsed, limiter) = run_stream(
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    )
+    .await;
     assert_eq!(sends.len(), REQUESTS);
     assert_eq!(max_in_any_window(&sends, Duration::from_secs(1)), 100);
     // Ideal: 100 at t = 0, then a full window each second: the last hundred at 99 s.
@@ -54,7 +59,7 @@ async fn sliding_window_stream_never_exceeds_and_takes_ideal_time() {
 
 #[tokio::test(start_paused = true)]
 async fn gcra_burst_one_stream_is_evenly_spaced() {
-    let quota = Quota::per_second(100).gcra(1);
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
     let (sends, elapsed, _) = run_stream(quota).await;
     assert_eq!(sends.len(), REQUESTS);
     assert!(conforms_to_gcra(&sends, Duration::from_millis(10), 1));
@@ -66,7 +71,7 @@ async fn gcra_burst_one_stream_is_evenly_spaced() {
 
 #[tokio::test(start_paused = true)]
 async fn precise_wakeups_change_nothing_in_paused_time() {
-    let quota = Quota::per_second(100).gcra(1);
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
     let limiter = Limiter::builder(quota).precise_wakeups(true).build();
     let (sends, elapsed, _) = run_stream_with(limiter).await;
     assert!(conforms_to_gcra(&sends, Duration::from_millis(10), 1));
@@ -75,7 +80,7 @@ async fn precise_wakeups_change_nothing_in_paused_time() {
 
 #[tokio::test(start_paused = true)]
 async fn gcra_with_burst_allows_the_burst_then_the_rate() {
-    let quota = Quota::per_second(100).gcra(20);
+    let quota = Quota::per_second(100).gcra(20).with_margin(Duration::ZERO);
     let (sends, elapsed, _) = run_stream(quota).await;
     assert!(conforms_to_gcra(&sends, Duration::from_millis(10), 20));
     let first = sends.iter().min().unwrap();
@@ -90,7 +95,7 @@ async fn gcra_with_burst_allows_the_burst_then_the_rate() {
 #[tokio::test(start_paused = true)]
 async fn margin_widens_every_window() {
     let margin = Duration::from_millis(30);
-    let quota = Quota::per_second(100).with_margin(margin);
+    let quota = Quota::per_second(100).with_margin(margin).sliding_window();
     let recorder = Recorder::default();
     let service = RateLimitLayer::new(Limiter::new(quota)).layer(recorder.service());
     for _ in 0..1_000 {

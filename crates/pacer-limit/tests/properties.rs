@@ -22,7 +22,9 @@ fn quota() -> impl Strategy<Value = Quota> {
                 effective
                     .saturating_sub(margin)
                     .max(Duration::from_millis(1)),
-            );
+            )
+            .sliding_window()
+            .with_margin(Duration::ZERO);
             let quota = quota.with_margin(effective - quota.window());
             if sliding {
                 quota.sliding_window()

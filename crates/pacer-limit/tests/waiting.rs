@@ -41,7 +41,7 @@ async fn grant_order(limiter: &Limiter, n: usize) -> Vec<usize> {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_in_arrival_order() {
-    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
+    let limiter = Limiter::new(Quota::per_second(10).gcra(1).with_margin(Duration::ZERO));
     limiter.try_acquire(&()).unwrap();
     assert_eq!(grant_order(&limiter, 50).await, (0..50).collect::<Vec<_>>());
 }
@@ -50,7 +50,11 @@ async fn waiters_are_served_in_arrival_order() {
 async fn a_freed_window_drains_in_arrival_order() {
     // A sliding window frees all 100 slots at once; the queue must still drain in order, one
     // grant per poll, not by every waiter racing for them.
-    let limiter = Limiter::new(Quota::per_second(100));
+    let limiter = Limiter::new(
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    );
     for _ in 0..100 {
         limiter.try_acquire(&()).unwrap();
     }
@@ -63,7 +67,7 @@ async fn a_freed_window_drains_in_arrival_order() {
 
 #[tokio::test(start_paused = true)]
 async fn dropped_waiters_give_their_capacity_back() {
-    let quota = Quota::per_second(100).gcra(1);
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
     let limiter = Limiter::new(quota);
     limiter.try_acquire(&()).unwrap();
     // 1,000 waiters queue, then all are cancelled (the head included) before their turn.
@@ -101,7 +105,7 @@ async fn dropped_waiters_give_their_capacity_back() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelling_the_head_hands_the_timer_to_the_next_waiter() {
-    let limiter = Limiter::new(Quota::per_second(1).gcra(1));
+    let limiter = Limiter::new(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO));
     limiter.try_acquire(&()).unwrap();
     let head = tokio::spawn({
         let limiter = limiter.clone();
@@ -126,7 +130,7 @@ async fn cancelling_the_head_hands_the_timer_to_the_next_waiter() {
 #[tokio::test(start_paused = true)]
 async fn dropping_a_pending_response_future_frees_its_place() {
     let recorder = Recorder::default();
-    let limiter = Limiter::new(Quota::per_second(1).gcra(1));
+    let limiter = Limiter::new(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO));
     let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
     service.clone().oneshot(Request::new(())).await.unwrap();
     {
@@ -150,12 +154,16 @@ enum Api {
 
 #[tokio::test(start_paused = true)]
 async fn keys_have_independent_quotas() {
-    let limiter = Limiter::builder(Quota::per_second(100))
-        .quota_fn(|api: &Api| match api {
-            Api::Track => Quota::per_second(100).gcra(1),
-            Api::App => Quota::per_second(10).gcra(1),
-        })
-        .build();
+    let limiter = Limiter::builder(
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    )
+    .quota_fn(|api: &Api| match api {
+        Api::Track => Quota::per_second(100).gcra(1).with_margin(Duration::ZERO),
+        Api::App => Quota::per_second(10).gcra(1).with_margin(Duration::ZERO),
+    })
+    .build();
     let recorder = Recorder::default();
     let extractor = |req: &Request<()>| {
         if req.uri().path().starts_with("/v1/") {
@@ -195,9 +203,13 @@ async fn keys_have_independent_quotas() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted_and_memory_stays_bounded() {
-    let limiter = Limiter::<u64>::builder(Quota::per_second(5))
-        .eviction_threshold(64)
-        .build();
+    let limiter = Limiter::<u64>::builder(
+        Quota::per_second(5)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    )
+    .eviction_threshold(64)
+    .build();
     for key in 0..10_000u64 {
         limiter.try_acquire(&key).unwrap();
         if key % 100 == 99 {
@@ -222,7 +234,7 @@ async fn idle_keys_are_evicted_and_memory_stays_bounded() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_that_would_wait_too_long_fails_at_once() {
-    let limiter = Limiter::builder(Quota::per_second(10).gcra(1))
+    let limiter = Limiter::builder(Quota::per_second(10).gcra(1).with_margin(Duration::ZERO))
         .max_wait(Duration::from_millis(250))
         .build();
     let recorder = Recorder::default();
@@ -252,7 +264,7 @@ async fn a_request_that_would_wait_too_long_fails_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn the_queue_is_bounded() {
-    let limiter = Limiter::builder(Quota::per_second(1).gcra(1))
+    let limiter = Limiter::builder(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO))
         .max_queue(3)
         .build();
     limiter.try_acquire(&()).unwrap();
@@ -271,9 +283,10 @@ async fn the_queue_is_bounded() {
 #[tokio::test(start_paused = true)]
 async fn each_key_can_have_its_own_queue_bound() {
     // Key 0 allows one waiter (a broadcast trigger, say); key 1 the default.
-    let limiter: Limiter<u8> = Limiter::builder(Quota::per_second(1).gcra(1))
-        .max_queue_fn(|key: &u8| if *key == 0 { 1 } else { 10_000 })
-        .build();
+    let limiter: Limiter<u8> =
+        Limiter::builder(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO))
+            .max_queue_fn(|key: &u8| if *key == 0 { 1 } else { 10_000 })
+            .build();
     for key in [0, 1] {
         limiter.try_acquire(&key).unwrap();
     }
@@ -291,33 +304,46 @@ async fn each_key_can_have_its_own_queue_bound() {
     queued.await.unwrap().unwrap();
 }
 
+/// Every waiter and new request waits out a pause; then they leave evenly spaced at the key's
+/// rate, even on a quota that would otherwise release a whole window at once: a strict server
+/// refuses a herd, and a refusal pauses again.
 #[tokio::test(start_paused = true)]
-async fn a_pause_holds_every_waiter_and_new_request() {
-    let limiter = Limiter::new(Quota::per_second(100));
-    let start = Instant::now();
-    limiter.pause_until(&(), start + Duration::from_secs(5));
-    let waiters: Vec<_> = (0..32)
-        .map(|_| {
-            let limiter = limiter.clone();
-            tokio::spawn(async move {
-                limiter.acquire(()).await.unwrap();
-                Instant::now()
+async fn a_pause_holds_every_waiter_then_releases_them_evenly_spaced() {
+    for quota in [
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+        Quota::per_second(100).gcra(50).with_margin(Duration::ZERO),
+        Quota::per_second(100).with_margin(Duration::ZERO),
+    ] {
+        let limiter = Limiter::new(quota);
+        let start = Instant::now();
+        limiter.pause_until(&(), start + Duration::from_secs(5));
+        let waiters: Vec<_> = (0..32)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter.acquire(()).await.unwrap();
+                    Instant::now()
+                })
             })
-        })
-        .collect();
-    for waiter in waiters {
-        assert_eq!(waiter.await.unwrap() - start, Duration::from_secs(5));
+            .collect();
+        for (i, waiter) in waiters.into_iter().enumerate() {
+            let expected = Duration::from_secs(5) + Duration::from_millis(10) * i as u32;
+            assert_eq!(waiter.await.unwrap() - start, expected, "{quota:?}");
+        }
+        // A shorter pause never shortens a longer one.
+        let start = Instant::now();
+        limiter.pause_until(&(), start + Duration::from_secs(8));
+        limiter.pause_until(&(), start + Duration::from_secs(6));
+        limiter.acquire(()).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(8));
     }
-    // A shorter pause never shortens a longer one.
-    limiter.pause_until(&(), start + Duration::from_secs(8));
-    limiter.pause_until(&(), start + Duration::from_secs(6));
-    limiter.acquire(()).await.unwrap();
-    assert_eq!(start.elapsed(), Duration::from_secs(8));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_pause_past_the_maximum_wait_fails_queued_waiters() {
-    let limiter = Limiter::builder(Quota::per_second(1).gcra(1))
+    let limiter = Limiter::builder(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO))
         .max_wait(Duration::from_secs(3))
         .build();
     limiter.try_acquire(&()).unwrap();
@@ -331,12 +357,21 @@ async fn a_pause_past_the_maximum_wait_fails_queued_waiters() {
 
 #[tokio::test(start_paused = true)]
 async fn set_quota_changes_the_rate_without_a_burst() {
-    let limiter = Limiter::new(Quota::per_second(100));
+    let limiter = Limiter::new(
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    );
     for _ in 0..100 {
         limiter.try_acquire(&()).unwrap();
     }
     // Learned from the server: only 10 per second. The 100 recent sends still count.
-    limiter.set_quota(&(), Quota::per_second(10));
+    limiter.set_quota(
+        &(),
+        Quota::per_second(10)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    );
     assert!(limiter.try_acquire(&()).is_err());
     let start = Instant::now();
     limiter.acquire(()).await.unwrap();
@@ -355,7 +390,7 @@ async fn set_quota_changes_the_rate_without_a_burst() {
 
 #[tokio::test(start_paused = true)]
 async fn try_acquire_never_jumps_the_queue() {
-    let limiter = Limiter::new(Quota::per_second(2).gcra(1));
+    let limiter = Limiter::new(Quota::per_second(2).gcra(1).with_margin(Duration::ZERO));
     limiter.try_acquire(&()).unwrap();
     let waiter = tokio::spawn(limiter.clone().acquire(()));
     until_queued(&limiter, 1).await;
@@ -371,7 +406,7 @@ async fn try_acquire_never_jumps_the_queue() {
 async fn a_freed_slot_wakes_only_the_head_of_the_queue() {
     use tokio_test::{assert_pending, assert_ready_ok, task};
 
-    let limiter = Limiter::new(Quota::per_second(10).gcra(1));
+    let limiter = Limiter::new(Quota::per_second(10).gcra(1).with_margin(Duration::ZERO));
     limiter.try_acquire(&()).unwrap();
     let mut waiters: Vec<_> = (0..100).map(|_| task::spawn(limiter.acquire(()))).collect();
     for waiter in &mut waiters {
@@ -402,7 +437,11 @@ async fn the_inner_service_is_driven_to_readiness_before_each_call() {
         Ok::<_, std::convert::Infallible>(http::Response::new(()))
     });
     let inner = tower::limit::ConcurrencyLimitLayer::new(1).layer(slow);
-    let limiter = Limiter::new(Quota::per_second(1_000));
+    let limiter = Limiter::new(
+        Quota::per_second(1_000)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    );
     let service = RateLimitLayer::new(limiter).layer(inner);
     let start = Instant::now();
     let tasks: Vec<_> = (0..3)

@@ -9,6 +9,9 @@ local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- After a pause, slots leave evenly spaced, as if the quota had been used at its full rate up
+-- to the pause's end: the burst allowance does not release every waiter at once.
+if pause > 0 then tat = math.max(tat, pause + tolerance) end
 local reply = {now}
 for i = 1, count do
   local slot = math.max(base, tat - tolerance)

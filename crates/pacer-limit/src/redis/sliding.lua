@@ -9,13 +9,22 @@
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
+-- In the window after a pause, slots are at least window / limit apart: the waiters of every
+-- process leave evenly spaced at the quota's rate, not in one burst into an empty window.
+local spacing = math.ceil(window / limit)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
 local reply = {now}
 local last = now
 for i = 1, count do
   local slot = base
   local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if newest[2] then slot = math.max(slot, tonumber(newest[2])) end
+  if newest[2] then
+    local previous = tonumber(newest[2])
+    slot = math.max(slot, previous)
+    if pause > 0 and previous >= pause and previous < pause + window then
+      slot = math.max(slot, previous + spacing)
+    end
+  end
   local n = redis.call('ZCARD', KEYS[1])
   if n >= limit then
     local oldest_in_window = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
