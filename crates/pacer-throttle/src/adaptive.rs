@@ -1,18 +1,32 @@
-//! Learning a key's real rate from the server's refusals.
+//! Learning a key's real rate from the server's refusals, without ever collapsing.
 //!
-//! On a refusal the key's quota drops to just under what the server *accepted* over the last
-//! window, which, when the client was pushing, is the server's limit: a client configured 10x
-//! too fast lands under the real limit after one refusal instead of halving its way down over
-//! many. Successes then raise the quota along a cubic curve (CUBIC's shape: fast at first, flat
-//! near the learned limit, probing beyond it ever faster the longer no refusal comes), bounded
-//! by the configured quota. Refusals of requests sent before the last decrease are old news and
-//! do not decrease again, so a burst of refusals counts once.
+//! A refusal is answered in this order:
+//! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
+//!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
+//!    rate: real limiters refuse bursts long before they refuse the rate.
+//! 2. **A measured rate is trusted only over a whole busy window.** When the key was busy for
+//!    the whole last window, its quota drops to just under what the server *accepted* in it:
+//!    a client configured 10x too fast lands under the real limit in one round. After start-up,
+//!    an idle spell or a pause, the count covers part of a window and says nothing about the
+//!    server's limit (one early 429 would read as "1 per second"); the rate then steps down
+//!    by `1 - backoff`, twice as far each further round, and never below what the partial
+//!    window already got accepted.
+//! 3. **Never below half per round.** Whatever the estimate, one round of refusals at most
+//!    halves the rate in force. Refusals of requests sent before the last decrease are old
+//!    news and do not decrease again, so a burst of refusals counts once.
 //!
-//! Compared with AWS's adaptive retry mode, which also uses CUBIC: it decreases from its own
-//! send rate, so a client far above the limit needs many rounds; it ignores Retry-After; and
-//! it is per process. Here the decrease starts from the accepted rate, Retry-After pauses the
-//! key, and the state lives in the shared limiter every clone and task use.
+//! The rate then climbs back on a concave cubic to the rate in force when the server refused
+//! (`recovery_windows`, default 3 windows), stays there `probe_windows` (default 10), and then
+//! probes upward by one request per window, doubling every window, until it is back at the
+//! configured quota: within `recovery_windows + probe_windows + log2(quota)` windows, whatever
+//! the learned value.
+//!
+//! Compared with AWS's adaptive retry mode, which uses CUBIC: it decreases from its own send
+//! rate, so a client far above the limit needs many rounds; it ignores Retry-After; and it is
+//! per process. Here the decrease starts from the accepted rate, Retry-After pauses the key,
+//! and the state lives in the shared limiter every clone and task use.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,6 +37,7 @@ pub struct Adaptive {
     enabled: bool,
     backoff: f64,
     recovery_windows: u32,
+    probe_windows: u32,
 }
 
 impl Default for Adaptive {
@@ -30,10 +45,14 @@ impl Default for Adaptive {
         Self {
             enabled: true,
             backoff: 0.95,
-            recovery_windows: 10,
+            recovery_windows: 3,
+            probe_windows: 10,
         }
     }
 }
+
+/// One round of refusals never takes the rate below this fraction of the rate in force.
+const MAX_DECREASE: f64 = 0.5;
 
 impl Adaptive {
     /// No adaptation: the key's quota stays as configured; refusals only pause it.
@@ -46,22 +65,32 @@ impl Adaptive {
     }
 
     /// After a refusal, pace at this fraction of the rate the server accepted over the last
-    /// window (default 0.95; clamped to `0.1..=1.0`).
+    /// busy window; without a whole window to measure, step the rate in force down by
+    /// `1 - fraction` (default 0.95; clamped to `0.5..=1.0`: one round never more than halves).
     #[must_use]
     pub fn backoff(mut self, fraction: f64) -> Self {
         self.backoff = if fraction.is_nan() {
             Self::default().backoff
         } else {
-            fraction.clamp(0.1, 1.0)
+            fraction.clamp(MAX_DECREASE, 1.0)
         };
         self
     }
 
-    /// How many windows of the key's quota the rate takes to climb back to the learned limit
-    /// (default 10, at least 1). Longer means fewer probes past the limit, so fewer refusals.
+    /// How many windows of the key's quota the rate takes to climb back to the rate in force
+    /// when the server refused (default 3, at least 1).
     #[must_use]
     pub fn recovery_windows(mut self, windows: u32) -> Self {
         self.recovery_windows = windows.max(1);
+        self
+    }
+
+    /// How many windows the rate then holds before it probes beyond (default 10). Longer means
+    /// fewer probes past a server's real limit, so fewer refusals, and a slower return to the
+    /// configured quota after a transient refusal.
+    #[must_use]
+    pub fn probe_windows(mut self, windows: u32) -> Self {
+        self.probe_windows = windows;
         self
     }
 
@@ -76,29 +105,48 @@ pub(crate) enum Change {
     Keep,
     /// Pace the key at this many requests per window of its configured quota.
     Limit(u32),
+    /// Keep the rate, but space the key's sends evenly: the server refused a burst.
+    Smooth,
     /// Back at the configured quota: restore it and forget the key's adaptive state.
     Recovered,
 }
 
-/// Sub-windows of the accepted-requests counter: the count is exact to one sub-window.
+/// What the server said about the key's requests lately, and the quota in force.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InForce {
+    /// Requests per window now in force.
+    pub(crate) limit: u32,
+    /// Whether the quota in force lets sends go out back to back.
+    pub(crate) bursts: bool,
+}
+
+/// Sub-windows of the answers counter: the count is exact to one sub-window.
 const SLOTS: u32 = 8;
 /// How many sub-windows the counter remembers: three windows, so that answers arriving late
 /// still find the slot of their send time.
 const KEPT_SLOTS: usize = 3 * SLOTS as usize;
 
-/// Accepted requests counted by when they were *sent*, in sub-windows of `window / SLOTS`. A
-/// success that comes back late still counts where it belongs, so the count for a window is
+/// One sub-window of the answers counter.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    number: u64,
+    accepted: u64,
+    answered: u64,
+}
+
+/// Answers counted by when their request was *sent*, in sub-windows of `window / SLOTS`. An
+/// answer that comes back late still counts where it belongs, so the count for a window is
 /// not short of the requests still in flight when it was first read.
 #[derive(Clone, Debug)]
-struct AcceptedCount {
+struct Answers {
     origin: Instant,
     window: Duration,
     slot_length: Duration,
-    /// `(slot number, accepted)`, oldest first.
-    slots: std::collections::VecDeque<(u64, u64)>,
+    /// Oldest first.
+    slots: VecDeque<Slot>,
 }
 
-impl AcceptedCount {
+impl Answers {
     fn new(window: Duration, now: Instant) -> Self {
         let slot_length = (window / SLOTS).max(Duration::from_micros(1));
         Self {
@@ -106,7 +154,7 @@ impl AcceptedCount {
             origin: now.checked_sub(window * 4).unwrap_or(now),
             window,
             slot_length,
-            slots: std::collections::VecDeque::with_capacity(KEPT_SLOTS + 1),
+            slots: VecDeque::with_capacity(KEPT_SLOTS + 1),
         }
     }
 
@@ -114,14 +162,24 @@ impl AcceptedCount {
         (at.saturating_duration_since(self.origin).as_nanos() / self.slot_length.as_nanos()) as u64
     }
 
-    /// One more request sent at `sent_at` was accepted.
-    fn add(&mut self, sent_at: Instant) {
-        let slot = self.slot_of(sent_at);
-        match self.slots.iter().rposition(|&(number, _)| number <= slot) {
-            Some(index) if self.slots[index].0 == slot => self.slots[index].1 += 1,
-            Some(index) => self.slots.insert(index + 1, (slot, 1)),
-            None => self.slots.push_front((slot, 1)),
-        }
+    /// One more request sent at `sent_at` was answered, and accepted or not.
+    fn add(&mut self, sent_at: Instant, accepted: bool) {
+        let number = self.slot_of(sent_at);
+        let index = match self.slots.iter().rposition(|slot| slot.number <= number) {
+            Some(index) if self.slots[index].number == number => index,
+            found => {
+                let index = found.map_or(0, |index| index + 1);
+                let slot = Slot {
+                    number,
+                    accepted: 0,
+                    answered: 0,
+                };
+                self.slots.insert(index, slot);
+                index
+            }
+        };
+        self.slots[index].answered += 1;
+        self.slots[index].accepted += u64::from(accepted);
         while self.slots.len() > KEPT_SLOTS {
             self.slots.pop_front();
         }
@@ -129,9 +187,9 @@ impl AcceptedCount {
 
     /// Accepted among the requests sent in the window ending at `end`: whole sub-windows, and
     /// the oldest in proportion to the part of it inside the window.
-    fn sent_in_window_before(&self, end: Instant) -> f64 {
+    fn accepted_in_window_before(&self, end: Instant) -> f64 {
         let Some(start) = end.checked_sub(self.window) else {
-            return self.slots.iter().map(|&(_, count)| count as f64).sum();
+            return self.slots.iter().map(|slot| slot.accepted as f64).sum();
         };
         let (first, last) = (self.slot_of(start), self.slot_of(end));
         let first_end = self.origin + self.slot_length * (first as u32 + 1);
@@ -139,58 +197,92 @@ impl AcceptedCount {
             / self.slot_length.as_secs_f64();
         self.slots
             .iter()
-            .filter(|&&(number, _)| number >= first && number <= last)
-            .map(|&(number, count)| {
-                if number == first {
-                    count as f64 * first_share.min(1.0)
+            .filter(|slot| slot.number >= first && slot.number <= last)
+            .map(|slot| {
+                if slot.number == first {
+                    slot.accepted as f64 * first_share.min(1.0)
                 } else {
-                    count as f64
+                    slot.accepted as f64
                 }
             })
             .sum()
+    }
+
+    /// Whether requests went out in every sub-window of the window ending at `now` (but the
+    /// last two, whose answers may still be on their way): only then does the accepted count
+    /// measure the server's limit rather than the key's start-up, idle spell or pause.
+    fn busy_for_window_before(&self, now: Instant) -> bool {
+        let Some(start) = now.checked_sub(self.window) else {
+            return false;
+        };
+        let first = self.slot_of(start);
+        let Some(last) = self
+            .slot_of(now)
+            .checked_sub(2)
+            .filter(|&last| last >= first)
+        else {
+            return false;
+        };
+        let busy = self
+            .slots
+            .iter()
+            .filter(|slot| slot.number >= first && slot.number <= last && slot.answered > 0)
+            .count();
+        busy as u64 == last - first + 1
     }
 
     fn is_empty(&self, now: Instant) -> bool {
         let oldest_useful = self.slot_of(now.checked_sub(self.window * 2).unwrap_or(now));
         self.slots
             .back()
-            .is_none_or(|&(number, _)| number < oldest_useful)
+            .is_none_or(|slot| slot.number < oldest_useful)
     }
 }
 
-/// The state after a decrease: where the cubic curve starts and aims.
+/// The state after a decrease: where the recovery starts and aims.
 #[derive(Clone, Copy, Debug)]
 struct Recovery {
-    /// The learned limit, in requests per window.
+    /// The limit set by the decrease, in requests per window.
+    start: f64,
+    /// The rate the recovery climbs back to: what the server accepted over a busy window, or
+    /// the rate in force when it refused.
     peak: f64,
-    /// The rate in force when the server refused: the learned limit never exceeds it.
+    /// The rate in force when the server refused: the peak never exceeds it.
     cap: f64,
-    /// When the refusal was seen: the window that ends here is the one measured.
-    refused_at: Instant,
-    decreased_at: Instant,
+    /// When the refused request was sent: the window that ends here is the one measured (the
+    /// requests sent before it have mostly been answered; those after it may be in flight).
+    measured_until: Instant,
+    /// Whether `peak` was measured over a busy window (late answers may then raise it).
+    measured: bool,
+    /// The limit last handed out.
     limit: u32,
+    /// Rounds of refusals in a row, each within `recovery_windows` of the one before.
+    rounds: u32,
 }
 
 /// The adaptive state of one key.
 #[derive(Clone, Debug)]
 pub(crate) struct KeyRate {
-    accepted: AcceptedCount,
+    answers: Answers,
     recovery: Option<Recovery>,
+    /// The last decrease (or smoothing): refusals of requests sent before it are old news.
+    decreased_at: Option<Instant>,
     window: Duration,
 }
 
 impl KeyRate {
     pub(crate) fn new(window: Duration, now: Instant) -> Self {
         Self {
-            accepted: AcceptedCount::new(window, now),
+            answers: Answers::new(window, now),
             recovery: None,
+            decreased_at: None,
             window,
         }
     }
 
-    /// Nothing to remember: no recent acceptances and no decrease in force.
+    /// Nothing to remember: no recent answers and no decrease in force.
     pub(crate) fn is_idle(&mut self, now: Instant) -> bool {
-        self.recovery.is_none() && self.accepted.is_empty(now)
+        self.recovery.is_none() && self.answers.is_empty(now)
     }
 
     /// A request sent at `sent_at` was accepted. `ceiling` is the configured limit per window.
@@ -201,22 +293,23 @@ impl KeyRate {
         sent_at: Instant,
         now: Instant,
     ) -> Change {
-        self.accepted.add(sent_at);
+        self.answers.add(sent_at, true);
+        let Some(decreased_at) = self.decreased_at else {
+            return Change::Keep;
+        };
         let Some(recovery) = self.recovery.as_mut() else {
             return Change::Keep;
         };
         // A success sent before the refusal arrived late: the measured window held more than
         // was counted then, so the learned limit rises to match.
-        if sent_at <= recovery.refused_at {
-            let measured = self.accepted.sent_in_window_before(recovery.refused_at);
+        if recovery.measured && sent_at <= recovery.measured_until {
+            let measured = self
+                .answers
+                .accepted_in_window_before(recovery.measured_until);
             recovery.peak = recovery.peak.max(measured.min(recovery.cap));
         }
-        let k = self.window.as_secs_f64() * f64::from(params.recovery_windows);
-        let c = recovery.peak * (1.0 - params.backoff) / k.powi(3);
-        let t = now
-            .saturating_duration_since(recovery.decreased_at)
-            .as_secs_f64();
-        let target = recovery.peak + c * (t - k).powi(3);
+        let since = now.saturating_duration_since(decreased_at).as_secs_f64();
+        let target = recovery.target(params, since / self.window.as_secs_f64());
         if target >= f64::from(ceiling) {
             self.recovery = None;
             return Change::Recovered;
@@ -229,36 +322,92 @@ impl KeyRate {
         Change::Limit(limit)
     }
 
-    /// A request the server refused. `sent_at` is when it was sent, `current` the key's limit per
-    /// window now in force.
+    /// A request sent at `sent_at` was refused; `in_force` is the key's quota now.
     pub(crate) fn on_refusal(
         &mut self,
         params: &Adaptive,
-        current: u32,
+        in_force: InForce,
         sent_at: Instant,
         now: Instant,
     ) -> Change {
-        if self.recovery.is_some_and(|r| sent_at <= r.decreased_at) {
+        self.answers.add(sent_at, false);
+        if self.decreased_at.is_some_and(|at| sent_at <= at) {
             return Change::Keep;
         }
-        let accepted = self.accepted.sent_in_window_before(now);
-        let current = f64::from(current);
-        let (peak, target) = if accepted >= 1.0 {
-            let peak = accepted.min(current);
-            (peak, peak * params.backoff)
-        } else {
-            // Nothing got through: all we know is that the current rate is too fast.
-            (current, current / 2.0)
+        let current = f64::from(in_force.limit);
+        // A round within the climb back from the last one escalates a blind decrease.
+        let rounds = match (self.recovery, self.decreased_at) {
+            (Some(recovery), Some(at))
+                if now.saturating_duration_since(at) < self.window * params.recovery_windows =>
+            {
+                recovery.rounds + 1
+            }
+            _ => 1,
         };
+        self.decreased_at = Some(now);
+        if in_force.bursts {
+            self.recovery = Some(Recovery {
+                start: current,
+                peak: current,
+                cap: current,
+                measured_until: sent_at,
+                measured: false,
+                limit: in_force.limit,
+                rounds,
+            });
+            return Change::Smooth;
+        }
+        let accepted = self.answers.accepted_in_window_before(sent_at);
+        let measured = self.answers.busy_for_window_before(sent_at);
+        let (peak, target) = if measured {
+            if accepted >= 1.0 {
+                let peak = accepted.min(current);
+                (peak, peak * params.backoff)
+            } else {
+                // A whole window and nothing got through: all we know is "too fast".
+                (current, 0.0)
+            }
+        } else {
+            // A partial window: step down, further each round, but not below what it already
+            // got accepted (the server's limit is at least that). An isolated refusal climbs
+            // back to the rate in force; a repeated one does not go back to a refused rate.
+            let step = (1.0 - params.backoff) * f64::from(1u32 << (rounds - 1).min(16));
+            let floor = (accepted * params.backoff).min(current);
+            let target = (current * (1.0 - step)).max(floor);
+            let peak = if rounds > 1 { target.floor() } else { current };
+            (peak, target)
+        };
+        let target = target.max(current * MAX_DECREASE);
         let limit = (target.floor() as u32).max(1);
         self.recovery = Some(Recovery {
+            start: f64::from(limit),
             peak,
             cap: current,
-            refused_at: now,
-            decreased_at: now,
+            measured_until: sent_at,
+            measured,
             limit,
+            rounds,
         });
         Change::Limit(limit)
+    }
+}
+
+impl Recovery {
+    /// The rate `windows` windows after the decrease: a concave cubic from `start` back to
+    /// `peak` over `recovery_windows`, `peak` for `probe_windows`, then a probe that adds one
+    /// request per window and doubles every window.
+    fn target(&self, params: &Adaptive, windows: f64) -> f64 {
+        let climb = f64::from(params.recovery_windows);
+        if windows < climb {
+            let left = 1.0 - windows / climb;
+            return self.peak - (self.peak - self.start) * left.powi(3);
+        }
+        let probing = windows - climb - f64::from(params.probe_windows);
+        if probing < 0.0 {
+            return self.peak;
+        }
+        // 2^probing, bounded so that a long-idle recovery cannot overflow.
+        self.peak + probing.min(60.0).exp2()
     }
 }
 
@@ -267,69 +416,230 @@ mod tests {
     use super::*;
 
     const WINDOW: Duration = Duration::from_secs(1);
+    const EVEN: InForce = InForce {
+        limit: 100,
+        bursts: false,
+    };
+
+    fn even(limit: u32) -> InForce {
+        InForce {
+            limit,
+            bursts: false,
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A key that sent `per_window` requests per window, evenly, for `windows` windows from
+    /// `start`, all accepted; returns the instant after the last one.
+    fn busy(rate: &mut KeyRate, start: Instant, per_window: u32, windows: u32) -> Instant {
+        let params = Adaptive::default();
+        let spacing = WINDOW / per_window;
+        let mut at = start;
+        for _ in 0..per_window * windows {
+            rate.on_success(&params, 1000, at, at);
+            at += spacing;
+        }
+        at
+    }
 
     #[test]
     fn counts_acceptances_by_send_time_in_the_window() {
         let start = Instant::now();
-        let mut count = AcceptedCount::new(WINDOW, start);
+        let mut answers = Answers::new(WINDOW, start);
         // Answers arrive in any order; each counts at its send time.
         for i in (0..100).rev() {
-            count.add(start + Duration::from_millis(i * 10));
+            answers.add(start + ms(i * 10), true);
         }
-        let within =
-            |end_ms: u64| count.sent_in_window_before(start + Duration::from_millis(end_ms));
+        answers.add(start + ms(500), false);
+        let within = |end_ms: u64| answers.accepted_in_window_before(start + ms(end_ms));
         assert!((within(999) - 100.0).abs() <= 13.0, "{}", within(999));
         assert!((within(1500) - 50.0).abs() <= 13.0, "{}", within(1500));
         assert_eq!(within(3000), 0.0);
-        assert!(!count.is_empty(start + Duration::from_secs(2)));
-        assert!(count.is_empty(start + Duration::from_secs(4)));
+        assert!(!answers.is_empty(start + Duration::from_secs(2)));
+        assert!(answers.is_empty(start + Duration::from_secs(4)));
     }
 
     #[test]
-    fn a_refusal_drops_to_just_under_the_accepted_rate_once() {
+    fn only_a_whole_busy_window_counts_as_measured() {
+        let start = Instant::now();
+        let mut answers = Answers::new(WINDOW, start);
+        answers.add(start, true);
+        // Start-up: one answer in the first milliseconds measures nothing.
+        assert!(!answers.busy_for_window_before(start + ms(10)));
+        for i in 1..100 {
+            answers.add(start + ms(i * 10), true);
+        }
+        assert!(answers.busy_for_window_before(start + ms(1000)));
+        // Refusals show the key was busy too.
+        for i in 100..200 {
+            answers.add(start + ms(i * 10), false);
+        }
+        assert!(answers.busy_for_window_before(start + ms(2000)));
+        // A pause of half a window leaves a gap: not measured until a whole window is busy again.
+        for i in 250..400 {
+            answers.add(start + ms(i * 10), true);
+        }
+        assert!(!answers.busy_for_window_before(start + ms(3000)));
+        assert!(answers.busy_for_window_before(start + ms(3800)));
+    }
+
+    #[test]
+    fn a_refusal_over_a_busy_window_drops_to_just_under_the_accepted_rate_once() {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        for _ in 0..100 {
-            assert_eq!(rate.on_success(&params, 1000, start, start), Change::Keep);
-        }
+        let now = busy(&mut rate, start, 100, 2);
         assert_eq!(
-            rate.on_refusal(&params, 1000, start, start),
+            rate.on_refusal(&params, even(120), now, now),
             Change::Limit(95)
         );
         // Refusals of requests sent before the decrease are the same news.
-        assert_eq!(rate.on_refusal(&params, 95, start, start), Change::Keep);
-        // A later one, with nothing accepted since, halves.
-        let later = start + Duration::from_secs(5);
-        assert_eq!(
-            rate.on_refusal(&params, 95, later, later),
-            Change::Limit(47)
-        );
+        assert_eq!(rate.on_refusal(&params, even(95), now, now), Change::Keep);
     }
 
     #[test]
-    fn recovery_climbs_back_and_hands_the_quota_back() {
-        let params = Adaptive::default().recovery_windows(10);
+    fn a_busy_window_with_nothing_accepted_halves_and_no_round_more_than_halves() {
+        let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        for _ in 0..100 {
-            rate.on_success(&params, 200, start, start);
+        let mut now = start;
+        for _ in 0..200 {
+            rate.answers.add(now, false);
+            now += ms(10);
         }
-        rate.on_refusal(&params, 200, start, start);
-        let limit_at = |rate: &mut KeyRate, secs: u64| {
-            let at = start + Duration::from_secs(secs);
-            match rate.on_success(&params, 200, at, at) {
-                Change::Limit(limit) => Some(limit),
-                Change::Recovered => Some(200),
-                Change::Keep => None,
+        assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Limit(50));
+        // A server that accepted only 2 in a busy window: still at most half per round.
+        let mut rate = KeyRate::new(WINDOW, start);
+        let mut now = start;
+        for i in 0..200 {
+            rate.answers.add(now, i % 100 == 0);
+            now += ms(10);
+        }
+        assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Limit(50));
+    }
+
+    #[test]
+    fn a_start_up_refusal_steps_down_gently_then_further_each_round() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        // One early 429: the second request, 10 ms in. The old rule read "1 per second".
+        rate.on_success(&params, 100, start, start + ms(1));
+        let refused = start + ms(10);
+        assert_eq!(
+            rate.on_refusal(&params, EVEN, refused, refused),
+            Change::Limit(95)
+        );
+        // Further rounds within the climb back step down twice as far each, never more than
+        // halving: 95 -> 85 -> 67 -> 40 -> 20.
+        let mut limit = 95;
+        let mut now = refused;
+        for expected in [85, 67, 40, 20] {
+            now += ms(100);
+            let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) else {
+                panic!("expected a decrease");
+            };
+            assert_eq!(next, expected);
+            assert!(next * 2 >= limit);
+            limit = next;
+        }
+    }
+
+    #[test]
+    fn a_partial_window_never_steps_below_what_it_got_accepted() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        // 100 accepted in the first 100 ms, then refusals: the server allows at least 100.
+        for i in 0..100 {
+            let at = start + Duration::from_micros(i * 1000);
+            rate.on_success(&params, 1000, at, at);
+        }
+        let mut limit = 1000;
+        let mut now = start + ms(100);
+        for _ in 0..12 {
+            if let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) {
+                limit = next;
             }
+            now += ms(50);
+        }
+        assert_eq!(limit, 95);
+    }
+
+    #[test]
+    fn a_burst_is_smoothed_before_the_rate_is_cut() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
+        let bursting = InForce {
+            limit: 100,
+            bursts: true,
         };
-        assert_eq!(limit_at(&mut rate, 5), Some(99)); // concave: most of the way in half the time
-        assert_eq!(limit_at(&mut rate, 10), Some(100)); // the learned limit after 10 windows
-        assert_eq!(limit_at(&mut rate, 12), None); // flat around it
-        assert_eq!(limit_at(&mut rate, 20), Some(105)); // then probing beyond
-        assert_eq!(limit_at(&mut rate, 40), Some(200)); // and back to the configured quota
+        assert_eq!(rate.on_refusal(&params, bursting, now, now), Change::Smooth);
+        assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Keep);
+        let later = now + ms(10);
+        assert_eq!(
+            rate.on_refusal(&params, EVEN, later, later),
+            Change::Limit(94)
+        );
+    }
+
+    /// The limit handed out `windows` windows after the decrease (None: unchanged).
+    fn limit_at(rate: &mut KeyRate, decreased: Instant, ceiling: u32, windows: f64) -> Option<u32> {
+        let at = decreased + WINDOW.mul_f64(windows);
+        match rate.on_success(&Adaptive::default(), ceiling, at, at) {
+            Change::Limit(limit) => Some(limit),
+            Change::Recovered => Some(ceiling),
+            Change::Keep | Change::Smooth => None,
+        }
+    }
+
+    #[test]
+    fn recovery_climbs_back_holds_then_probes_to_the_configured_quota() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
+        assert_eq!(
+            rate.on_refusal(&params, even(150), now, now),
+            Change::Limit(95)
+        );
+        assert_eq!(limit_at(&mut rate, now, 200, 1.5), Some(99)); // concave: most of the way
+        assert_eq!(limit_at(&mut rate, now, 200, 3.0), Some(100)); // the learned limit
+        assert_eq!(limit_at(&mut rate, now, 200, 12.9), None); // held for 10 windows
+        assert_eq!(limit_at(&mut rate, now, 200, 13.0), Some(101)); // probing: +1,
+        assert_eq!(limit_at(&mut rate, now, 200, 15.0), Some(104)); // +4, doubling
+        assert_eq!(limit_at(&mut rate, now, 200, 20.0), Some(200)); // back at the quota
         assert!(rate.recovery.is_none());
+    }
+
+    #[test]
+    fn recovery_takes_a_bounded_time_whatever_the_learned_value() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        // Collapsed to 1 per window by a server that accepted almost nothing for a while.
+        let mut rate = KeyRate::new(WINDOW, start);
+        let mut now = start;
+        for i in 0..300 {
+            rate.answers.add(now, i % 300 == 0);
+            now += ms(10);
+        }
+        let mut limit = 10_000;
+        for _ in 0..20 {
+            if let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) {
+                limit = next;
+            }
+            now += ms(10);
+        }
+        assert_eq!(limit, 1);
+        // 3 windows back, 10 held, then doubling: 10,000 per window within 14 more.
+        let decreased = rate.decreased_at.unwrap();
+        assert_eq!(limit_at(&mut rate, decreased, 10_000, 26.0), Some(8193));
+        assert_eq!(limit_at(&mut rate, decreased, 10_000, 27.0), Some(10_000));
     }
 
     #[test]
@@ -337,23 +647,18 @@ mod tests {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        // 100 sent at once; only 40 answered when the 101st is refused.
-        for _ in 0..40 {
-            rate.on_success(&params, 1000, start, start);
-        }
-        let refused = start + Duration::from_millis(20);
+        let now = busy(&mut rate, start, 40, 2);
+        // 100 sent in the last window, only 40 of them answered when the 101st is refused.
         assert_eq!(
-            rate.on_refusal(&params, 1000, start, refused),
-            Change::Limit(38)
+            rate.on_refusal(&params, even(120), now, now),
+            Change::Limit(60)
         );
-        // The other 60 come back: the learned limit is 100 after all.
-        let mut last = Change::Keep;
+        // 60 more of the same window come back: the learned limit is ~100 after all, and the
+        // recovery climbs back to it.
+        let sent = now - ms(500);
         for _ in 0..60 {
-            let change = rate.on_success(&params, 1000, start, refused + Duration::from_millis(5));
-            if change != Change::Keep {
-                last = change;
-            }
+            rate.on_success(&params, 1000, sent, now + ms(5));
         }
-        assert_eq!(last, Change::Limit(95));
+        assert_eq!(limit_at(&mut rate, now, 1000, 3.0), Some(100));
     }
 }

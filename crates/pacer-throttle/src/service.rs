@@ -6,11 +6,11 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::{Request, Response};
-use pacer_limit::{Key, KeyExtractor, Limiter};
+use pacer_limit::{Key, KeyExtractor, Limiter, Quota};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::adaptive::{Change, KeyRate};
+use crate::adaptive::{Change, InForce, KeyRate};
 use crate::error::{Error, WaitTooLong};
 use crate::future::ResponseFuture;
 use crate::layer::Config;
@@ -178,21 +178,36 @@ impl<K: Key> Shared<K> {
         let configured = self.limiter.configured_quota(key);
         let params = &self.config.adaptive;
         // Read the limiter before taking our own lock: never hold both.
-        let current = refused.then(|| self.limiter.quota(key).limit());
+        let in_force = self.limiter.quota(key);
         let change = {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
             let rate = rates.rate(key, configured.window(), now);
-            if let Some(current) = current {
-                rate.on_refusal(params, current, sent_at, now)
+            if refused {
+                let in_force = InForce {
+                    limit: in_force.limit(),
+                    bursts: in_force.model().bursts(),
+                };
+                rate.on_refusal(params, in_force, sent_at, now)
             } else {
                 rate.on_success(params, configured.limit(), sent_at, now)
             }
         };
+        // Once the server refused a burst, the key stays evenly spaced, at any rate.
+        let smoothed = !in_force.model().bursts() && configured.model().bursts();
+        let even = |quota: Quota| if smoothed { quota.gcra(1) } else { quota };
         match change {
             Change::Keep => {}
             Change::Limit(limit) => {
                 tracing::debug!(key = ?key, limit, window = ?configured.window(), "adapted key rate");
-                self.limiter.set_quota(key, configured.scaled(limit));
+                self.limiter.set_quota(key, even(configured.scaled(limit)));
+            }
+            Change::Smooth => {
+                tracing::debug!(key = ?key, limit = in_force.limit(), "server refused a burst; key evenly spaced");
+                self.limiter.set_quota(key, in_force.gcra(1));
+            }
+            Change::Recovered if smoothed => {
+                tracing::debug!(key = ?key, "key rate back at its configured quota, evenly spaced");
+                self.limiter.set_quota(key, configured.gcra(1));
             }
             Change::Recovered => {
                 tracing::debug!(key = ?key, "key rate back at its configured quota");

@@ -155,7 +155,8 @@ async fn run_callers(client: &Client, callers: usize, end: Instant) {
 
 #[tokio::test(start_paused = true)]
 async fn one_refusal_pauses_all_32_callers() {
-    let limiter = Limiter::new(Quota::per_second(1000));
+    // Whole-millisecond spacing, so that paused time's 1 ms timer ticks do not stretch it.
+    let limiter = Limiter::new(Quota::per_second(1000).with_margin(Duration::ZERO));
     let log = Arc::new(Mutex::new(Log::default()));
     let server_log = Arc::clone(&log);
     // Accepts everything but the 200th request, which it refuses with Retry-After: 3.
@@ -262,9 +263,12 @@ async fn adaptive_rate_converges_from_ten_times_the_real_limit() {
         converged <= Duration::from_secs(10),
         "converged after {converged:?}"
     );
-    assert!(rate >= 90.0, "{rate:.1}/s after convergence");
+    // At most 91/s in paused time: tokio's timer fires on whole milliseconds, so the ~10.1 ms
+    // spacing of a learned ~99 per window waits 11 ms (real time uses the precise timer).
+    // The rest goes to the 1 s Retry-After pause of each probe past the limit (one per ~17 s).
+    assert!(rate >= 85.0, "{rate:.1}/s after convergence");
     assert!(
-        refusals < 0.01,
+        refusals < 0.005,
         "{:.2} % refused after convergence",
         refusals * 100.0
     );
