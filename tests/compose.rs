@@ -120,7 +120,7 @@ async fn cloned_clients_share_one_keyed_limiter_over_real_http() {
 #[tokio::test]
 async fn a_refused_request_never_reaches_the_server() {
     let (addr, seen) = start_server().await;
-    let limiter = Limiter::builder(Quota::per_minute(1).gcra(1))
+    let limiter = Limiter::builder(Quota::per_minute(1).gcra(1).with_margin(Duration::ZERO))
         .max_wait(Duration::from_secs(1))
         .build();
     let client = ServiceBuilder::new()

@@ -29,22 +29,23 @@ pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
 }
 
 /// The default quota of each API class, with where it comes from
-/// (`shared/reference/customerio-api.md`):
+/// (`shared/reference/customerio-api.md`). Every class is evenly spaced with the default 1 %
+/// margin ([`Quota::new`]): the pacing every server model accepts, and the one that reaches
+/// 0.98–0.99 of a limit enforced by real nginx and HAProxy limiters (`BENCHMARKS.md`).
 ///
 /// | class | quota | source |
 /// |---|---|---|
-/// | Track | 100/s, sliding window, 20 ms margin | the figure users' runbooks use; Customer.io's newest spec says a soft 1000/s (3000 per 3 s) and that exceeding it may *drop* data, so pacing is proactive |
-/// | App | 10/s, evenly spaced | App API spec: "most endpoints … 10 requests per second" |
+/// | Track | 100/s | the figure users' runbooks use; Customer.io's newest spec says a soft 1000/s (3000 per 3 s) and that exceeding it may *drop* data, so pacing is proactive |
+/// | App | 10/s | App API spec: "most endpoints … 10 requests per second" |
 /// | Transactional | 100/s | older App spec (newest: shares the 3000 per 3 s soft limit) |
 /// | Broadcast | 1 per 10 s, at most 5 waiting | App API spec |
 /// | Pipelines | 3000 per 3 s | Pipelines spec |
 #[must_use]
 pub fn default_quota(class: ApiClass) -> Quota {
     match class {
-        ApiClass::Track => Quota::per_second(100).with_margin(Duration::from_millis(20)),
-        ApiClass::App => Quota::per_second(10).gcra(1),
-        ApiClass::Transactional => Quota::per_second(100),
-        ApiClass::Broadcast => Quota::new(1, Duration::from_secs(10)).gcra(1),
+        ApiClass::Track | ApiClass::Transactional => Quota::per_second(100),
+        ApiClass::App => Quota::per_second(10),
+        ApiClass::Broadcast => Quota::new(1, Duration::from_secs(10)),
         ApiClass::Pipelines => Quota::new(3000, Duration::from_secs(3)),
     }
 }

@@ -82,7 +82,7 @@ async fn broadcast_triggers_are_spaced_and_at_most_five_wait() {
     assert_eq!(
         arrivals,
         (0..6)
-            .map(|n| Duration::from_secs(10 * n))
+            .map(|n| Duration::from_millis(10_100 * n))
             .collect::<Vec<_>>()
     );
 }

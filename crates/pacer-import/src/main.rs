@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use http::{Request, Response, StatusCode};
@@ -242,10 +241,7 @@ async fn client(
         if rate == 0 {
             return Err("--rate must be at least 1".into());
         }
-        builder = builder.quota(
-            ApiClass::Track,
-            Quota::per_second(rate).with_margin(Duration::from_millis(20)),
-        );
+        builder = builder.quota(ApiClass::Track, Quota::per_second(rate));
     }
     if let Some(url) = &cli.redis {
         if cli.processes == 0 {

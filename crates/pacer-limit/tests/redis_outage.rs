@@ -22,7 +22,9 @@ async fn redis_down_falls_back_to_a_local_share_and_recovers() {
     };
     let (events, _guard) = pacer_testkit::capture();
     // Two processes share 40 per 200 ms; each may send 20 per 200 ms on its own.
-    let quota = Quota::new(40, Duration::from_millis(200)).with_margin(Duration::from_millis(20));
+    let quota = Quota::new(40, Duration::from_millis(200))
+        .with_margin(Duration::from_millis(20))
+        .sliding_window();
     let settings = |s: SharedQuota| {
         s.retry_every(Duration::from_millis(100))
             .fallback(Fallback::Local {

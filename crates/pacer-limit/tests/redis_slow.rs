@@ -19,16 +19,20 @@ async fn a_slow_redis_counts_as_down_and_its_late_slots_go_back() {
     let store = RedisStore::connect(&format!("redis://127.0.0.1:{}/", proxy.port()), "slow")
         .await
         .unwrap();
-    let limiter = Limiter::builder(Quota::new(20, Duration::from_millis(100)))
-        .shared(
-            SharedQuota::new(store, 1)
-                .timeout(Duration::from_millis(100))
-                .retry_every(Duration::from_millis(100))
-                .fallback(Fallback::Local {
-                    processes: 1.try_into().unwrap(),
-                }),
-        )
-        .build();
+    let limiter = Limiter::builder(
+        Quota::new(20, Duration::from_millis(100))
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    )
+    .shared(
+        SharedQuota::new(store, 1)
+            .timeout(Duration::from_millis(100))
+            .retry_every(Duration::from_millis(100))
+            .fallback(Fallback::Local {
+                processes: 1.try_into().unwrap(),
+            }),
+    )
+    .build();
     limiter.acquire(()).await.unwrap();
     assert_eq!(limiter.shared_stats().unwrap().reservations, 1);
 

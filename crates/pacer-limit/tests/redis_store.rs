@@ -49,7 +49,7 @@ async fn evenly_spaced_slots_never_crowd_across_connections() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(100).gcra(1);
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
     let slots = reserve_from_four(&redis, "gcra", quota, 10, 5).await;
     assert_eq!(slots.len(), 200);
     let interval = quota.emission_interval().as_micros() as u64;
@@ -67,7 +67,7 @@ async fn a_burst_is_allowed_then_the_rate_holds() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(100).gcra(10);
+    let quota = Quota::per_second(100).gcra(10).with_margin(Duration::ZERO);
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let reservation = store.reserve("burst", &quota, 12).await.unwrap();
     let immediate = reservation
@@ -84,7 +84,9 @@ async fn a_sliding_window_never_holds_more_than_the_limit_across_connections() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::new(20, Duration::from_millis(200));
+    let quota = Quota::new(20, Duration::from_millis(200))
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     let slots = reserve_from_four(&redis, "sliding", quota, 10, 3).await;
     assert_eq!(slots.len(), 120);
     let window = quota.effective_window().as_micros() as u64;
@@ -104,7 +106,9 @@ async fn a_pause_holds_every_connection() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(1000);
+    let quota = Quota::per_second(1000)
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     let pauser = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let paused = pauser
@@ -135,8 +139,8 @@ async fn two_configurations_of_one_key_keep_separate_state_and_keys_expire() {
         return;
     };
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
-    let slow = Quota::per_second(1).gcra(1);
-    let fast = Quota::per_second(1000).gcra(1);
+    let slow = Quota::per_second(1).gcra(1).with_margin(Duration::ZERO);
+    let fast = Quota::per_second(1000).gcra(1).with_margin(Duration::ZERO);
     store.reserve("shared", &slow, 3).await.unwrap();
     // The slow quota's backlog (two seconds) does not leak into the fast one's state.
     let reservation = store.reserve("shared", &fast, 1).await.unwrap();
@@ -175,7 +179,7 @@ async fn unused_slots_come_back_while_nobody_reserved_after_them() {
     let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
 
     // GCRA: the tail of the newest reservation comes back; the next one starts where it began.
-    let gcra = Quota::per_second(10).gcra(1);
+    let gcra = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
     let held = store.reserve("gcra", &gcra, 5).await.unwrap();
     assert_eq!(
         store.release_unused("gcra", &gcra, &held, 1).await.unwrap(),
@@ -195,7 +199,9 @@ async fn unused_slots_come_back_while_nobody_reserved_after_them() {
     );
 
     // Sliding window: unused slots leave the window, so the next reservation takes them.
-    let sliding = Quota::new(3, Duration::from_secs(10));
+    let sliding = Quota::new(3, Duration::from_secs(10))
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     let held = store.reserve("sliding", &sliding, 3).await.unwrap();
     assert!(held.slots.iter().all(|slot| slot.is_zero()));
     assert_eq!(
@@ -220,7 +226,9 @@ async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_at_once() {
         return;
     };
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
-    let quota = Quota::per_second(1000);
+    let quota = Quota::per_second(1000)
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     store.reserve("k", &quota, 1).await.unwrap();
     redis.kill();
     for _ in 0..3 {
@@ -247,7 +255,7 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
         return;
     };
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
-    let quota = Quota::per_second(10).gcra(1);
+    let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
     store.reserve("k", &quota, 1).await.unwrap();
     let mut connection = redis::Client::open(redis.url().as_str())
         .unwrap()

@@ -21,7 +21,9 @@ async fn four_limiters_share_one_sliding_window() {
         return;
     };
     // 40 per 200 ms (200/s) with a 20 ms margin, shared by four limiters of eight tasks each.
-    let quota = Quota::new(40, Duration::from_millis(200)).with_margin(Duration::from_millis(20));
+    let quota = Quota::new(40, Duration::from_millis(200))
+        .with_margin(Duration::from_millis(20))
+        .sliding_window();
     let mut limiters = Vec::new();
     for _ in 0..4 {
         limiters.push(shared_limiter(&redis, quota, |s| s).await);
@@ -57,7 +59,7 @@ async fn evenly_spaced_sends_stay_spaced_across_limiters() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(100).gcra(1);
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
     let mut limiters = Vec::new();
     for _ in 0..3 {
         limiters.push(shared_limiter(&redis, quota, |s| s).await);
@@ -76,7 +78,9 @@ async fn a_pause_in_one_process_holds_the_others() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(1000);
+    let quota = Quota::per_second(1000)
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     let refused = shared_limiter(&redis, quota, |s| s).await;
     let other = shared_limiter(&redis, quota, |s| s).await;
     refused.acquire(()).await.unwrap();
@@ -105,7 +109,7 @@ async fn a_waiter_that_gives_up_returns_its_slot() {
     };
     // One send per 100 ms; eight waiters lease eight slots (0 to 700 ms): the first waiter's,
     // then the seven queued behind it.
-    let quota = Quota::per_second(10).gcra(1);
+    let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
     let holder = shared_limiter(&redis, quota, |s| s.lease(8)).await;
     let other = shared_limiter(&redis, quota, |s| s).await;
     let waiters: Vec<_> = (0..8)
@@ -138,7 +142,9 @@ async fn leases_cut_round_trips_under_load() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(100_000);
+    let quota = Quota::per_second(100_000)
+        .sliding_window()
+        .with_margin(Duration::ZERO);
     let mut trips = Vec::new();
     for lease in [1, 8] {
         let limiter = shared_limiter(&redis, quota, |s| s.lease(lease)).await;
@@ -175,10 +181,16 @@ async fn the_wait_fallback_sends_nothing_until_redis_is_back() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(&redis, Quota::per_second(1000), |s| {
-        s.retry_every(Duration::from_millis(50))
-            .fallback(Fallback::Wait)
-    })
+    let limiter = shared_limiter(
+        &redis,
+        Quota::per_second(1000)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+        |s| {
+            s.retry_every(Duration::from_millis(50))
+                .fallback(Fallback::Wait)
+        },
+    )
     .await;
     limiter.acquire(()).await.unwrap();
     redis.kill();
@@ -207,7 +219,14 @@ async fn a_paused_key_asks_redis_for_nothing_until_the_pause_ends() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(&redis, Quota::per_second(1000), |s| s).await;
+    let limiter = shared_limiter(
+        &redis,
+        Quota::per_second(1000)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+        |s| s,
+    )
+    .await;
     limiter.acquire(()).await.unwrap();
     let before = limiter.shared_stats().unwrap();
     let until = Instant::now() + Duration::from_millis(200);
@@ -232,7 +251,14 @@ async fn a_lone_request_reserves_only_its_own_slot() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(&redis, Quota::per_second(1000), |s| s).await;
+    let limiter = shared_limiter(
+        &redis,
+        Quota::per_second(1000)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+        |s| s,
+    )
+    .await;
     for _ in 0..20 {
         limiter.acquire(()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -324,7 +324,7 @@ fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
     let share = Quota::new(1, window).with_margin(quota.margin());
     match quota.model() {
         Model::Gcra { .. } => share.gcra(1),
-        Model::SlidingWindow => share,
+        Model::SlidingWindow => share.sliding_window(),
     }
 }
 

@@ -285,7 +285,7 @@ mod tests {
         /// never a slot before Redis's now.
         #[test]
         fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>()) {
-            let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10) };
+            let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10).sliding_window() };
             match parse_reservation(&quota, &reply) {
                 None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 != 0),
                 Some(reservation) => {
