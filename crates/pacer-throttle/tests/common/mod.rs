@@ -1,0 +1,126 @@
+//! Helpers shared by the tests of the throttle layer against simulated servers, in paused time.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use pacer_limit::{Limiter, RateLimitLayer};
+use pacer_throttle::ThrottleLayer;
+use tokio::time::Instant;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+/// What the server saw: each request's arrival, caller and whether it was accepted.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub entries: Vec<(Instant, usize, bool)>,
+}
+
+pub fn too_many_requests(retry_after: &str) -> Response<()> {
+    Response::builder()
+        .status(StatusCode::TOO_MANY_REQUESTS)
+        .header("retry-after", retry_after)
+        .body(())
+        .unwrap()
+}
+
+/// The caller's number travels in a header, so the server can tell callers apart.
+pub fn request(caller: usize) -> Request<()> {
+    Request::builder()
+        .header("x-caller", caller)
+        .body(())
+        .unwrap()
+}
+
+pub fn caller_of(request: &Request<()>) -> usize {
+    request.headers()["x-caller"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub type Client = tower::util::BoxCloneService<Request<()>, Response<()>, BoxError>;
+
+/// The round trip of the simulated network, for the tests of dynamics: half of it on the way
+/// to the server, half back. Requests in flight when a refusal arrives are what makes a wrong
+/// quota expensive.
+pub const ROUND_TRIP: Duration = Duration::from_millis(50);
+
+/// The stack the design prescribes, over `server`: limiter outside, throttle inside.
+pub fn client<F>(limiter: &Limiter, throttle: ThrottleLayer, server: F) -> Client
+where
+    F: FnMut(Request<()>) -> Response<()> + Clone + Send + 'static,
+{
+    client_over(limiter, throttle, server, Duration::ZERO)
+}
+
+/// The same over a network with `round_trip`.
+pub fn client_over<F>(
+    limiter: &Limiter,
+    throttle: ThrottleLayer,
+    server: F,
+    round_trip: Duration,
+) -> Client
+where
+    F: FnMut(Request<()>) -> Response<()> + Clone + Send + 'static,
+{
+    ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter.clone()))
+        .layer(throttle)
+        .service_fn(move |request| {
+            let mut server = server.clone();
+            async move {
+                // Without a network, answer in the same poll: nothing else runs in between.
+                if !round_trip.is_zero() {
+                    tokio::time::sleep(round_trip / 2).await;
+                }
+                let response = server(request);
+                if !round_trip.is_zero() {
+                    tokio::time::sleep(round_trip / 2).await;
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
+        .map_err(BoxError::from)
+        .boxed_clone()
+}
+
+/// One request from caller 0.
+pub async fn send(client: &Client) -> Result<Response<()>, BoxError> {
+    client.clone().oneshot(request(0)).await
+}
+
+/// `callers` tasks sending back to back through clones of `client` until `end`.
+pub async fn run_callers(client: &Client, callers: usize, end: Instant) {
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    let mut client = client.clone();
+                    let ready = client.ready().await.unwrap();
+                    let _ = ready.call(request(caller)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Successful requests per second in `[from, to)` of the run, and the share of refusals.
+pub fn rate_and_refusals(log: &Log, start: Instant, from: Duration, to: Duration) -> (f64, f64) {
+    let in_span: Vec<_> = log
+        .entries
+        .iter()
+        .filter(|&&(at, _, _)| at >= start + from && at < start + to)
+        .collect();
+    let accepted = in_span.iter().filter(|&&&(_, _, ok)| ok).count();
+    let refused = in_span.len() - accepted;
+    (
+        accepted as f64 / (to - from).as_secs_f64(),
+        refused as f64 / in_span.len().max(1) as f64,
+    )
+}
