@@ -279,3 +279,38 @@ async fn scripts_flushed_from_redis_are_loaded_again() {
         .await
         .unwrap();
 }
+
+/// After a pause, every connection's slots leave evenly spaced at the quota's rate, for a
+/// sliding window and for a GCRA burst alike, rather than a whole window at the pause's end.
+#[tokio::test]
+async fn after_a_pause_slots_leave_evenly_spaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let pause = Duration::from_millis(300);
+    for (key, quota) in [
+        (
+            "sliding-paused",
+            Quota::per_second(100)
+                .sliding_window()
+                .with_margin(Duration::ZERO),
+        ),
+        (
+            "burst-paused",
+            Quota::per_second(100).gcra(50).with_margin(Duration::ZERO),
+        ),
+    ] {
+        let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+        store.pause_for(key, pause).await.unwrap();
+        let slots = reserve_from_four(&redis, key, quota, 5, 4).await;
+        assert_eq!(slots.len(), 80);
+        let interval = quota.emission_interval().as_micros() as u64;
+        for pair in slots.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= interval,
+                "{key}: slots {} us apart after the pause",
+                pair[1] - pair[0]
+            );
+        }
+    }
+}
