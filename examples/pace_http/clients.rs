@@ -24,6 +24,9 @@ type HttpClient = Client<HttpConnector, Body>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
+    /// pacer as a user who copies `Quota::per_second(100)` gets it: evenly spaced, 1 % margin,
+    /// precise wake-ups (on by default under 50 ms spacing), the same for every server.
+    PacerDefaults,
     /// pacer with the quota model matching the server's, precise wake-ups, and a margin: sends
     /// are planned against a window this much longer than the server's, so that requests
     /// delayed on their way still arrive within the limit.
@@ -44,7 +47,8 @@ const MARGIN: Duration = Duration::from_millis(10);
 const WIDE_MARGIN: Duration = Duration::from_millis(30);
 
 impl Contender {
-    pub const ALL: [Contender; 5] = [
+    pub const ALL: [Contender; 6] = [
+        Contender::PacerDefaults,
         Contender::Pacer { margin: MARGIN },
         Contender::Pacer {
             margin: WIDE_MARGIN,
@@ -56,6 +60,7 @@ impl Contender {
 
     pub fn name(self) -> String {
         match self {
+            Self::PacerDefaults => "pacer, defaults".to_owned(),
             Self::Pacer { margin } => format!("pacer, margin {margin:?}"),
             Self::PacerTokioTimer { margin } => format!("pacer, tokio timer, margin {margin:?}"),
             Self::TowerBuffer => "tower RateLimit + Buffer".to_owned(),
@@ -66,7 +71,7 @@ impl Contender {
     /// The short name accepted by `--only`.
     pub fn family(self) -> &'static str {
         match self {
-            Self::Pacer { .. } | Self::PacerTokioTimer { .. } => "pacer",
+            Self::PacerDefaults | Self::Pacer { .. } | Self::PacerTokioTimer { .. } => "pacer",
             Self::TowerBuffer => "tower",
             Self::Governor => "governor",
         }
@@ -78,7 +83,7 @@ impl Contender {
         match self {
             Self::Pacer { margin } => margin == MARGIN || enforcement == Enforcement::StrictGcra,
             Self::PacerTokioTimer { .. } => enforcement == Enforcement::StrictGcra,
-            Self::TowerBuffer | Self::Governor => true,
+            Self::PacerDefaults | Self::TowerBuffer | Self::Governor => true,
         }
     }
 
@@ -87,10 +92,15 @@ impl Contender {
     pub fn client(self, enforcement: Enforcement, limit: u32, window: Duration) -> PacedClient {
         let http = http_client();
         match self {
+            Self::PacerDefaults => ServiceBuilder::new()
+                .layer(RateLimitLayer::new(Limiter::new(Quota::new(limit, window))))
+                .service(http)
+                .map_err(BoxError::from)
+                .boxed_clone(),
             Self::Pacer { margin } | Self::PacerTokioTimer { margin } => {
                 let quota = Quota::new(limit, window).with_margin(margin);
                 let quota = if enforcement.evenly_spaced() {
-                    quota.gcra(1)
+                    quota
                 } else {
                     quota.sliding_window()
                 };

@@ -10,9 +10,12 @@
 //! - **Pausing**: a 429 or 503 with a wait pauses the request's key in the shared limiter, so
 //!   every queued and new request on that key waits. Waits beyond a cap (default 60 s) pause
 //!   for the cap and fail the request with [`Error::WaitTooLong`].
-//! - **Adapting**: a refusal lowers the key's quota to just under the rate the server actually
-//!   accepted over the last window; successes bring it back along a cubic curve, bounded by the
-//!   configured quota. A client that starts 10x too fast converges in one window.
+//! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
+//!   spacing; then it lowers the key's rate to just under what the server accepted over the
+//!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the
+//!   server's limit, and the rate only steps down by 5 %, further each repeated round), never
+//!   by more than half per round. Successes bring it back to the configured quota in a bounded
+//!   time (see [`Adaptive`]). A client that starts 10x too fast converges within a few rounds.
 //! - **Pacing ahead**: when `Remaining` is too low to last until the reset at the current rate,
 //!   the key is spaced out to make it last.
 //!
