@@ -1,0 +1,318 @@
+//! The contenders, all over one kind of transport: hyper-util's pooled client (with
+//! `TCP_NODELAY`) wrapped in [`Transport`], which keeps the run's score below every pacing
+//! layer (so a 429 that a retry layer swallows is still counted) and, when asked, answers one
+//! request with a synthetic 429 instead of sending it.
+
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use pacer::customerio::{self, Credentials, Event};
+use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::retry::RetryLayer;
+use pacer::throttle::ThrottleLayer;
+use serde_json::{json, Map, Value};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+/// The request body (the same type as the Customer.io client's).
+pub type Body = Full<Bytes>;
+/// A response from the server, or the synthetic 429.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+type HttpClient = Client<HttpConnector, Body>;
+type BoxedService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, BoxError>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contender {
+    /// `pacer::customerio::Client` with its default stack (retry, Track 100/s sliding window
+    /// with a 20 ms margin, throttle feedback), calling `identify` and `track`.
+    CustomerIo,
+    /// The README's "Compose it" stack with the default quota: retry, rate limit, throttle.
+    ReadmeStack,
+    /// pacer's rate limit alone with `Quota::per_second(100)` (a sliding window, no margin).
+    PerSecondAlone,
+    /// pacer's rate limit alone, evenly spaced, 10 ms margin, precise wake-ups.
+    GcraPrecise,
+    /// governor's direct limiter with a burst of 1, each task awaiting `until_ready`.
+    Governor,
+}
+
+impl Contender {
+    pub const ALL: [Contender; 5] = [
+        Contender::CustomerIo,
+        Contender::ReadmeStack,
+        Contender::PerSecondAlone,
+        Contender::GcraPrecise,
+        Contender::Governor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CustomerIo => "Customer.io Client, defaults",
+            Self::ReadmeStack => "README stack, defaults",
+            Self::PerSecondAlone => "Quota::per_second(100) alone",
+            Self::GcraPrecise => "pacer gcra(1) + 10 ms margin + precise",
+            Self::Governor => "governor allow_burst(1)",
+        }
+    }
+
+    /// Whether `--inject-429-at` applies: the contenders that react to a 429.
+    pub fn takes_injection(self) -> bool {
+        matches!(self, Self::CustomerIo | Self::ReadmeStack)
+    }
+
+    /// A fresh paced client over `transport` for one run, sending to `base_url` as `run`
+    /// (its own `Authorization` value, so that the server's limiter state is fresh).
+    pub fn client(self, transport: Transport, base_url: &str, run: u64) -> Paced {
+        let authorization =
+            HeaderValue::try_from(format!("Bearer run-{run}")).expect("an ASCII header value");
+        let uri = format!("{base_url}/api/v1/customers/events");
+        let service = match self {
+            Self::CustomerIo => {
+                let client = customerio::Client::builder()
+                    .base_url(base_url)
+                    .credentials(Credentials::track(format!("site-{run}"), "track-key"))
+                    .build(transport);
+                let mut attributes = Map::new();
+                attributes.insert("plan".to_owned(), json!("pro"));
+                return Paced::CustomerIo {
+                    client: Arc::new(client),
+                    attributes: Arc::new(attributes),
+                };
+            }
+            Self::ReadmeStack => {
+                let limiter = Limiter::new(Quota::per_second(100));
+                BoxCloneSyncService::new(
+                    ServiceBuilder::new()
+                        .layer(RetryLayer::new())
+                        .layer(RateLimitLayer::new(limiter.clone()))
+                        .layer(ThrottleLayer::new(limiter.clone()))
+                        .service(transport)
+                        .map_err(BoxError::from),
+                )
+            }
+            Self::PerSecondAlone => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(RateLimitLayer::new(Limiter::new(Quota::per_second(100))))
+                    .service(transport)
+                    .map_err(BoxError::from),
+            ),
+            Self::GcraPrecise => {
+                let quota = Quota::per_second(100)
+                    .gcra(1)
+                    .with_margin(Duration::from_millis(10));
+                let limiter = Limiter::builder(quota).precise_wakeups(true).build();
+                BoxCloneSyncService::new(
+                    ServiceBuilder::new()
+                        .layer(RateLimitLayer::new(limiter))
+                        .service(transport)
+                        .map_err(BoxError::from),
+                )
+            }
+            Self::Governor => {
+                let quota = governor::Quota::per_second(NonZeroU32::new(100).expect("non-zero"))
+                    .allow_burst(NonZeroU32::MIN);
+                let governor = Arc::new(governor::RateLimiter::direct(quota));
+                BoxCloneSyncService::new(tower::service_fn(move |request: Request<Body>| {
+                    let governor = Arc::clone(&governor);
+                    let transport = transport.clone();
+                    async move {
+                        governor.until_ready().await;
+                        transport.oneshot(request).await.map_err(BoxError::from)
+                    }
+                }))
+            }
+        };
+        Paced::Service {
+            service,
+            uri,
+            authorization,
+        }
+    }
+}
+
+/// What one request came to, as its caller sees it.
+#[derive(Debug)]
+pub enum Outcome {
+    Ok,
+    /// A 429 reached the caller (after the retries, for the stacks that retry).
+    Refused,
+    Failed(String),
+}
+
+/// A contender's client, ready to send.
+#[derive(Clone)]
+pub enum Paced {
+    CustomerIo {
+        client: Arc<customerio::Client<ResponseBody>>,
+        attributes: Arc<Map<String, Value>>,
+    },
+    Service {
+        service: BoxedService,
+        uri: String,
+        authorization: HeaderValue,
+    },
+}
+
+impl Paced {
+    /// Sends the `n`th request of task `task` and reads its answer.
+    pub async fn send(&self, task: usize, n: u64) -> Outcome {
+        match self {
+            Self::CustomerIo { client, attributes } => {
+                let id = format!("{task}-{n}");
+                let result = if n % 2 == 0 {
+                    client.identify(&id, attributes).await
+                } else {
+                    client.track(&id, Event::new("signed_up")).await
+                };
+                match result {
+                    Ok(()) => Outcome::Ok,
+                    Err(customerio::Error::Throttled { .. }) => Outcome::Refused,
+                    Err(error) => Outcome::Failed(error.to_string()),
+                }
+            }
+            Self::Service {
+                service,
+                uri,
+                authorization,
+            } => {
+                let request = Request::post(uri.as_str())
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::AUTHORIZATION, authorization.clone())
+                    .body(Body::new(Bytes::from_static(b"{\"name\":\"signed_up\"}")))
+                    .expect("a valid request");
+                match service.clone().oneshot(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        // Read the body so that the connection goes back to the pool.
+                        if let Err(error) = response.into_body().collect().await {
+                            return Outcome::Failed(format!("reading the body: {error}"));
+                        }
+                        match status {
+                            StatusCode::OK => Outcome::Ok,
+                            StatusCode::TOO_MANY_REQUESTS => Outcome::Refused,
+                            other => Outcome::Failed(format!("status {other}")),
+                        }
+                    }
+                    Err(error) => Outcome::Failed(error.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// What the transport saw during a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// When each request answered 200 was handed to hyper.
+    ok_sent: Mutex<Vec<Instant>>,
+    /// 429s from the server.
+    refused: AtomicU64,
+    /// The synthetic 429, once answered: when.
+    injected: Mutex<Option<Instant>>,
+}
+
+impl Tally {
+    /// The send instants of the 200s, sorted.
+    pub fn ok_sent(&self) -> Vec<Instant> {
+        let mut sent = self.ok_sent.lock().expect("tally lock").clone();
+        sent.sort_unstable();
+        sent
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    pub fn injected(&self) -> Option<Instant> {
+        *self.injected.lock().expect("tally lock")
+    }
+}
+
+/// hyper's client, counting what it gets back; with `inject_at`, the first request handed to
+/// it at or after that instant is answered 429 (no `Retry-After`) without being sent.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    http: HttpClient,
+    tally: Arc<Tally>,
+    inject_at: Option<Instant>,
+}
+
+impl Transport {
+    pub fn new(tally: Arc<Tally>, inject_at: Option<Instant>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            http: Client::builder(TokioExecutor::new()).build(connector),
+            tally,
+            inject_at,
+        }
+    }
+
+    /// Whether this request is the one to refuse (at most one per run).
+    fn inject_now(&self, now: Instant) -> bool {
+        match self.inject_at {
+            Some(at) if now >= at => {
+                let mut injected = self.tally.injected.lock().expect("tally lock");
+                if injected.is_none() {
+                    *injected = Some(now);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+type TransportFuture = Pin<
+    Box<
+        dyn Future<Output = Result<Response<ResponseBody>, hyper_util::client::legacy::Error>>
+            + Send,
+    >,
+>;
+
+impl Service<Request<Body>> for Transport {
+    type Response = Response<ResponseBody>;
+    type Error = hyper_util::client::legacy::Error;
+    type Future = TransportFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<Request<Body>>::poll_ready(&mut self.http, cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let sent = Instant::now();
+        if self.inject_now(sent) {
+            let response = Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .body(Either::Right(Full::new(Bytes::new())))
+                .expect("a valid response");
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let answer = self.http.request(request);
+        let tally = Arc::clone(&self.tally);
+        Box::pin(async move {
+            let response = answer.await?;
+            match response.status() {
+                StatusCode::OK => tally.ok_sent.lock().expect("tally lock").push(sent),
+                StatusCode::TOO_MANY_REQUESTS => {
+                    tally.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+            Ok(response.map(Either::Left))
+        })
+    }
+}

@@ -1,0 +1,360 @@
+//! Paces real HTTP requests over loopback against real rate-limiting servers from Debian's
+//! packages (nginx-light and haproxy), and prints what each client got accepted.
+//!
+//! ```text
+//! cargo run --release --example real_servers -- [--seconds 6] [--tasks 1,10,50]
+//!     [--server nginx0|nginx5|nginx99|haproxy|all] [--only <part of a client's name>]
+//!     [--inject-429-at SECS]
+//! ```
+//!
+//! The servers run as child processes on free loopback ports, from a directory under the
+//! system's temporary directory (removed at the end, also on a panic), and all limit 100
+//! requests per second per `Authorization` value, answering `200 {}` (JSON) or `429`:
+//!
+//! - `nginx0`: nginx `limit_req zone=… rate=100r/s` without burst: a request arriving less than
+//!   10 ms after the last accepted one, on nginx's cached millisecond clock, is refused.
+//! - `nginx5`: `limit_req … burst=5 nodelay`: up to 5 requests ahead of that 10 ms schedule.
+//! - `nginx99`: `limit_req … burst=99 nodelay`: a bucket of 100 refilled at 100/s, close to a
+//!   sliding window that forgives burstiness.
+//! - `haproxy`: a stick table of `http_req_rate(1s)` per `Authorization`, `deny 429` when it is
+//!   above 100. Refused requests are counted too, so a client that overshoots keeps itself out.
+//!
+//! nginx's `return` runs before `limit_req` (rewrite phase before preaccess) and is never
+//! limited; the `200 {}` comes from a named location reached by `try_files` (see `servers.rs`).
+//! A server that is not installed is reported as `SKIPPED` and the others run.
+//!
+//! The clients, all over one hyper-util client with `TCP_NODELAY` (see `clients.rs`): the
+//! Customer.io client with its defaults (`identify` and `track` in turn), the README's "Compose
+//! it" stack (retry, rate limit, throttle) with `Quota::per_second(100)`, that quota's rate limit
+//! alone, pacer's `gcra(1)` with a 10 ms margin and precise wake-ups, and governor with a burst
+//! of 1 (`until_ready` before each send).
+//!
+//! For each server, number of tasks and client, `tasks` tasks send back to back for `--seconds`
+//! through a fresh client with a fresh `Authorization` value (the servers stay up; their
+//! limiters see a new key). A table row gives the 200s whose request was sent within the run,
+//! per second and as a ratio of the limit, the 429s the transport saw (below any retry layer, so
+//! a retried 429 counts too), and other failures. Requests still waiting at the deadline are
+//! dropped.
+//!
+//! `--inject-429-at SECS` answers the first request of the Customer.io client and the README
+//! stack that reaches the transport `SECS` into the run with a synthetic 429 (no `Retry-After`,
+//! never sent, not in the 429 column), and prints the accepted rate in each 500 ms from then on
+//! (and over the last second at each 500 ms mark). A longer `--seconds` shows the whole climb
+//! back, e.g. `--inject-429-at 2 --seconds 20 --tasks 10 --server nginx99 --only README`.
+
+mod clients;
+mod servers;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clients::{Contender, Outcome, Paced, Tally, Transport};
+use servers::{ServerKind, Servers};
+
+const LIMIT: f64 = 100.0;
+const BUCKET: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+struct Options {
+    seconds: u32,
+    tasks: Vec<usize>,
+    servers: Vec<ServerKind>,
+    only: Option<String>,
+    inject_at: Option<Duration>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match parse_options(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("real_servers: {message}");
+            eprintln!(
+                "usage: real_servers [--seconds N] [--tasks 1,10,50] \
+                 [--server nginx0|nginx5|nginx99|haproxy|all] [--only <client name part>] \
+                 [--inject-429-at SECS]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let contenders: Vec<Contender> = Contender::ALL
+        .into_iter()
+        .filter(|contender| {
+            options.only.as_deref().is_none_or(|only| {
+                contender
+                    .name()
+                    .to_lowercase()
+                    .contains(&only.to_lowercase())
+            })
+        })
+        .collect();
+    if contenders.is_empty() {
+        eprintln!("real_servers: no client's name contains {:?}", options.only);
+        return ExitCode::from(2);
+    }
+
+    let servers = Servers::start(&options.servers);
+    let running: Vec<(ServerKind, String)> = options
+        .servers
+        .iter()
+        .filter_map(|&kind| servers.url(kind).map(|url| (kind, url)))
+        .collect();
+    if running.is_empty() {
+        println!("No server to run against.");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "Limit: {LIMIT} requests/s per Authorization value; {} s per run, a fresh key per run.\n",
+        options.seconds
+    );
+    println!("| server | tasks | client | ok req/s | ratio | 429s | errors |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
+    let mut notes = Vec::new();
+    let mut run_number = 0;
+    for (kind, url) in &running {
+        for &tasks in &options.tasks {
+            for &contender in &contenders {
+                run_number += 1;
+                let inject_at = options.inject_at.filter(|_| contender.takes_injection());
+                let result = run(
+                    contender,
+                    url,
+                    run_number,
+                    tasks,
+                    options.seconds,
+                    inject_at,
+                )
+                .await;
+                println!(
+                    "| {} | {tasks} | {} | {:.1} | {:.3} | {} | {} |",
+                    kind.name(),
+                    contender.name(),
+                    result.ok_per_second,
+                    result.ok_per_second / LIMIT,
+                    result.refused,
+                    result.errors,
+                );
+                let label = format!("{}, {tasks} tasks, {}", kind.name(), contender.name());
+                if let Some(first) = &result.first_error {
+                    notes.push(format!(
+                        "{label}: {} errors, the first: {first}",
+                        result.errors
+                    ));
+                }
+                if contender.takes_injection() && result.gave_up > 0 {
+                    notes.push(format!(
+                        "{label}: {} requests failed with a 429 after the retries",
+                        result.gave_up
+                    ));
+                }
+                if inject_at.is_some() {
+                    notes.push(format!("{label}: {}", result.injection));
+                }
+            }
+        }
+    }
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("- {note}");
+        }
+    }
+    drop(servers);
+    ExitCode::SUCCESS
+}
+
+/// What one run came to.
+#[derive(Debug)]
+struct RunResult {
+    ok_per_second: f64,
+    refused: u64,
+    errors: u64,
+    /// Requests that failed with a 429 at the caller.
+    gave_up: u64,
+    first_error: Option<String>,
+    /// The injection line (empty without one).
+    injection: String,
+}
+
+/// One run: a fresh client and key, `tasks` tasks sending until the deadline.
+async fn run(
+    contender: Contender,
+    base_url: &str,
+    run_number: u64,
+    tasks: usize,
+    seconds: u32,
+    inject_at: Option<Duration>,
+) -> RunResult {
+    let run_time = Duration::from_secs(seconds.into());
+    let start = Instant::now();
+    let deadline = start + run_time;
+    let tally = Arc::new(Tally::default());
+    let transport = Transport::new(Arc::clone(&tally), inject_at.map(|at| start + at));
+    let client = contender.client(transport, base_url, run_number);
+
+    let senders: Vec<_> = (0..tasks)
+        .map(|task| {
+            tokio::spawn(send_until(
+                client.clone(),
+                task,
+                tokio::time::Instant::from_std(deadline),
+            ))
+        })
+        .collect();
+    let mut result = RunResult {
+        ok_per_second: 0.0,
+        refused: tally.refused(),
+        errors: 0,
+        gave_up: 0,
+        first_error: None,
+        injection: String::new(),
+    };
+    for sender in senders {
+        let sent = sender.await.expect("sender task");
+        result.errors += sent.errors;
+        result.gave_up += sent.gave_up;
+        if result.first_error.is_none() {
+            result.first_error = sent.first_error;
+        }
+    }
+    drop(client);
+    let ok_sent = tally.ok_sent();
+    let in_window = ok_sent.iter().filter(|&&at| at < deadline).count();
+    result.ok_per_second = in_window as f64 / run_time.as_secs_f64();
+    result.refused = tally.refused();
+    if inject_at.is_some() {
+        result.injection = injection_line(&ok_sent, start, tally.injected(), deadline);
+    }
+    result
+}
+
+/// The accepted rate (as a ratio of the limit) before the injected 429, in each 500 ms after
+/// it, and over the second before each 500 ms mark (a client pacing by a sliding window sends
+/// in bursts at the start of its windows, so its 500 ms buckets alternate full and empty).
+fn injection_line(
+    ok_sent: &[Instant],
+    start: Instant,
+    injected: Option<Instant>,
+    deadline: Instant,
+) -> String {
+    let Some(injected) = injected else {
+        return "no request reached the transport after the injection time".to_owned();
+    };
+    let rate = |from: Instant, to: Instant| {
+        let count = ok_sent.iter().filter(|&&at| at >= from && at < to).count();
+        count as f64 / to.duration_since(from).as_secs_f64() / LIMIT
+    };
+    let marks: Vec<u32> = (1..)
+        .take_while(|&k| injected + BUCKET * k <= deadline)
+        .collect();
+    let mut line = format!(
+        "injected 429 at {:.3} s; before: {:.2}; after injected 429:",
+        injected.duration_since(start).as_secs_f64(),
+        rate(start, injected)
+    );
+    for &k in &marks {
+        let (from, to) = (injected + BUCKET * (k - 1), injected + BUCKET * k);
+        line.push_str(&format!(
+            " {:.1}s:{:.2}",
+            (BUCKET * k).as_secs_f64(),
+            rate(from, to)
+        ));
+    }
+    line.push_str("; over the last 1 s:");
+    for &k in marks.iter().filter(|&&k| k >= 2) {
+        let (from, to) = (injected + BUCKET * (k - 2), injected + BUCKET * k);
+        line.push_str(&format!(
+            " {:.1}s:{:.2}",
+            (BUCKET * k).as_secs_f64(),
+            rate(from, to)
+        ));
+    }
+    line
+}
+
+/// What one task's requests came to, as the caller saw them.
+#[derive(Debug, Default)]
+struct Sent {
+    errors: u64,
+    gave_up: u64,
+    first_error: Option<String>,
+}
+
+/// Sends requests one after the other until `deadline`; a request still waiting for its turn
+/// (or its answer) at the deadline is dropped.
+async fn send_until(client: Paced, task: usize, deadline: tokio::time::Instant) -> Sent {
+    let mut sent = Sent::default();
+    for n in 0.. {
+        let outcome = tokio::select! {
+            outcome = client.send(task, n) => outcome,
+            () = tokio::time::sleep_until(deadline) => break,
+        };
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Refused => sent.gave_up += 1,
+            Outcome::Failed(error) => {
+                sent.errors += 1;
+                sent.first_error.get_or_insert(error);
+            }
+        }
+    }
+    sent
+}
+
+fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
+    let mut options = Options {
+        seconds: 6,
+        tasks: vec![1, 10, 50],
+        servers: ServerKind::ALL.to_vec(),
+        only: None,
+        inject_at: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => {
+                options.seconds = value()?
+                    .parse()
+                    .ok()
+                    .filter(|&s| (1..=600).contains(&s))
+                    .ok_or("--seconds takes a whole number from 1 to 600")?;
+            }
+            "--tasks" => {
+                options.tasks = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse().ok().filter(|&n| (1..=1000).contains(&n)))
+                    .collect::<Option<_>>()
+                    .ok_or("--tasks takes a comma-separated list of numbers from 1 to 1000")?;
+            }
+            "--server" => {
+                let name = value()?;
+                options.servers = if name == "all" {
+                    ServerKind::ALL.to_vec()
+                } else {
+                    let kind = ServerKind::ALL
+                        .into_iter()
+                        .find(|kind| kind.flag() == name)
+                        .ok_or_else(|| format!("unknown server {name:?}"))?;
+                    vec![kind]
+                };
+            }
+            "--only" => options.only = Some(value()?),
+            "--inject-429-at" => {
+                let secs: f64 = value()?
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                    .ok_or("--inject-429-at takes a number of seconds")?;
+                options.inject_at = Some(Duration::from_secs_f64(secs));
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if let Some(at) = options.inject_at {
+        if at >= Duration::from_secs(options.seconds.into()) {
+            return Err("--inject-429-at must be within --seconds".to_owned());
+        }
+    }
+    Ok(options)
+}
