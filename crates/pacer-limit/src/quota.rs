@@ -160,6 +160,31 @@ impl Quota {
         self
     }
 
+    /// The same quota at `fraction` of its rate, exactly: the window and the margin stretched
+    /// by `1 / fraction`, the limit, model and burst kept. Where [`scaled`](Self::scaled) rounds
+    /// the rate to a whole number of requests per window, this keeps a learned rate of, say,
+    /// 99.4 per window as it is. `fraction` is clamped to `1e-6..=1` (NaN counts as 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pacer_limit::Quota;
+    ///
+    /// let quota = Quota::per_second(100).with_margin(Duration::ZERO).slowed(0.8);
+    /// assert_eq!(quota.limit(), 100);
+    /// assert_eq!(quota.emission_interval(), Duration::from_micros(12_500));
+    /// ```
+    #[must_use]
+    pub fn slowed(mut self, fraction: f64) -> Self {
+        if fraction.is_nan() || fraction >= 1.0 {
+            return self;
+        }
+        let fraction = fraction.max(1e-6);
+        let stretch = |d: Duration| Duration::try_from_secs_f64(d.as_secs_f64() / fraction);
+        self.window = stretch(self.window).unwrap_or(Duration::MAX);
+        self.margin = stretch(self.margin).unwrap_or(Duration::MAX);
+        self
+    }
+
     /// The number of requests allowed per window.
     #[must_use]
     pub fn limit(&self) -> u32 {
@@ -238,6 +263,18 @@ mod tests {
         assert_eq!(quota.effective_window(), Duration::from_millis(1030));
         assert_eq!(quota.emission_interval(), Duration::from_micros(10_300));
         assert!((quota.rate_per_second() - 100.0 / 1.03).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slowed_keeps_the_model_and_stretches_the_interval_exactly() {
+        let quota = Quota::per_second(100).gcra(4);
+        let slowed = quota.slowed(0.994);
+        assert_eq!((slowed.limit(), slowed.model()), (100, quota.model()));
+        let ratio = slowed.rate_per_second() / quota.rate_per_second();
+        assert!((ratio - 0.994).abs() < 1e-9, "{ratio}");
+        assert_eq!(quota.slowed(1.5), quota);
+        assert_eq!(quota.slowed(f64::NAN), quota);
+        assert!(quota.slowed(0.0).emission_interval() > Duration::from_secs(1000));
     }
 
     #[test]

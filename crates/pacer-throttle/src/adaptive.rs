@@ -6,16 +6,19 @@
 //!    rate: real limiters refuse bursts long before they refuse the rate.
 //! 2. **A measured rate is trusted only over a whole busy window.** When the key was busy for
 //!    the whole last window, its quota drops to just under what the server *accepted* in it:
-//!    a client configured 10x too fast lands under the real limit in one round. After start-up,
-//!    an idle spell or a pause, the count covers part of a window and says nothing about the
-//!    server's limit (one early 429 would read as "1 per second"); the rate then steps down
-//!    by `1 - backoff`, twice as far each further round, and never below what the partial
-//!    window already got accepted.
+//!    a client configured 10x too fast lands under the real limit in a few rounds. A key that
+//!    was running at its rate steps just under it (`backoff`, default 0.99): a single 429 from
+//!    a strict server's jitter costs 1 % for a few windows, not 5 % for a minute. After
+//!    start-up, an idle spell or a pause, the count covers part of a window and says nothing
+//!    about the server's limit (one early 429 would read as "1 per second"); the rate then
+//!    steps down by `1 - backoff`, four times as far each further round within the climb back
+//!    (1 %, 4 %, 16 %, then half), and never below what the partial window got accepted.
 //! 3. **Never below half per round.** Whatever the estimate, one round of refusals at most
 //!    halves the rate in force. Refusals of requests sent before the last decrease are old
 //!    news and do not decrease again, so a burst of refusals counts once.
 //!
-//! The rate then climbs back on a concave cubic to the rate in force when the server refused
+//! Rates are fractional (a learned 99.4 per window stays 99.4, see `Quota::slowed`), so a 1 %
+//! step is a 1 % step. The rate then climbs back on a concave cubic to the rate in force when the server refused
 //! (`recovery_windows`, default 3 windows), stays there `probe_windows` (default 10), and then
 //! probes upward by one request per window, doubling every window, until it is back at the
 //! configured quota: within `recovery_windows + probe_windows + log2(quota)` windows, whatever
@@ -44,7 +47,7 @@ impl Default for Adaptive {
     fn default() -> Self {
         Self {
             enabled: true,
-            backoff: 0.95,
+            backoff: 0.99,
             recovery_windows: 3,
             probe_windows: 10,
         }
@@ -53,6 +56,10 @@ impl Default for Adaptive {
 
 /// One round of refusals never takes the rate below this fraction of the rate in force.
 const MAX_DECREASE: f64 = 0.5;
+/// A key that got this share of its rate through a busy window was running at its rate.
+const AT_RATE: f64 = 0.95;
+/// A recovering rate is handed out when it moved by this fraction of the configured rate.
+const RATE_STEP: f64 = 0.002;
 
 impl Adaptive {
     /// No adaptation: the key's quota stays as configured; refusals only pause it.
@@ -66,13 +73,14 @@ impl Adaptive {
 
     /// After a refusal, pace at this fraction of the rate the server accepted over the last
     /// busy window; without a whole window to measure, step the rate in force down by
-    /// `1 - fraction` (default 0.95; clamped to `0.5..=1.0`: one round never more than halves).
+    /// `1 - fraction`, four times as far each repeated round (default 0.99; clamped to
+    /// `0.5..=0.999`: one round never more than halves, and always steps down).
     #[must_use]
     pub fn backoff(mut self, fraction: f64) -> Self {
         self.backoff = if fraction.is_nan() {
             Self::default().backoff
         } else {
-            fraction.clamp(MAX_DECREASE, 1.0)
+            fraction.clamp(MAX_DECREASE, 0.999)
         };
         self
     }
@@ -100,11 +108,11 @@ impl Adaptive {
 }
 
 /// What the caller should do with the key's quota.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Change {
     Keep,
-    /// Pace the key at this many requests per window of its configured quota.
-    Limit(u32),
+    /// Pace the key at this many requests (fractional) per window of its configured quota.
+    Rate(f64),
     /// Keep the rate, but space the key's sends evenly: the server refused a burst.
     Smooth,
     /// Back at the configured quota: restore it and forget the key's adaptive state.
@@ -114,8 +122,8 @@ pub(crate) enum Change {
 /// What the server said about the key's requests lately, and the quota in force.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct InForce {
-    /// Requests per window now in force.
-    pub(crate) limit: u32,
+    /// Requests per window of the configured quota now in force (fractional).
+    pub(crate) rate: f64,
     /// Whether the quota in force lets sends go out back to back.
     pub(crate) bursts: bool,
 }
@@ -242,7 +250,7 @@ impl Answers {
 /// The state after a decrease: where the recovery starts and aims.
 #[derive(Clone, Copy, Debug)]
 struct Recovery {
-    /// The limit set by the decrease, in requests per window.
+    /// The rate set by the decrease, in requests per window.
     start: f64,
     /// The rate the recovery climbs back to: what the server accepted over a busy window, or
     /// the rate in force when it refused.
@@ -254,8 +262,8 @@ struct Recovery {
     measured_until: Instant,
     /// Whether `peak` was measured over a busy window (late answers may then raise it).
     measured: bool,
-    /// The limit last handed out.
-    limit: u32,
+    /// The rate last handed out.
+    rate: f64,
     /// Rounds of refusals in a row, each within `recovery_windows` of the one before.
     rounds: u32,
 }
@@ -289,7 +297,7 @@ impl KeyRate {
     pub(crate) fn on_success(
         &mut self,
         params: &Adaptive,
-        ceiling: u32,
+        ceiling: f64,
         sent_at: Instant,
         now: Instant,
     ) -> Change {
@@ -310,16 +318,16 @@ impl KeyRate {
         }
         let since = now.saturating_duration_since(decreased_at).as_secs_f64();
         let target = recovery.target(params, since / self.window.as_secs_f64());
-        if target >= f64::from(ceiling) {
+        if target >= ceiling {
             self.recovery = None;
             return Change::Recovered;
         }
-        let limit = (target.floor() as u32).max(1);
-        if limit == recovery.limit {
+        // Hand out a change only once it is worth a quota update: 0.2 % of the ceiling.
+        if (target - recovery.rate).abs() < ceiling * RATE_STEP {
             return Change::Keep;
         }
-        recovery.limit = limit;
-        Change::Limit(limit)
+        recovery.rate = target;
+        Change::Rate(target)
     }
 
     /// A request sent at `sent_at` was refused; `in_force` is the key's quota now.
@@ -334,7 +342,7 @@ impl KeyRate {
         if self.decreased_at.is_some_and(|at| sent_at <= at) {
             return Change::Keep;
         }
-        let current = f64::from(in_force.limit);
+        let current = in_force.rate;
         // A round within the climb back from the last one escalates a blind decrease.
         let rounds = match (self.recovery, self.decreased_at) {
             (Some(recovery), Some(at))
@@ -352,7 +360,7 @@ impl KeyRate {
                 cap: current,
                 measured_until: sent_at,
                 measured: false,
-                limit: in_force.limit,
+                rate: current,
                 rounds,
             });
             return Change::Smooth;
@@ -361,7 +369,13 @@ impl KeyRate {
         let measured = self.answers.busy_for_window_before(sent_at);
         let (peak, target) = if measured {
             if accepted >= 1.0 {
-                let peak = accepted.min(current);
+                // Running at its rate, the key climbs back to that rate (the rate at the
+                // refusal, as CUBIC's W_max); far above what got through, to what got through.
+                let peak = if accepted >= current * AT_RATE {
+                    current
+                } else {
+                    accepted
+                };
                 (peak, peak * params.backoff)
             } else {
                 // A whole window and nothing got through: all we know is "too fast".
@@ -371,24 +385,24 @@ impl KeyRate {
             // A partial window: step down, further each round, but not below what it already
             // got accepted (the server's limit is at least that). An isolated refusal climbs
             // back to the rate in force; a repeated one does not go back to a refused rate.
-            let step = (1.0 - params.backoff) * f64::from(1u32 << (rounds - 1).min(16));
+            let step = (1.0 - params.backoff) * 4f64.powi((rounds - 1).min(16) as i32);
             let floor = (accepted * params.backoff).min(current);
             let target = (current * (1.0 - step)).max(floor);
             let peak = if rounds > 1 { target.floor() } else { current };
             (peak, target)
         };
         let target = target.max(current * MAX_DECREASE);
-        let limit = (target.floor() as u32).max(1);
         self.recovery = Some(Recovery {
-            start: f64::from(limit),
-            peak,
+            start: target,
+            // Never a climb down: what the half-floor kept is where the recovery holds.
+            peak: peak.max(target),
             cap: current,
             measured_until: sent_at,
             measured,
-            limit,
+            rate: target,
             rounds,
         });
-        Change::Limit(limit)
+        Change::Rate(target)
     }
 }
 
@@ -417,19 +431,27 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_secs(1);
     const EVEN: InForce = InForce {
-        limit: 100,
+        rate: 100.0,
         bursts: false,
     };
 
-    fn even(limit: u32) -> InForce {
+    fn even(rate: f64) -> InForce {
         InForce {
-            limit,
+            rate,
             bursts: false,
         }
     }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// The rate a change hands out, to 0.1 (None: no new rate).
+    fn rate_of(change: Change) -> Option<f64> {
+        match change {
+            Change::Rate(rate) => Some((rate * 10.0).round() / 10.0),
+            _ => None,
+        }
     }
 
     /// A key that sent `per_window` requests per window, evenly, for `windows` windows from
@@ -439,7 +461,7 @@ mod tests {
         let spacing = WINDOW / per_window;
         let mut at = start;
         for _ in 0..per_window * windows {
-            rate.on_success(&params, 1000, at, at);
+            rate.on_success(&params, 1000.0, at, at);
             at += spacing;
         }
         at
@@ -487,64 +509,75 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_over_a_busy_window_drops_to_just_under_the_accepted_rate_once() {
+    fn a_key_running_at_its_rate_steps_just_under_it_once() {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 100, 2);
-        assert_eq!(
-            rate.on_refusal(&params, even(120), now, now),
-            Change::Limit(95)
-        );
+        let change = rate.on_refusal(&params, EVEN, now, now);
+        assert_eq!(rate_of(change), Some(99.0));
         // Refusals of requests sent before the decrease are the same news.
-        assert_eq!(rate.on_refusal(&params, even(95), now, now), Change::Keep);
+        assert_eq!(rate.on_refusal(&params, even(99.0), now, now), Change::Keep);
     }
 
     #[test]
-    fn a_busy_window_with_nothing_accepted_halves_and_no_round_more_than_halves() {
+    fn far_above_what_got_through_the_rate_drops_to_it_at_most_halving_per_round() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
+        // Configured at 120, the server took 100: just under 100.
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, even(120.0), now, now)),
+            Some(99.0)
+        );
+        // Configured at 1000: half per round, however far the server is below.
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, even(1000.0), now, now)),
+            Some(500.0)
+        );
+    }
+
+    #[test]
+    fn a_busy_window_with_nothing_accepted_halves() {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         let mut now = start;
-        for _ in 0..200 {
-            rate.answers.add(now, false);
-            now += ms(10);
-        }
-        assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Limit(50));
-        // A server that accepted only 2 in a busy window: still at most half per round.
-        let mut rate = KeyRate::new(WINDOW, start);
-        let mut now = start;
         for i in 0..200 {
-            rate.answers.add(now, i % 100 == 0);
+            rate.answers.add(now, i % 100 == 0 && i < 100);
             now += ms(10);
         }
-        assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Limit(50));
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, EVEN, now, now)),
+            Some(50.0)
+        );
     }
 
     #[test]
-    fn a_start_up_refusal_steps_down_gently_then_further_each_round() {
+    fn a_start_up_refusal_steps_down_one_percent_then_further_each_round() {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         // One early 429: the second request, 10 ms in. The old rule read "1 per second".
-        rate.on_success(&params, 100, start, start + ms(1));
+        rate.on_success(&params, 100.0, start, start + ms(1));
         let refused = start + ms(10);
         assert_eq!(
-            rate.on_refusal(&params, EVEN, refused, refused),
-            Change::Limit(95)
+            rate_of(rate.on_refusal(&params, EVEN, refused, refused)),
+            Some(99.0)
         );
-        // Further rounds within the climb back step down twice as far each, never more than
-        // halving: 95 -> 85 -> 67 -> 40 -> 20.
-        let mut limit = 95;
+        // Further rounds within the climb back step 4x as far each, never more than halving:
+        // 99 -> 95.0 (4 %) -> 79.8 (16 %) -> 39.9 (64 %, held to half) -> 20.0.
+        let mut current = 99.0;
         let mut now = refused;
-        for expected in [85, 67, 40, 20] {
+        for expected in [95.0, 79.8, 39.9, 20.0] {
             now += ms(100);
-            let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) else {
-                panic!("expected a decrease");
-            };
+            let next = rate_of(rate.on_refusal(&params, even(current), now, now)).unwrap();
             assert_eq!(next, expected);
-            assert!(next * 2 >= limit);
-            limit = next;
+            assert!(next * 2.0 >= current - 0.1);
+            current = next;
         }
     }
 
@@ -556,17 +589,17 @@ mod tests {
         // 100 accepted in the first 100 ms, then refusals: the server allows at least 100.
         for i in 0..100 {
             let at = start + Duration::from_micros(i * 1000);
-            rate.on_success(&params, 1000, at, at);
+            rate.on_success(&params, 1000.0, at, at);
         }
-        let mut limit = 1000;
+        let mut current = 1000.0;
         let mut now = start + ms(100);
         for _ in 0..12 {
-            if let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) {
-                limit = next;
+            if let Some(next) = rate_of(rate.on_refusal(&params, even(current), now, now)) {
+                current = next;
             }
             now += ms(50);
         }
-        assert_eq!(limit, 95);
+        assert_eq!(current, 99.0);
     }
 
     #[test]
@@ -576,25 +609,24 @@ mod tests {
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 100, 2);
         let bursting = InForce {
-            limit: 100,
+            rate: 100.0,
             bursts: true,
         };
         assert_eq!(rate.on_refusal(&params, bursting, now, now), Change::Smooth);
         assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Keep);
         let later = now + ms(10);
         assert_eq!(
-            rate.on_refusal(&params, EVEN, later, later),
-            Change::Limit(94)
+            rate_of(rate.on_refusal(&params, EVEN, later, later)),
+            Some(99.0)
         );
     }
 
-    /// The limit handed out `windows` windows after the decrease (None: unchanged).
-    fn limit_at(rate: &mut KeyRate, decreased: Instant, ceiling: u32, windows: f64) -> Option<u32> {
+    /// The rate handed out `windows` windows after the decrease (None: unchanged).
+    fn rate_at(rate: &mut KeyRate, decreased: Instant, ceiling: f64, windows: f64) -> Option<f64> {
         let at = decreased + WINDOW.mul_f64(windows);
         match rate.on_success(&Adaptive::default(), ceiling, at, at) {
-            Change::Limit(limit) => Some(limit),
             Change::Recovered => Some(ceiling),
-            Change::Keep | Change::Smooth => None,
+            change => rate_of(change),
         }
     }
 
@@ -605,15 +637,33 @@ mod tests {
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 100, 2);
         assert_eq!(
-            rate.on_refusal(&params, even(150), now, now),
-            Change::Limit(95)
+            rate_of(rate.on_refusal(&params, even(150.0), now, now)),
+            Some(99.0)
         );
-        assert_eq!(limit_at(&mut rate, now, 200, 1.5), Some(99)); // concave: most of the way
-        assert_eq!(limit_at(&mut rate, now, 200, 3.0), Some(100)); // the learned limit
-        assert_eq!(limit_at(&mut rate, now, 200, 12.9), None); // held for 10 windows
-        assert_eq!(limit_at(&mut rate, now, 200, 13.0), Some(101)); // probing: +1,
-        assert_eq!(limit_at(&mut rate, now, 200, 15.0), Some(104)); // +4, doubling
-        assert_eq!(limit_at(&mut rate, now, 200, 20.0), Some(200)); // back at the quota
+        assert_eq!(rate_at(&mut rate, now, 200.0, 1.5), Some(99.9)); // concave: most of the way
+                                                                     // At the learned limit (100, less than 0.2 % of the ceiling from 99.9: no new rate),
+                                                                     // held there for 10 windows.
+        assert_eq!(rate_at(&mut rate, now, 200.0, 3.0), None);
+        assert_eq!(rate_at(&mut rate, now, 200.0, 12.9), None);
+        assert_eq!(rate_at(&mut rate, now, 200.0, 13.0), Some(101.0)); // probing: +1,
+        assert_eq!(rate_at(&mut rate, now, 200.0, 15.0), Some(104.0)); // +4, doubling
+        assert_eq!(rate_at(&mut rate, now, 200.0, 20.0), Some(200.0)); // back at the quota
+        assert!(rate.recovery.is_none());
+    }
+
+    #[test]
+    fn a_key_that_ran_at_its_quota_is_back_at_it_after_the_climb() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, EVEN, now, now)),
+            Some(99.0)
+        );
+        assert_eq!(rate_at(&mut rate, now, 100.0, 1.0), Some(99.7));
+        assert!(rate.recovery.is_some());
+        assert_eq!(rate_at(&mut rate, now, 100.0, 3.0), Some(100.0));
         assert!(rate.recovery.is_none());
     }
 
@@ -621,25 +671,28 @@ mod tests {
     fn recovery_takes_a_bounded_time_whatever_the_learned_value() {
         let params = Adaptive::default();
         let start = Instant::now();
-        // Collapsed to 1 per window by a server that accepted almost nothing for a while.
+        // Collapsed to about 1 per window by a server that accepted almost nothing for a while.
         let mut rate = KeyRate::new(WINDOW, start);
         let mut now = start;
         for i in 0..300 {
             rate.answers.add(now, i % 300 == 0);
             now += ms(10);
         }
-        let mut limit = 10_000;
+        let mut current = 10_000.0;
         for _ in 0..20 {
-            if let Change::Limit(next) = rate.on_refusal(&params, even(limit), now, now) {
-                limit = next;
+            if let Some(next) = rate_of(rate.on_refusal(&params, even(current), now, now)) {
+                current = next;
             }
             now += ms(10);
         }
-        assert_eq!(limit, 1);
+        assert!(current <= 1.0, "{current}");
         // 3 windows back, 10 held, then doubling: 10,000 per window within 14 more.
         let decreased = rate.decreased_at.unwrap();
-        assert_eq!(limit_at(&mut rate, decreased, 10_000, 26.0), Some(8193));
-        assert_eq!(limit_at(&mut rate, decreased, 10_000, 27.0), Some(10_000));
+        assert!(rate_at(&mut rate, decreased, 10_000.0, 26.0).unwrap() < 10_000.0);
+        assert_eq!(
+            rate_at(&mut rate, decreased, 10_000.0, 27.0),
+            Some(10_000.0)
+        );
     }
 
     #[test]
@@ -648,17 +701,18 @@ mod tests {
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 40, 2);
-        // 100 sent in the last window, only 40 of them answered when the 101st is refused.
+        // 100 sent in the last window, only 40 of them answered when the 101st is refused:
+        // at most half of the 120 in force per round.
         assert_eq!(
-            rate.on_refusal(&params, even(120), now, now),
-            Change::Limit(60)
+            rate_of(rate.on_refusal(&params, even(120.0), now, now)),
+            Some(60.0)
         );
         // 60 more of the same window come back: the learned limit is ~100 after all, and the
         // recovery climbs back to it.
         let sent = now - ms(500);
         for _ in 0..60 {
-            rate.on_success(&params, 1000, sent, now + ms(5));
+            rate.on_success(&params, 1000.0, sent, now + ms(5));
         }
-        assert_eq!(limit_at(&mut rate, now, 1000, 3.0), Some(100));
+        assert_eq!(rate_at(&mut rate, now, 1000.0, 3.0), Some(100.0));
     }
 }

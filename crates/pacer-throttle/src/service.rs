@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use http::{Request, Response};
-use pacer_limit::{Key, KeyExtractor, Limiter, Quota};
+use pacer_limit::{Key, KeyExtractor, Limiter};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -177,37 +177,45 @@ impl<K: Key> Shared<K> {
     fn adapt(&self, key: &K, refused: bool, sent_at: Instant, now: Instant) {
         let configured = self.limiter.configured_quota(key);
         let params = &self.config.adaptive;
+        // Rates in requests per window of the configured quota (margin included), fractional.
+        let window = configured.effective_window();
+        let ceiling = f64::from(configured.limit());
         // Read the limiter before taking our own lock: never hold both.
         let in_force = self.limiter.quota(key);
         let change = {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
-            let rate = rates.rate(key, configured.window(), now);
+            let rate = rates.rate(key, window, now);
             if refused {
                 let in_force = InForce {
-                    limit: in_force.limit(),
+                    rate: in_force.rate_per_second() * window.as_secs_f64(),
                     bursts: in_force.model().bursts(),
                 };
                 rate.on_refusal(params, in_force, sent_at, now)
             } else {
-                rate.on_success(params, configured.limit(), sent_at, now)
+                rate.on_success(params, ceiling, sent_at, now)
             }
         };
         // Once the server refused a burst, the key stays evenly spaced, at any rate.
         let smoothed = !in_force.model().bursts() && configured.model().bursts();
-        let even = |quota: Quota| if smoothed { quota.gcra(1) } else { quota };
+        let paced = if smoothed {
+            configured.gcra(1)
+        } else {
+            configured
+        };
         match change {
             Change::Keep => {}
-            Change::Limit(limit) => {
-                tracing::debug!(key = ?key, limit, window = ?configured.window(), "adapted key rate");
-                self.limiter.set_quota(key, even(configured.scaled(limit)));
+            Change::Rate(rate) => {
+                let per_second = rate / window.as_secs_f64();
+                tracing::debug!(key = ?key, per_second, "adapted key rate");
+                self.limiter.set_quota(key, paced.slowed(rate / ceiling));
             }
             Change::Smooth => {
-                tracing::debug!(key = ?key, limit = in_force.limit(), "server refused a burst; key evenly spaced");
+                tracing::debug!(key = ?key, "server refused a burst; key evenly spaced");
                 self.limiter.set_quota(key, in_force.gcra(1));
             }
             Change::Recovered if smoothed => {
                 tracing::debug!(key = ?key, "key rate back at its configured quota, evenly spaced");
-                self.limiter.set_quota(key, configured.gcra(1));
+                self.limiter.set_quota(key, paced);
             }
             Change::Recovered => {
                 tracing::debug!(key = ?key, "key rate back at its configured quota");

@@ -124,3 +124,10 @@ pub fn rate_and_refusals(log: &Log, start: Instant, from: Duration, to: Duration
         refused as f64 / in_span.len().max(1) as f64,
     )
 }
+
+/// The rate the key is paced at now, in whole requests per window of its configured quota
+/// (rounded): what a learned rate looks like next to the configured limit.
+pub fn paced_per_window(limiter: &Limiter) -> u32 {
+    let window = limiter.configured_quota(&()).effective_window();
+    (limiter.quota(&()).rate_per_second() * window.as_secs_f64()).round() as u32
+}
