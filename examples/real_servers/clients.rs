@@ -34,24 +34,30 @@ type BoxedService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, B
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contender {
-    /// `pacer::customerio::Client` with its default stack (retry, Track 100/s sliding window
-    /// with a 20 ms margin, throttle feedback), calling `identify` and `track`.
+    /// `pacer::customerio::Client` with its default stack (retry, Track 100/s evenly spaced
+    /// with the default 1 % margin, throttle feedback), calling `identify` and `track`.
     CustomerIo,
     /// The README's "Compose it" stack with the default quota: retry, rate limit, throttle.
     ReadmeStack,
-    /// pacer's rate limit alone with `Quota::per_second(100)` (a sliding window, no margin).
+    /// pacer's rate limit alone with `Quota::per_second(100)`: the defaults (evenly spaced,
+    /// 1 % margin, precise wake-ups).
     PerSecondAlone,
-    /// pacer's rate limit alone, evenly spaced, 10 ms margin, precise wake-ups.
+    /// pacer's rate limit alone with what `Quota::per_second(100)` used to be: a sliding
+    /// window without margin, on tokio's timer. For the before/after in one run.
+    OldDefault,
+    /// pacer's rate limit alone, hand-tuned: evenly spaced, 10 ms margin, precise wake-ups
+    /// (the defaults spelled out).
     GcraPrecise,
     /// governor's direct limiter with a burst of 1, each task awaiting `until_ready`.
     Governor,
 }
 
 impl Contender {
-    pub const ALL: [Contender; 5] = [
+    pub const ALL: [Contender; 6] = [
         Contender::CustomerIo,
         Contender::ReadmeStack,
         Contender::PerSecondAlone,
+        Contender::OldDefault,
         Contender::GcraPrecise,
         Contender::Governor,
     ];
@@ -61,6 +67,7 @@ impl Contender {
             Self::CustomerIo => "Customer.io Client, defaults",
             Self::ReadmeStack => "README stack, defaults",
             Self::PerSecondAlone => "Quota::per_second(100) alone",
+            Self::OldDefault => "old default: sliding_window(), no margin",
             Self::GcraPrecise => "pacer gcra(1) + 10 ms margin + precise",
             Self::Governor => "governor allow_burst(1)",
         }
@@ -107,6 +114,18 @@ impl Contender {
                     .service(transport)
                     .map_err(BoxError::from),
             ),
+            Self::OldDefault => {
+                let quota = Quota::per_second(100)
+                    .sliding_window()
+                    .with_margin(Duration::ZERO);
+                let limiter = Limiter::builder(quota).precise_wakeups(false).build();
+                BoxCloneSyncService::new(
+                    ServiceBuilder::new()
+                        .layer(RateLimitLayer::new(limiter))
+                        .service(transport)
+                        .map_err(BoxError::from),
+                )
+            }
             Self::GcraPrecise => {
                 let quota = Quota::per_second(100)
                     .gcra(1)

@@ -26,8 +26,9 @@
 //! The clients, all over one hyper-util client with `TCP_NODELAY` (see `clients.rs`): the
 //! Customer.io client with its defaults (`identify` and `track` in turn), the README's "Compose
 //! it" stack (retry, rate limit, throttle) with `Quota::per_second(100)`, that quota's rate limit
-//! alone, pacer's `gcra(1)` with a 10 ms margin and precise wake-ups, and governor with a burst
-//! of 1 (`until_ready` before each send).
+//! alone, the old default quota (a sliding window without margin, on tokio's timer) alone,
+//! pacer's `gcra(1)` with a 10 ms margin and precise wake-ups spelled out, and governor with a
+//! burst of 1 (`until_ready` before each send).
 //!
 //! For each server, number of tasks and client, `tasks` tasks send back to back for `--seconds`
 //! through a fresh client with a fresh `Authorization` value (the servers stay up; their

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use pacer_throttle::parse::server_wait;
+use pacer_throttle::Paced;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::retry::budget::Budget;
@@ -225,7 +226,13 @@ where
             max: config.max_server_wait,
         }));
     }
-    let backoff = {
+    // A refusal a throttle layer fed back to its limiter: the retry waits for the key's next
+    // slot at the slowed rate, which is the backoff. Another would only idle the slot.
+    let paced =
+        matches!(&outcome, Some(Ok(response)) if response.extensions().get::<Paced>().is_some());
+    let backoff = if paced {
+        Duration::ZERO
+    } else {
         let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
         config
             .backoff

@@ -9,7 +9,9 @@
 //!   (default), equal, decorrelated or no [`Jitter`]; the hint is the response's
 //!   [`Throttle`](pacer_throttle::Throttle) (Retry-After, or a reset with nothing remaining).
 //!   A hint beyond `max_server_wait` (60 s) ends the request with
-//!   [`Error::ServerWaitTooLong`].
+//!   [`Error::ServerWaitTooLong`]. A refusal the throttle layer fed back to its limiter
+//!   (marked [`Paced`](pacer_throttle::Paced)) waits only for the hint: the retry then waits
+//!   for the key's next slot at its slowed rate, which is the backoff.
 //! - **When to stop**: `max_attempts` (3, the first included), a total deadline
 //!   (`max_elapsed` or a [`Deadline`] request extension), and a retry budget shared by every
 //!   clone: retries add at most 20 % to the load plus 10 per second, so a server failing every

@@ -75,4 +75,4 @@ pub use error::{Error, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
 pub use service::Throttled;
-pub use throttle::{Source, Throttle};
+pub use throttle::{Paced, Source, Throttle};

@@ -160,8 +160,13 @@ impl<K: Key> Shared<K> {
             tracing::info!(key = ?key, %status, "refused by the server without a wait");
         }
 
-        if self.config.adaptive.is_enabled() && (refused || status.is_success()) {
+        let adapting = self.config.adaptive.is_enabled();
+        if adapting && (refused || status.is_success()) {
             self.adapt(key, refused, sent_at, now);
+        }
+        let paused = signal.as_ref().is_some_and(|signal| signal.wait.is_some());
+        if refused && (adapting || paused) {
+            response.extensions_mut().insert(crate::Paced);
         }
         if self.config.pace_ahead && !refused {
             if let Some(signal) = &signal {

@@ -18,6 +18,14 @@ pub enum Source {
     LegacyHeaders,
 }
 
+/// A response extension: the [`ThrottleLayer`](crate::ThrottleLayer) fed this refusal back to
+/// the shared limiter (it paused the key, or adapted its rate). A retry of the request through
+/// that limiter is paced by it, so it needs no backoff of its own: `pacer-retry` waits only for
+/// the server's hint, if any, and then for the key's next slot like any other request.
+/// Another layer that feeds refusals back to a limiter may insert it too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Paced;
+
 /// What a server said about its rate limit in one response: when to send again, how much of the
 /// quota is left, and which header said so.
 ///
