@@ -17,6 +17,11 @@ use tower::{ServiceBuilder, ServiceExt};
 /// the first attempt with a bare 429 (no Retry-After, as nginx and HAProxy answer); returns the
 /// gap between the two attempts and whether the refusal was marked [`Paced`].
 async fn gap_after_a_bare_429(adaptive: Adaptive) -> (Duration, bool) {
+    gap_after_a_bare_refusal(StatusCode::TOO_MANY_REQUESTS, adaptive).await
+}
+
+/// The same with the refusal's status of choice.
+async fn gap_after_a_bare_refusal(refusal: StatusCode, adaptive: Adaptive) -> (Duration, bool) {
     let limiter = Limiter::new(Quota::per_second(1000).with_margin(Duration::ZERO));
     let arrivals = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&arrivals);
@@ -30,7 +35,7 @@ async fn gap_after_a_bare_429(adaptive: Adaptive) -> (Duration, bool) {
         .layer(retry)
         .layer(RateLimitLayer::new(limiter.clone()))
         .map_response(move |response: Response<()>| {
-            if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            if response.status() == refusal {
                 *seen.lock().unwrap() = response.extensions().get::<Paced>().is_some();
             }
             response
@@ -40,7 +45,7 @@ async fn gap_after_a_bare_429(adaptive: Adaptive) -> (Duration, bool) {
             let mut log = log.lock().unwrap();
             log.push(Instant::now());
             let status = if log.len() == 1 {
-                StatusCode::TOO_MANY_REQUESTS
+                refusal
             } else {
                 StatusCode::OK
             };
@@ -71,5 +76,13 @@ async fn a_refusal_the_limiter_never_heard_of_backs_off() {
     // limiter: the retry layer's own backoff applies.
     let (gap, paced) = gap_after_a_bare_429(Adaptive::off()).await;
     assert!(!paced);
+    assert_eq!(gap, Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_503_keeps_the_backoff_that_spreads_attempts_over_an_outage() {
+    let (gap, paced) =
+        gap_after_a_bare_refusal(StatusCode::SERVICE_UNAVAILABLE, Adaptive::default()).await;
+    assert!(!paced, "a 503 is not marked");
     assert_eq!(gap, Duration::from_millis(100));
 }

@@ -314,3 +314,28 @@ async fn after_a_pause_slots_leave_evenly_spaced() {
         }
     }
 }
+
+/// A window longer than the second a plain pause stays on record: the pause is kept for the
+/// quota's window, so reservations made late in it are still spaced (rather than taking what is
+/// left of the window at once).
+#[tokio::test]
+async fn a_pause_is_kept_on_record_for_the_window_after_it() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let quota = Quota::new(10, Duration::from_secs(3))
+        .sliding_window()
+        .with_margin(Duration::ZERO);
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    store
+        .pause_for_quota("long-window", &quota, Duration::from_millis(100))
+        .await
+        .unwrap();
+    // Redis's keys expire in Redis's real time: wait past the plain pause's second.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let reservation = store.reserve("long-window", &quota, 5).await.unwrap();
+    let spacing = quota.emission_interval();
+    for pair in reservation.slots.windows(2) {
+        assert!(pair[1] - pair[0] >= spacing, "{:?}", reservation.slots);
+    }
+}

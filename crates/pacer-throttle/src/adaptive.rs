@@ -56,7 +56,8 @@ impl Default for Adaptive {
 
 /// One round of refusals never takes the rate below this fraction of the rate in force.
 const MAX_DECREASE: f64 = 0.5;
-/// A key that got this share of its rate through a busy window was running at its rate.
+/// A key that sent (and got through) this share of its rate over a busy window was running at
+/// its rate: its count measures the server, and a refusal then steps just under that rate.
 const AT_RATE: f64 = 0.95;
 /// A recovering rate is handed out when it moved by this fraction of the configured rate.
 const RATE_STEP: f64 = 0.002;
@@ -193,27 +194,38 @@ impl Answers {
         }
     }
 
-    /// Accepted among the requests sent in the window ending at `end`: whole sub-windows, and
-    /// the oldest in proportion to the part of it inside the window.
-    fn accepted_in_window_before(&self, end: Instant) -> f64 {
-        let Some(start) = end.checked_sub(self.window) else {
-            return self.slots.iter().map(|slot| slot.accepted as f64).sum();
-        };
+    /// Accepted and answered among the requests sent in the window ending at `end`: whole
+    /// sub-windows inside it, and the two at its edges in proportion to their part inside.
+    fn in_window_before(&self, end: Instant) -> (f64, f64) {
+        let start = end.checked_sub(self.window).unwrap_or(self.origin);
         let (first, last) = (self.slot_of(start), self.slot_of(end));
-        let first_end = self.origin + self.slot_length * (first as u32 + 1);
-        let first_share = first_end.saturating_duration_since(start).as_secs_f64()
-            / self.slot_length.as_secs_f64();
+        let share = |number: u64| {
+            let slot_start = self.slot_start(number);
+            let inside = (slot_start + self.slot_length).min(end) - slot_start.max(start).min(end);
+            (inside.as_secs_f64() / self.slot_length.as_secs_f64()).clamp(0.0, 1.0)
+        };
         self.slots
             .iter()
             .filter(|slot| slot.number >= first && slot.number <= last)
             .map(|slot| {
-                if slot.number == first {
-                    slot.accepted as f64 * first_share.min(1.0)
+                let share = if slot.number == first || slot.number == last {
+                    share(slot.number)
                 } else {
-                    slot.accepted as f64
-                }
+                    1.0
+                };
+                (slot.accepted as f64 * share, slot.answered as f64 * share)
             })
-            .sum()
+            .fold((0.0, 0.0), |(a, n), (da, dn)| (a + da, n + dn))
+    }
+
+    /// Accepted among the requests sent in the window ending at `end`.
+    fn accepted_in_window_before(&self, end: Instant) -> f64 {
+        self.in_window_before(end).0
+    }
+
+    fn slot_start(&self, number: u64) -> Instant {
+        let nanos = u128::from(number) * self.slot_length.as_nanos();
+        self.origin + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// Whether requests went out in every sub-window of the window ending at `now` (but the
@@ -361,12 +373,16 @@ impl KeyRate {
                 measured_until: sent_at,
                 measured: false,
                 rate: current,
-                rounds,
+                // Not a round of the rate: the first cut after smoothing is the first step.
+                rounds: 0,
             });
             return Change::Smooth;
         }
-        let accepted = self.answers.accepted_in_window_before(sent_at);
-        let measured = self.answers.busy_for_window_before(sent_at);
+        let (accepted, answered) = self.answers.in_window_before(sent_at);
+        // Measured: the key sent in every sub-window, and about its rate. A key sending well
+        // below its rate got through what it asked for, which says nothing of the server's limit.
+        let measured =
+            self.answers.busy_for_window_before(sent_at) && answered >= current * AT_RATE;
         let (peak, target) = if measured {
             if accepted >= 1.0 {
                 // Running at its rate, the key climbs back to that rate (the rate at the
@@ -388,7 +404,7 @@ impl KeyRate {
             let step = (1.0 - params.backoff) * 4f64.powi((rounds - 1).min(16) as i32);
             let floor = (accepted * params.backoff).min(current);
             let target = (current * (1.0 - step)).max(floor);
-            let peak = if rounds > 1 { target.floor() } else { current };
+            let peak = if rounds > 1 { target } else { current };
             (peak, target)
         };
         let target = target.max(current * MAX_DECREASE);
@@ -454,32 +470,61 @@ mod tests {
         }
     }
 
-    /// A key that sent `per_window` requests per window, evenly, for `windows` windows from
-    /// `start`, all accepted; returns the instant after the last one.
-    fn busy(rate: &mut KeyRate, start: Instant, per_window: u32, windows: u32) -> Instant {
-        let params = Adaptive::default();
-        let spacing = WINDOW / per_window;
+    /// A key that sent `sent` requests per window, evenly, for `windows` windows from `start`,
+    /// of which the server accepted `accepted` per window (spread evenly) and refused the rest.
+    /// The answers of the last `withheld` accepted requests are not in yet: their send
+    /// instants are returned, with the instant after the last send.
+    fn traffic(
+        rate: &mut KeyRate,
+        start: Instant,
+        (sent, accepted): (u32, u32),
+        windows: u32,
+        withheld: usize,
+    ) -> (Instant, Vec<Instant>) {
+        let spacing = WINDOW / sent;
         let mut at = start;
-        for _ in 0..per_window * windows {
-            rate.on_success(&params, 1000.0, at, at);
+        let mut answers = Vec::new();
+        for i in 0..sent * windows {
+            let n = i % sent;
+            answers.push((at, (n + 1) * accepted / sent != n * accepted / sent));
             at += spacing;
         }
-        at
+        let mut late = Vec::new();
+        while late.len() < withheld {
+            let index = answers
+                .iter()
+                .rposition(|&(_, ok)| ok)
+                .expect("enough accepted");
+            late.push(answers.remove(index).0);
+        }
+        for (sent_at, ok) in answers {
+            rate.answers.add(sent_at, ok);
+        }
+        (at, late)
+    }
+
+    /// [`traffic`] with everything accepted and answered.
+    fn busy(rate: &mut KeyRate, start: Instant, per_window: u32, windows: u32) -> Instant {
+        traffic(rate, start, (per_window, per_window), windows, 0).0
     }
 
     #[test]
-    fn counts_acceptances_by_send_time_in_the_window() {
+    fn counts_answers_by_send_time_in_the_window() {
         let start = Instant::now();
         let mut answers = Answers::new(WINDOW, start);
         // Answers arrive in any order; each counts at its send time.
         for i in (0..100).rev() {
-            answers.add(start + ms(i * 10), true);
+            answers.add(start + ms(i * 10), i % 4 != 0);
         }
-        answers.add(start + ms(500), false);
-        let within = |end_ms: u64| answers.accepted_in_window_before(start + ms(end_ms));
-        assert!((within(999) - 100.0).abs() <= 13.0, "{}", within(999));
-        assert!((within(1500) - 50.0).abs() <= 13.0, "{}", within(1500));
-        assert_eq!(within(3000), 0.0);
+        let within = |end_ms: u64| answers.in_window_before(start + ms(end_ms));
+        // Both edge sub-windows are prorated: exact for even traffic, to a request or two.
+        let (accepted, answered) = within(999);
+        assert!((accepted - 75.0).abs() <= 1.5, "{accepted}");
+        assert!((answered - 100.0).abs() <= 1.5, "{answered}");
+        let (accepted, answered) = within(1500);
+        assert!((accepted - 37.5).abs() <= 1.5, "{accepted}");
+        assert!((answered - 50.0).abs() <= 1.5, "{answered}");
+        assert_eq!(within(3000), (0.0, 0.0));
         assert!(!answers.is_empty(start + Duration::from_secs(2)));
         assert!(answers.is_empty(start + Duration::from_secs(4)));
     }
@@ -521,19 +566,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_sending_well_below_its_rate_takes_a_blind_step_not_its_demand() {
+        let params = Adaptive::default();
+        let start = Instant::now();
+        let mut rate = KeyRate::new(WINDOW, start);
+        // 10 per window on a quota of 100, every sub-window busy: what got through is the
+        // demand, not the server's limit. One 429 steps 1 %, never to 10 or to half.
+        let now = busy(&mut rate, start, 10, 3);
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, EVEN, now, now)),
+            Some(99.0)
+        );
+    }
+
+    #[test]
     fn far_above_what_got_through_the_rate_drops_to_it_at_most_halving_per_round() {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        let now = busy(&mut rate, start, 100, 2);
-        // Configured at 120, the server took 100: just under 100.
+        // Sending 120, the server took 100: just under 100.
+        let (now, _) = traffic(&mut rate, start, (120, 100), 2, 0);
         assert_eq!(
             rate_of(rate.on_refusal(&params, even(120.0), now, now)),
             Some(99.0)
         );
-        // Configured at 1000: half per round, however far the server is below.
+        // Sending 1000: half per round, however far the server is below.
         let mut rate = KeyRate::new(WINDOW, start);
-        let now = busy(&mut rate, start, 100, 2);
+        let (now, _) = traffic(&mut rate, start, (1000, 100), 2, 0);
         assert_eq!(
             rate_of(rate.on_refusal(&params, even(1000.0), now, now)),
             Some(500.0)
@@ -545,11 +604,7 @@ mod tests {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        let mut now = start;
-        for i in 0..200 {
-            rate.answers.add(now, i % 100 == 0 && i < 100);
-            now += ms(10);
-        }
+        let (now, _) = traffic(&mut rate, start, (100, 0), 2, 0);
         assert_eq!(
             rate_of(rate.on_refusal(&params, EVEN, now, now)),
             Some(50.0)
@@ -606,15 +661,28 @@ mod tests {
     fn a_burst_is_smoothed_before_the_rate_is_cut() {
         let params = Adaptive::default();
         let start = Instant::now();
-        let mut rate = KeyRate::new(WINDOW, start);
-        let now = busy(&mut rate, start, 100, 2);
         let bursting = InForce {
             rate: 100.0,
             bursts: true,
         };
+        let mut rate = KeyRate::new(WINDOW, start);
+        let now = busy(&mut rate, start, 100, 2);
         assert_eq!(rate.on_refusal(&params, bursting, now, now), Change::Smooth);
         assert_eq!(rate.on_refusal(&params, EVEN, now, now), Change::Keep);
+        // The first cut after smoothing is a first round: 1 %, measured or not.
         let later = now + ms(10);
+        assert_eq!(
+            rate_of(rate.on_refusal(&params, EVEN, later, later)),
+            Some(99.0)
+        );
+        let mut rate = KeyRate::new(WINDOW, start);
+        rate.on_success(&params, 100.0, start, start);
+        let refused = start + ms(5);
+        assert_eq!(
+            rate.on_refusal(&params, bursting, refused, refused),
+            Change::Smooth
+        );
+        let later = start + ms(20);
         assert_eq!(
             rate_of(rate.on_refusal(&params, EVEN, later, later)),
             Some(99.0)
@@ -635,7 +703,7 @@ mod tests {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        let now = busy(&mut rate, start, 100, 2);
+        let (now, _) = traffic(&mut rate, start, (150, 100), 2, 0);
         assert_eq!(
             rate_of(rate.on_refusal(&params, even(150.0), now, now)),
             Some(99.0)
@@ -673,11 +741,7 @@ mod tests {
         let start = Instant::now();
         // Collapsed to about 1 per window by a server that accepted almost nothing for a while.
         let mut rate = KeyRate::new(WINDOW, start);
-        let mut now = start;
-        for i in 0..300 {
-            rate.answers.add(now, i % 300 == 0);
-            now += ms(10);
-        }
+        let (mut now, _) = traffic(&mut rate, start, (10_000, 1), 3, 0);
         let mut current = 10_000.0;
         for _ in 0..20 {
             if let Some(next) = rate_of(rate.on_refusal(&params, even(current), now, now)) {
@@ -700,17 +764,15 @@ mod tests {
         let params = Adaptive::default();
         let start = Instant::now();
         let mut rate = KeyRate::new(WINDOW, start);
-        let now = busy(&mut rate, start, 40, 2);
-        // 100 sent in the last window, only 40 of them answered when the 101st is refused:
-        // at most half of the 120 in force per round.
+        // Sending 120 per window to a server that takes 100: when a refusal arrives, 5 accepted
+        // answers of the last window are still on their way, so it counts 95.
+        let (now, late) = traffic(&mut rate, start, (120, 100), 2, 5);
         assert_eq!(
             rate_of(rate.on_refusal(&params, even(120.0), now, now)),
-            Some(60.0)
+            Some(94.1)
         );
-        // 60 more of the same window come back: the learned limit is ~100 after all, and the
-        // recovery climbs back to it.
-        let sent = now - ms(500);
-        for _ in 0..60 {
+        // They come back: the learned limit is 100 after all, and the recovery climbs to it.
+        for sent in late {
             rate.on_success(&params, 1000.0, sent, now + ms(5));
         }
         assert_eq!(rate_at(&mut rate, now, 1000.0, 3.0), Some(100.0));

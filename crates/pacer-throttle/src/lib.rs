@@ -13,7 +13,7 @@
 //! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
 //!   spacing; then it lowers the key's rate to just under what the server accepted over the
 //!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the
-//!   server's limit, and the rate only steps down by 5 %, further each repeated round), never
+//!   server's limit, and the rate only steps down by 1 %, further each repeated round), never
 //!   by more than half per round. Successes bring it back to the configured quota in a bounded
 //!   time (see [`Adaptive`]). A client that starts 10x too fast converges within a few rounds.
 //! - **Pacing ahead**: when `Remaining` is too low to last until the reset at the current rate,

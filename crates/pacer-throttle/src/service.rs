@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use pacer_limit::{Key, KeyExtractor, Limiter};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -164,8 +164,11 @@ impl<K: Key> Shared<K> {
         if adapting && (refused || status.is_success()) {
             self.adapt(key, refused, sent_at, now);
         }
+        // A 429 ("too many requests", not "unavailable") whose key this layer paused or slows:
+        // a retry through the limiter is paced by it. A 503 keeps the retry layer's backoff,
+        // which spreads attempts over an outage.
         let paused = signal.as_ref().is_some_and(|signal| signal.wait.is_some());
-        if refused && (adapting || paused) {
+        if status == StatusCode::TOO_MANY_REQUESTS && (adapting || paused) {
             response.extensions_mut().insert(crate::Paced);
         }
         if self.config.pace_ahead && !refused {

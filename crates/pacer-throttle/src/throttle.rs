@@ -18,8 +18,9 @@ pub enum Source {
     LegacyHeaders,
 }
 
-/// A response extension: the [`ThrottleLayer`](crate::ThrottleLayer) fed this refusal back to
-/// the shared limiter (it paused the key, or adapted its rate). A retry of the request through
+/// A response extension: the [`ThrottleLayer`](crate::ThrottleLayer) fed this 429 back to the
+/// shared limiter (it paused the key, or adapts its rate; a 503 is not marked, so that retries
+/// keep their backoff through an outage). A retry of the request through
 /// that limiter is paced by it, so it needs no backoff of its own: `pacer-retry` waits only for
 /// the server's hint, if any, and then for the key's next slot like any other request.
 /// Another layer that feeds refusals back to a limiter may insert it too.

@@ -134,7 +134,7 @@ async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
         let name = Arc::clone(&name);
         async move {
             if let Some(pause) = pause_first {
-                store.pause_for(&name, pause).await?;
+                store.pause_for_quota(&name, &quota, pause).await?;
             }
             store.reserve(&name, &quota, slots).await
         }
@@ -193,13 +193,13 @@ pub(crate) fn give_back(core: &Arc<Core>, name: &Arc<str>, quota: Quota, tokens:
 }
 
 /// Writes a pause to Redis in the background, so every process on the key pauses.
-pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, pause: Duration) {
+pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, quota: Quota, pause: Duration) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let (core, name) = (Arc::clone(core), Arc::clone(name));
     runtime.spawn(async move {
-        let call = core.options.store.pause_for(&name, pause);
+        let call = core.options.store.pause_for_quota(&name, &quota, pause);
         match tokio::time::timeout(core.options.timeout, call).await {
             Ok(Ok(in_force)) => {
                 tracing::debug!(key = %name, ?in_force, "pause shared with every process");

@@ -273,7 +273,7 @@ impl RemoteSlots {
 
     /// Writes a pause to Redis, so that every process on the key pauses.
     pub(crate) fn share_pause(&self, pause: Duration) {
-        super::refill::spawn_pause(&self.core, &self.name, pause);
+        super::refill::spawn_pause(&self.core, &self.name, self.quota, pause);
     }
 
     /// The earliest instant the `n`-th next send (0-based) could go out: exact for leased

@@ -208,16 +208,43 @@ impl RedisStore {
     }
 
     /// Pauses `key` for every process for `wait` (a longer pause already set stands); returns
-    /// the pause in force.
+    /// the pause in force. The pause stays on record for a second after it ends.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
     pub async fn pause_for(&self, key: &str, wait: Duration) -> Result<Duration, RedisError> {
+        self.pause_with_keep(key, wait, Duration::from_secs(1))
+            .await
+    }
+
+    /// [`pause_for`](Self::pause_for), keeping the pause on record for one window of `quota`
+    /// (at least a second) after it ends: the reservations of that window read it and space
+    /// their slots evenly, rather than releasing what is left of the window at once.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn pause_for_quota(
+        &self,
+        key: &str,
+        quota: &Quota,
+        wait: Duration,
+    ) -> Result<Duration, RedisError> {
+        let keep = quota.effective_window().max(Duration::from_secs(1));
+        self.pause_with_keep(key, wait, keep).await
+    }
+
+    async fn pause_with_keep(
+        &self,
+        key: &str,
+        wait: Duration,
+        keep: Duration,
+    ) -> Result<Duration, RedisError> {
         let mut connection = self.connection.clone();
         let remaining: i64 = self
             .pause
             .key(format!("{}:pause", self.tag(key)))
             .arg(micros(wait).max(1))
+            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX).max(1))
             .invoke_async(&mut connection)
             .await?;
         Ok(Duration::from_micros(remaining.max(0).unsigned_abs()))
