@@ -105,7 +105,8 @@ fn four_processes_share_one_quota_through_redis() {
         local.throttled,
         local.per_process.join("\n  ")
     );
-    assert!(rate >= 95.0, "{shared:?}");
+    // The quota allows 100 per 1.05 s: 95.2/s, 953 in the 10 s.
+    assert!(rate >= 92.0, "{shared:?}");
     assert_eq!(shared.throttled, 0, "{shared:?}");
     // The contrast: four processes each spending the whole quota are refused by the server.
     assert!(local.throttled > 0, "{local:?}");
@@ -131,8 +132,9 @@ fn shared_quota_child() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        // The default Track quota, with a 50 ms margin instead of 20: on a shared two-core
-        // machine a request can reach the server 20 ms later than the one after it.
+        // The default Track quota (evenly spaced), with a 50 ms margin instead of 10: on a
+        // shared two-core machine a request can reach the server 20 ms later than the one
+        // after it, and a window then holds one more than the margin allows for.
         let quota = Quota::per_second(100).with_margin(Duration::from_millis(50));
         let mut builder = Client::builder()
             .base_url(mock)

@@ -176,7 +176,9 @@ impl<K: Key> Limiter<K> {
 
     /// Admits nothing on `key` before `until`, e.g. because the server answered 429 with a
     /// Retry-After. Every waiter and every new request on the key waits, not only the refused one.
-    /// A pause never shortens an existing one.
+    /// A pause never shortens an existing one. When it ends, the waiters leave evenly spaced at
+    /// the key's rate, as if the key had been sending at its full rate until `until`: a burst
+    /// allowance is used up by the pause, and nobody leaves in a herd.
     pub fn pause_until(&self, key: &K, until: Instant) {
         let now = Instant::now();
         let mut state = self.shared.lock();

@@ -121,7 +121,7 @@ mod tests {
         (1u32..50, 1u64..2_000, any::<bool>(), 1u32..50).prop_map(|(limit, ms, sliding, burst)| {
             let quota = Quota::new(limit, Duration::from_millis(ms));
             if sliding {
-                quota
+                quota.sliding_window()
             } else {
                 quota.gcra(burst)
             }

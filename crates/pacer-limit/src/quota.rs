@@ -13,9 +13,10 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Model {
-    /// Never more than `limit` sends in any window of length `window` (a sliding log), the model
-    /// HAProxy-style gateways enforce and the one commonly described for Customer.io. A full burst
-    /// of `limit` is allowed at once.
+    /// Never more than `limit` sends in any window of length `window` (a sliding log), with a
+    /// full burst of `limit` allowed at once. An idealised server accepts it; real gateways
+    /// mostly do not (nginx wants sends spaced, HAProxy's rate counter keeps counting the
+    /// previous window's burst): choose it only for a server known to count this way.
     SlidingWindow,
     /// The generic cell rate algorithm (a token bucket): one send per `window / limit` on average,
     /// and up to `burst` sends at once after an idle period. `burst: 1` spaces every send evenly,
@@ -275,6 +276,20 @@ mod tests {
         assert_eq!(quota.slowed(1.5), quota);
         assert_eq!(quota.slowed(f64::NAN), quota);
         assert!(quota.slowed(0.0).emission_interval() > Duration::from_secs(1000));
+        // Hostile fractions and windows: clamped, saturated, never a panic.
+        for fraction in [
+            -1.0,
+            f64::MIN_POSITIVE,
+            1e-300,
+            f64::NEG_INFINITY,
+            f64::INFINITY,
+        ] {
+            let slowed = quota.slowed(fraction);
+            assert!(slowed.emission_interval() >= quota.emission_interval());
+        }
+        let endless = Quota::new(1, Duration::MAX).slowed(0.5);
+        assert_eq!(endless.window(), Duration::MAX);
+        assert_eq!(endless.effective_window(), Duration::MAX);
     }
 
     #[test]

@@ -126,37 +126,91 @@ impl SlidingLog {
     /// window that ends at `until`, so that for one window after `until` sends leave one per
     /// `window / limit`, never in a burst into an empty window. Sends already logged stay: the
     /// log afterwards constrains at least as much as before, and as much as the even sends.
-    /// O(`limit`); called when a key is paused, not per send.
+    /// Works on runs: O(runs + limit) when exact (at most 1,024 sends), O(runs + granules)
+    /// otherwise; called when a key is paused, not per send.
     pub(crate) fn fill_evenly_before(&mut self, until: Instant) {
-        let Some(start) = until.checked_sub(self.window) else {
-            return;
+        let start = until
+            .checked_sub(self.window)
+            .unwrap_or_else(|| self.origin.min(until));
+        let even = self.even_runs(start);
+        // Align the newest logged sends with the newest even ones: both sorted, so the later
+        // of each pair is sorted too and dominates both. Logged sends more than `limit` back
+        // constrain nothing and are dropped.
+        let mut logged = self.runs.iter().rev().copied();
+        let mut log_run = logged.next();
+        let mut newest_first: Vec<Run> = Vec::with_capacity(even.len() + self.runs.len());
+        let mut push = |at: Instant, count: usize| match newest_first.last_mut() {
+            Some(last) if last.at == at => last.count += count,
+            _ => newest_first.push(Run { at, count }),
         };
-        let spacing = self.window / u32::try_from(self.limit).unwrap_or(u32::MAX);
-        let logged: Vec<Instant> = self
-            .runs
-            .iter()
-            .flat_map(|run| std::iter::repeat_n(run.at, run.count))
-            .collect();
-        // Align the newest logged sends with the newest even ones: both sorted, so the larger
-        // of each pair is sorted too and dominates both.
-        let logged = &logged[logged.len().saturating_sub(self.limit)..];
-        let unmatched = self.limit - logged.len();
-        self.runs.clear();
-        self.count = 0;
-        let mut step = start;
-        for j in 0..self.limit {
-            let even = self.stamp(step);
-            let at = match j.checked_sub(unmatched) {
-                Some(i) => even.max(logged[i]),
-                None => even,
-            };
-            match self.runs.back_mut() {
-                Some(last) if last.at == at => last.count += 1,
-                _ => self.runs.push_back(Run { at, count: 1 }),
+        for mut run in even.into_iter().rev() {
+            while run.count > 0 {
+                match &mut log_run {
+                    Some(log) => {
+                        let n = run.count.min(log.count);
+                        push(run.at.max(log.at), n);
+                        run.count -= n;
+                        log.count -= n;
+                        if log.count == 0 {
+                            log_run = logged.next();
+                        }
+                    }
+                    None => {
+                        push(run.at, run.count);
+                        run.count = 0;
+                    }
+                }
             }
-            self.count += 1;
-            step += spacing;
         }
+        self.runs = newest_first.into_iter().rev().collect();
+        self.count = self.limit;
+    }
+
+    /// `limit` sends evenly spaced from `start` over one window, as runs on the log's grid.
+    fn even_runs(&self, start: Instant) -> Vec<Run> {
+        let spacing = self.window / u32::try_from(self.limit).unwrap_or(u32::MAX);
+        if self.granule.is_zero() || spacing.is_zero() {
+            // Exact (at most EXACT_UP_TO sends), or all at once when the spacing rounds to 0.
+            let mut runs: Vec<Run> = Vec::new();
+            let mut at = self.stamp(start);
+            for _ in 0..self.limit {
+                match runs.last_mut() {
+                    Some(last) if last.at == at => last.count += 1,
+                    _ => runs.push(Run { at, count: 1 }),
+                }
+                at = self.stamp(at + spacing);
+            }
+            return runs;
+        }
+        // Granular: count the sends whose instant rounds up to each granule boundary.
+        let (granule, spacing) = (self.granule.as_nanos(), spacing.as_nanos());
+        let offset = start.saturating_duration_since(self.origin).as_nanos();
+        // Sends at or before `origin + nanos`.
+        let sent_by = |nanos: u128| -> usize {
+            match nanos.checked_sub(offset) {
+                Some(after) => usize::try_from(after / spacing + 1)
+                    .unwrap_or(usize::MAX)
+                    .min(self.limit),
+                None => 0,
+            }
+        };
+        let mut runs = Vec::new();
+        let mut boundary = offset.div_ceil(granule) * granule;
+        let mut before = 0;
+        while before < self.limit {
+            let by = sent_by(boundary);
+            if by > before {
+                let at =
+                    self.origin + Duration::from_nanos(u64::try_from(boundary).unwrap_or(u64::MAX));
+                runs.push(Run {
+                    at,
+                    count: by - before,
+                });
+                before = by;
+            }
+            boundary += granule;
+        }
+        runs
     }
 
     /// `now`, rounded up to the granule grid when the log is not exact.
@@ -263,6 +317,37 @@ mod tests {
         assert_eq!(log.nth_earliest(origin, 0), origin + window);
         assert_eq!(log.nth_earliest(origin, 9), origin + window);
         assert_eq!(log.count, 10);
+    }
+
+    #[test]
+    fn a_granular_fill_is_cheap_and_spaces_the_next_window() {
+        let origin = Instant::now();
+        let window = Duration::from_secs(1);
+        let mut log = SlidingLog::new(1_000_000, window, origin);
+        let until = origin + Duration::from_secs(3);
+        log.fill_evenly_before(until);
+        assert!(
+            log.runs.len() <= GRANULES as usize + 1,
+            "{}",
+            log.runs.len()
+        );
+        assert_eq!(log.count, 1_000_000);
+        // The next window's sends are spread over it: no granule holds more than its share
+        // (plus one for the rounding), and none goes before `until`.
+        let mut sends = Vec::new();
+        let mut t = until;
+        for _ in 0..20_000 {
+            t = log.nth_earliest(t, 0);
+            log.record(t);
+            sends.push(t);
+        }
+        assert!(sends[0] >= until);
+        let per_granule = 1_000_000 / GRANULES as usize + 1;
+        let mut counts = std::collections::BTreeMap::new();
+        for at in &sends {
+            *counts.entry(*at).or_insert(0usize) += 1;
+        }
+        assert!(counts.values().all(|&n| n <= per_granule), "{counts:?}");
     }
 
     proptest::proptest! {
