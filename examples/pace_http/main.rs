@@ -14,6 +14,8 @@
 //! requests per second as the server counted them, that rate as a ratio of the limit, and the
 //! number of 429s.
 
+#[path = "../common/bench_args.rs"]
+mod bench_args;
 mod clients;
 mod server;
 
@@ -189,20 +191,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--seconds" => {
-                options.seconds = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&s| (1..=600).contains(&s))
-                    .ok_or("--seconds takes a whole number from 1 to 600")?;
-            }
-            "--tasks" => {
-                options.tasks = value()?
-                    .split(',')
-                    .map(|n| n.trim().parse().ok().filter(|&n| (1..=1000).contains(&n)))
-                    .collect::<Option<_>>()
-                    .ok_or("--tasks takes a comma-separated list of numbers from 1 to 1000")?;
-            }
+            "--seconds" => options.seconds = bench_args::seconds(&value()?)?,
+            "--tasks" => options.tasks = bench_args::tasks(&value()?)?,
             "--server" => {
                 options.servers = match value()?.as_str() {
                     "sliding" => vec![Enforcement::SlidingWindow],

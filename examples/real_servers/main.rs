@@ -43,6 +43,8 @@
 //! (and over the last second at each 500 ms mark). A longer `--seconds` shows the whole climb
 //! back, e.g. `--inject-429-at 2 --seconds 20 --tasks 10 --server nginx99 --only README`.
 
+#[path = "../common/bench_args.rs"]
+mod bench_args;
 mod clients;
 mod servers;
 
@@ -314,20 +316,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--seconds" => {
-                options.seconds = value()?
-                    .parse()
-                    .ok()
-                    .filter(|&s| (1..=600).contains(&s))
-                    .ok_or("--seconds takes a whole number from 1 to 600")?;
-            }
-            "--tasks" => {
-                options.tasks = value()?
-                    .split(',')
-                    .map(|n| n.trim().parse().ok().filter(|&n| (1..=1000).contains(&n)))
-                    .collect::<Option<_>>()
-                    .ok_or("--tasks takes a comma-separated list of numbers from 1 to 1000")?;
-            }
+            "--seconds" => options.seconds = bench_args::seconds(&value()?)?,
+            "--tasks" => options.tasks = bench_args::tasks(&value()?)?,
             "--server" => {
                 let name = value()?;
                 options.servers = if name == "all" {

@@ -78,9 +78,7 @@ async fn a_pause_in_one_process_holds_the_others() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let quota = Quota::per_second(1000)
-        .sliding_window()
-        .with_margin(Duration::ZERO);
+    let quota = thousand_per_second();
     let refused = shared_limiter(&redis, quota, |s| s).await;
     let other = shared_limiter(&redis, quota, |s| s).await;
     refused.acquire(()).await.unwrap();
@@ -181,16 +179,10 @@ async fn the_wait_fallback_sends_nothing_until_redis_is_back() {
     let Some(mut redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(
-        &redis,
-        Quota::per_second(1000)
-            .sliding_window()
-            .with_margin(Duration::ZERO),
-        |s| {
-            s.retry_every(Duration::from_millis(50))
-                .fallback(Fallback::Wait)
-        },
-    )
+    let limiter = shared_limiter(&redis, thousand_per_second(), |s| {
+        s.retry_every(Duration::from_millis(50))
+            .fallback(Fallback::Wait)
+    })
     .await;
     limiter.acquire(()).await.unwrap();
     redis.kill();
@@ -214,19 +206,19 @@ async fn the_wait_fallback_sends_nothing_until_redis_is_back() {
     assert_eq!(limiter.shared_stats().unwrap().fallback_grants, 0);
 }
 
+/// 1,000 per second in a sliding window, no margin: slots are at hand, and come in leases.
+fn thousand_per_second() -> Quota {
+    Quota::per_second(1000)
+        .sliding_window()
+        .with_margin(Duration::ZERO)
+}
+
 #[tokio::test]
 async fn a_paused_key_asks_redis_for_nothing_until_the_pause_ends() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(
-        &redis,
-        Quota::per_second(1000)
-            .sliding_window()
-            .with_margin(Duration::ZERO),
-        |s| s,
-    )
-    .await;
+    let limiter = shared_limiter(&redis, thousand_per_second(), |s| s).await;
     limiter.acquire(()).await.unwrap();
     let before = limiter.shared_stats().unwrap();
     let until = Instant::now() + Duration::from_millis(200);
@@ -251,14 +243,7 @@ async fn a_lone_request_reserves_only_its_own_slot() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let limiter = shared_limiter(
-        &redis,
-        Quota::per_second(1000)
-            .sliding_window()
-            .with_margin(Duration::ZERO),
-        |s| s,
-    )
-    .await;
+    let limiter = shared_limiter(&redis, thousand_per_second(), |s| s).await;
     for _ in 0..20 {
         limiter.acquire(()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -12,7 +12,7 @@ use pacer_throttle::ThrottleLayer;
 use tokio::time::Instant;
 
 mod common;
-use common::{caller_of, client, paced_per_window, run_callers, too_many_requests, Log};
+use common::{caller_of, client, run_callers, too_many_requests, watch_rate, Log};
 
 const LIMIT: u32 = 100;
 const WINDOW: Duration = Duration::from_secs(1);
@@ -216,15 +216,7 @@ async fn limits_around_refusals(refuse: &'static [usize], run: Duration) -> Vec<
     };
     let client = client(&limiter, ThrottleLayer::new(limiter.clone()), server);
     let start = Instant::now();
-    let watched = limiter.clone();
-    let watcher = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        while start.elapsed() < run {
-            samples.push((start.elapsed(), paced_per_window(&watched)));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        samples
-    });
+    let watcher = watch_rate(&limiter, run, Duration::from_millis(50));
     run_callers(&client, 10, start + run).await;
     watcher.await.unwrap()
 }

@@ -111,15 +111,7 @@ async fn adaptive_rate_converges_from_ten_times_the_real_limit() {
     let start = Instant::now();
     let run = Duration::from_secs(60);
     // Watch the key's quota as it adapts.
-    let watched = limiter.clone();
-    let watcher = tokio::spawn(async move {
-        let mut samples = Vec::new();
-        while start.elapsed() < run {
-            samples.push((start.elapsed(), paced_per_window(&watched)));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        samples
-    });
+    let watcher = watch_rate(&limiter, run, Duration::from_millis(100));
     run_callers(&client, 32, start + run).await;
     let quotas = watcher.await.unwrap();
 

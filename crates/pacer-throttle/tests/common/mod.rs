@@ -131,3 +131,22 @@ pub fn paced_per_window(limiter: &Limiter) -> u32 {
     let window = limiter.configured_quota(&()).effective_window();
     (limiter.quota(&()).rate_per_second() * window.as_secs_f64()).round() as u32
 }
+
+/// Samples [`paced_per_window`] every `every` for `run` from now, in a task of its own: the
+/// key's rate as it adapts, against the time since the start.
+pub fn watch_rate(
+    limiter: &Limiter,
+    run: Duration,
+    every: Duration,
+) -> tokio::task::JoinHandle<Vec<(Duration, u32)>> {
+    let limiter = limiter.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while start.elapsed() < run {
+            samples.push((start.elapsed(), paced_per_window(&limiter)));
+            tokio::time::sleep(every).await;
+        }
+        samples
+    })
+}
