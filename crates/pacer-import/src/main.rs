@@ -196,6 +196,9 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
     };
     let summary = run(&plan, client, Arc::clone(&counters), stop).await?;
     report(&summary, &plan, cli.json, mock.as_ref());
+    if !cli.json && !cli.dry_run {
+        eprintln!("{}", pace_line(&summary, &track_quota(&cli)));
+    }
     Ok(if summary.invalid_input {
         ExitCode::from(2)
     } else if summary.aborted {
@@ -237,12 +240,10 @@ async fn client(
         (None, "us") => builder.region(Region::Us),
         (None, other) => return Err(format!("unknown region {other:?} (us or eu)")),
     };
-    if let Some(rate) = cli.rate {
-        if rate == 0 {
-            return Err("--rate must be at least 1".into());
-        }
-        builder = builder.quota(ApiClass::Track, Quota::per_second(rate));
+    if cli.rate == Some(0) {
+        return Err("--rate must be at least 1".into());
     }
+    builder = builder.quota(ApiClass::Track, track_quota(cli));
     if let Some(url) = &cli.redis {
         if cli.processes == 0 {
             return Err("--processes must be at least 1".into());
@@ -269,6 +270,29 @@ async fn client(
         })
         .service(http);
     Ok(builder.build(counted))
+}
+
+/// The Track quota the import paces by: `--rate`, or the client's default.
+fn track_quota(cli: &Cli) -> Quota {
+    cli.rate.filter(|&rate| rate > 0).map_or_else(
+        || pacer_customerio::default_quota(ApiClass::Track),
+        Quota::per_second,
+    )
+}
+
+/// The achieved request rate against the limit paced by, e.g. `paced: 98.6 requests/s against a
+/// limit of 100 per 1s (0.986 of it), 0 x 429`.
+fn pace_line(summary: &Summary, quota: &Quota) -> String {
+    let seconds = summary.elapsed_s.as_secs_f64().max(0.001);
+    let per_second = summary.requests as f64 / seconds;
+    let limit = f64::from(quota.limit()) / quota.window().as_secs_f64();
+    format!(
+        "paced: {per_second:.1} requests/s against a limit of {} per {:?} ({:.3} of it), {} x 429",
+        quota.limit(),
+        quota.window(),
+        per_second / limit,
+        summary.throttled
+    )
 }
 
 fn report(summary: &Summary, plan: &Plan, json: bool, mock: Option<&MockServer>) {
