@@ -2,6 +2,7 @@
 //! HTTP service, with one async method per operation.
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -14,6 +15,7 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::api::{ApiClass, Endpoints, Region};
 use crate::error::{EntryError, Error};
+use crate::in_flight::{CountInFlight, InFlight};
 use crate::requests::{BatchEntries, Body, Event, Identifier, Requests};
 use crate::response::{read, Answer};
 use crate::secret::Credentials;
@@ -168,10 +170,14 @@ impl ClientBuilder {
             limiter = limiter.shared(shared);
         }
         let limiter = limiter.build();
+        let in_flight = Arc::new(InFlight::default());
+        let counted = Arc::clone(&in_flight);
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(self.retry.clone())
                 .layer(RateLimitLayer::keyed(limiter.clone(), api_class_of))
+                // Past the limiter: what holds a slot and awaits its answer.
+                .layer_fn(move |inner| CountInFlight::new(inner, Arc::clone(&counted)))
                 .layer(ThrottleLayer::keyed(limiter.clone(), api_class_of))
                 .service(http)
                 .map_err(BoxError::from),
@@ -181,6 +187,7 @@ impl ClientBuilder {
             requests: Requests::new(self.endpoints, self.credentials),
             limiter,
             retry: self.retry,
+            in_flight,
         }
     }
 }
@@ -192,6 +199,22 @@ pub struct Client<RB> {
     requests: Requests,
     limiter: Limiter<ApiClass>,
     retry: RetryLayer,
+    in_flight: Arc<InFlight>,
+}
+
+/// One API class's queue at a glance, as a p-queue user knows it: `size` (waiting), `pending`
+/// (in flight) and `isPaused` (paused). A snapshot; it moves on as soon as it is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Requests waiting for a slot of the class's quota (p-queue's `size`).
+    pub waiting: usize,
+    /// Requests that have their slot and await Customer.io's answer (p-queue's `pending`).
+    pub in_flight: usize,
+    /// Whether a pause (a 429's Retry-After) holds the class now (p-queue's `isPaused`).
+    pub paused: bool,
+    /// How long a request arriving now would wait for its slot.
+    pub estimated_wait: Duration,
 }
 
 impl<RB> Clone for Client<RB> {
@@ -201,6 +224,7 @@ impl<RB> Clone for Client<RB> {
             requests: self.requests.clone(),
             limiter: self.limiter.clone(),
             retry: self.retry.clone(),
+            in_flight: Arc::clone(&self.in_flight),
         }
     }
 }
@@ -244,6 +268,18 @@ where
     /// The assembled stack, for requests built by hand or composed further.
     pub fn service(&self) -> Stack<RB> {
         self.service.clone()
+    }
+
+    /// `class`'s queue now: waiting, in flight, paused. Shared by every clone of the client.
+    #[must_use]
+    pub fn queue_stats(&self, class: ApiClass) -> QueueStats {
+        let queue = self.limiter.queue_stats(&class);
+        QueueStats {
+            waiting: queue.waiting,
+            in_flight: self.in_flight.of(class),
+            paused: queue.paused,
+            estimated_wait: queue.estimated_wait,
+        }
     }
 
     /// The shared limiter (keyed by [`ApiClass`]): stats, pauses, learned rates.

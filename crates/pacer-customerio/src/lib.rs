@@ -46,12 +46,15 @@ mod encode;
 mod error;
 #[cfg(feature = "https")]
 mod https;
+mod in_flight;
 mod requests;
 mod response;
 mod secret;
 
 pub use api::{ApiClass, Endpoints, Region};
-pub use client::{api_class_of, default_quota, BatchReport, Client, ClientBuilder, Stack};
+pub use client::{
+    api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, Stack,
+};
 pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]

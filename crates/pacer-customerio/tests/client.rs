@@ -160,3 +160,44 @@ async fn each_api_class_has_its_own_budget() {
     assert_eq!(log.lock().unwrap().len(), 70);
     assert_eq!(client.limiter().quota(&ApiClass::App).limit(), 10);
 }
+
+/// `queue_stats` shows what a p-queue user reads as `size`, `pending` and `isPaused`: requests
+/// waiting for their slot, requests in flight, and a pause.
+#[tokio::test(start_paused = true)]
+async fn queue_stats_show_waiting_in_flight_and_paused() {
+    // A server that takes a second to answer.
+    let http = tower::service_fn(|_request: Request<Body>| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+    });
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .quota(ApiClass::Track, pacer_limit::Quota::per_second(10))
+        .build(http);
+    let idle = client.queue_stats(ApiClass::Track);
+    assert_eq!((idle.waiting, idle.in_flight, idle.paused), (0, 0, false));
+    let tasks: Vec<_> = (0..5)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.identify(&n.to_string(), &Default::default()).await })
+        })
+        .collect();
+    // 10 per second, 101 ms apart: at 250 ms three are out, awaiting the slow server.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let busy = client.queue_stats(ApiClass::Track);
+    assert_eq!((busy.waiting, busy.in_flight, busy.paused), (2, 3, false));
+    client
+        .limiter()
+        .pause_until(&ApiClass::Track, Instant::now() + Duration::from_secs(5));
+    let paused = client.queue_stats(ApiClass::Track);
+    assert!(paused.paused);
+    assert!(paused.estimated_wait >= Duration::from_secs(5));
+    // Other classes are untouched.
+    assert_eq!(client.queue_stats(ApiClass::App), Default::default());
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let done = client.queue_stats(ApiClass::Track);
+    assert_eq!((done.waiting, done.in_flight), (0, 0));
+}

@@ -122,7 +122,6 @@ impl Bucket {
     }
 
     /// Whether a pause holds the key at `now`.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn is_paused(&self, now: Instant) -> bool {
         self.paused_until.is_some_and(|until| until > now)
     }

@@ -95,7 +95,7 @@ pub use layer::RateLimitLayer;
 pub use limiter::{Key, Limiter};
 pub use quota::{Model, Quota};
 pub use service::RateLimit;
-pub use stats::Stats;
+pub use stats::{QueueStats, Stats};
 
 /// Re-exported so that users can name instants without depending on tokio's paths.
 pub use tokio::time::Instant;

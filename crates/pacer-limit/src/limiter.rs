@@ -246,6 +246,40 @@ impl<K: Key> Limiter<K> {
         state.buckets.get(key).map_or(0, Bucket::queue_len)
     }
 
+    /// `key`'s queue now: how many wait, whether a pause holds it, how long a newcomer would
+    /// wait. A key never seen (or evicted as idle) has an empty, unpaused queue.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pacer_limit::{Limiter, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limiter = Limiter::new(Quota::per_second(10));
+    /// limiter.pause_until(&(), tokio::time::Instant::now() + Duration::from_secs(2));
+    /// let waiting = tokio::spawn(limiter.clone().acquire(()));
+    /// tokio::task::yield_now().await;
+    /// let queue = limiter.queue_stats(&());
+    /// assert_eq!((queue.waiting, queue.paused), (1, true));
+    /// assert!(queue.estimated_wait > Duration::from_secs(2));
+    /// waiting.await.unwrap().unwrap();
+    /// assert!(!limiter.queue_stats(&()).paused);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn queue_stats(&self, key: &K) -> crate::QueueStats {
+        let now = Instant::now();
+        let state = self.shared.lock();
+        match state.buckets.get(key) {
+            Some(bucket) => crate::QueueStats {
+                waiting: bucket.queue_len(),
+                paused: bucket.is_paused(now),
+                estimated_wait: bucket.nth_earliest(now, bucket.queue_len()) - now,
+            },
+            None => crate::QueueStats::default(),
+        }
+    }
+
     /// Counters since the limiter was built, summed over all keys.
     #[must_use]
     pub fn stats(&self) -> Stats {

@@ -46,3 +46,16 @@ pub struct Stats {
     /// Time spent waiting, summed over all granted requests.
     pub total_wait: Duration,
 }
+
+/// One key's queue at a glance: what a p-queue user reads as `size` and `isPaused`. A snapshot:
+/// the queue moves on as soon as it is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Requests waiting for a slot of the key (p-queue's `size`).
+    pub waiting: usize,
+    /// Whether a pause (a server's Retry-After) holds the key now (p-queue's `isPaused`).
+    pub paused: bool,
+    /// How long a request arriving now would wait, behind everybody queued.
+    pub estimated_wait: Duration,
+}
