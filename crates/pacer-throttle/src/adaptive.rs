@@ -4,13 +4,15 @@
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.
-//! 2. **A measured rate is trusted only over a whole busy window.** When the key was busy for
-//!    the whole last window, its quota drops to just under what the server *accepted* in it:
+//! 2. **A measured rate is trusted only over a whole busy window.** When the key sent in every
+//!    part of the last window, at about its rate (95 % of it or more, refusals included), its
+//!    quota drops to just under what the server *accepted* in it:
 //!    a client configured 10x too fast lands under the real limit in a few rounds. A key that
 //!    was running at its rate steps just under it (`backoff`, default 0.99): a single 429 from
 //!    a strict server's jitter costs 1 % for a few windows, not 5 % for a minute. After
-//!    start-up, an idle spell or a pause, the count covers part of a window and says nothing
-//!    about the server's limit (one early 429 would read as "1 per second"); the rate then
+//!    start-up, an idle spell or a pause, or while the key sends well below its rate, the
+//!    count says nothing about the server's limit (one early 429 would read as "1 per
+//!    second", a quiet key's demand as the server's limit); the rate then
 //!    steps down by `1 - backoff`, four times as far each further round within the climb back
 //!    (1 %, 4 %, 16 %, then half), and never below what the partial window got accepted.
 //! 3. **Never below half per round.** Whatever the estimate, one round of refusals at most
@@ -18,7 +20,8 @@
 //!    news and do not decrease again, so a burst of refusals counts once.
 //!
 //! Rates are fractional (a learned 99.4 per window stays 99.4, see `Quota::slowed`), so a 1 %
-//! step is a 1 % step. The rate then climbs back on a concave cubic to the rate in force when the server refused
+//! step is a 1 % step. The rate then climbs back on a concave cubic to the rate in force when
+//! the server refused, or to what it accepted when that was well below it
 //! (`recovery_windows`, default 3 windows), stays there `probe_windows` (default 10), and then
 //! probes upward by one request per window, doubling every window, until it is back at the
 //! configured quota: within `recovery_windows + probe_windows + log2(quota)` windows, whatever
@@ -708,9 +711,10 @@ mod tests {
             rate_of(rate.on_refusal(&params, even(150.0), now, now)),
             Some(99.0)
         );
-        assert_eq!(rate_at(&mut rate, now, 200.0, 1.5), Some(99.9)); // concave: most of the way
-                                                                     // At the learned limit (100, less than 0.2 % of the ceiling from 99.9: no new rate),
-                                                                     // held there for 10 windows.
+        // Concave: most of the way in half the climb.
+        assert_eq!(rate_at(&mut rate, now, 200.0, 1.5), Some(99.9));
+        // At the learned limit (100, less than 0.2 % of the ceiling from 99.9: no new rate),
+        // held there for 10 windows.
         assert_eq!(rate_at(&mut rate, now, 200.0, 3.0), None);
         assert_eq!(rate_at(&mut rate, now, 200.0, 12.9), None);
         assert_eq!(rate_at(&mut rate, now, 200.0, 13.0), Some(101.0)); // probing: +1,
