@@ -8,6 +8,7 @@
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
 //! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
+//! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
 //!
 //! The mock Customer.io server is the `pacer-mock` crate (and binary).
 #![forbid(unsafe_code)]
@@ -33,3 +34,6 @@ pub use pacer_retry as retry;
 #[cfg(feature = "customerio")]
 #[doc(inline)]
 pub use pacer_customerio as customerio;
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;

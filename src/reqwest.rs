@@ -1,0 +1,122 @@
+//! [`ReqwestService`]: a `reqwest::Client` as a `tower::Service<http::Request<B>>`, so the pacer
+//! layers and the Customer.io client compose over the HTTP client most services already use.
+//!
+//! ```no_run
+//! use pacer::customerio::{Client, Credentials};
+//! use pacer::reqwest::ReqwestService;
+//!
+//! # async fn run(http: reqwest::Client) -> Result<(), pacer::customerio::Error> {
+//! // Your reqwest client, with its TLS, proxy and timeout settings.
+//! let client = Client::builder()
+//!     .credentials(Credentials::track("site-id", "api-key"))
+//!     .build(ReqwestService::new(http));
+//! client.identify("42", &Default::default()).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The request body is read into memory before it is handed to reqwest (the pacer stack already
+//! holds it to replay retries), so reqwest sends it with a `Content-Length`. The response body
+//! is reqwest's, streamed. Errors keep reqwest's as their [`source`](std::error::Error::source),
+//! so the retry layer recognises refused and reset connections.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body_util::BodyExt;
+use tower_service::Service;
+
+/// A `reqwest::Client` as a tower service of `http` requests and responses. Cheap to clone
+/// (reqwest's client is an `Arc`); clones share its connection pool.
+#[derive(Clone, Debug, Default)]
+pub struct ReqwestService {
+    client: ::reqwest::Client,
+}
+
+impl ReqwestService {
+    /// Wraps `client`.
+    #[must_use]
+    pub fn new(client: ::reqwest::Client) -> Self {
+        Self { client }
+    }
+
+    /// The wrapped client.
+    #[must_use]
+    pub fn client(&self) -> &::reqwest::Client {
+        &self.client
+    }
+}
+
+impl From<::reqwest::Client> for ReqwestService {
+    fn from(client: ::reqwest::Client) -> Self {
+        Self::new(client)
+    }
+}
+
+/// Why a request through [`ReqwestService`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The request body could not be read.
+    Body(Box<dyn StdError + Send + Sync>),
+    /// reqwest refused the request or failed to send it (connection refused or reset, TLS,
+    /// timeout, an invalid URL).
+    Reqwest(::reqwest::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Body(_) => f.write_str("could not read the request body"),
+            Self::Reqwest(_) => f.write_str("reqwest could not send the request"),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            Self::Body(error) => Some(error.as_ref()),
+            Self::Reqwest(error) => Some(error),
+        }
+    }
+}
+
+/// The response future of [`ReqwestService`].
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<::reqwest::Body>, Error>> + Send>>;
+
+impl<B> Service<http::Request<B>> for ReqwestService
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    type Response = http::Response<::reqwest::Body>;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // reqwest's client queues internally and is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|error| Error::Body(error.into()))?
+                .to_bytes();
+            let request = http::Request::from_parts(parts, ::reqwest::Body::from(body));
+            let request = ::reqwest::Request::try_from(request).map_err(Error::Reqwest)?;
+            let response = client.execute(request).await.map_err(Error::Reqwest)?;
+            Ok(http::Response::from(response))
+        })
+    }
+}
