@@ -10,7 +10,29 @@
 //! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
 //!
+//! | `metrics` | | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
+//! | `redis` | | one quota shared by many processes through Redis |
+//!
 //! The mock Customer.io server is the `pacer-mock` crate (and binary).
+//!
+//! # Metrics (feature `metrics`)
+//!
+//! Reported through the `metrics` facade, so any exporter (Prometheus, StatsD, OpenTelemetry…)
+//! installed as the global recorder sees them; without the feature they compile away. `key` is
+//! the limiter key's `Debug` form (for the Customer.io client: `Track`, `App`, …).
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `pacer_limit_admitted_total` | counter | `key` | requests that took a slot |
+//! | `pacer_limit_wait_seconds` | histogram | `key` | how long each waited for it (0 on the fast path) |
+//! | `pacer_limit_queue_length` | gauge | `key` | requests waiting for a slot now |
+//! | `pacer_limit_refused_total` | counter | `key`, `reason` (`max_wait`, `queue_full`) | refused at once by the limiter |
+//! | `pacer_limit_redis_fallbacks_total` | counter | | times Redis went away and the local fallback took over |
+//! | `pacer_throttle_refusals_total` | counter | `key`, `status` (`429`, `503`) | refusals from the server |
+//! | `pacer_throttle_pauses_total` | counter | `key` | pauses for a server's wait (Retry-After, an exhausted window) |
+//! | `pacer_throttle_rate_per_second` | gauge | `key` | the rate the key is paced at after adapting (back at its quota once recovered) |
+//! | `pacer_retry_retries_total` | counter | `reason` (`429`, `503`, …, `connection`, `refused`, `timeout`) | retries sent |
+//! | `pacer_retry_gave_up_total` | counter | `why` (`exhausted`, `budget`, `deadline`, `server_wait`, `not_repeatable`), `reason` | retryable failures returned to the caller |
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,

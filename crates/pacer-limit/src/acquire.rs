@@ -11,6 +11,7 @@ use tokio::time::{Instant, Sleep};
 use crate::bucket::Admission;
 use crate::error::{RateLimited, Reason};
 use crate::limiter::{dispatch_refill, dispatch_refill_of, Key, Limiter};
+use crate::metrics;
 use crate::precise::WakeAt;
 
 /// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
@@ -104,10 +105,11 @@ impl<K: Key> Acquire<K> {
                     return Step::Refused(RateLimited::new(reason, Some(at - now)));
                 }
                 let id = state.next_waiter_id();
-                state
+                let bucket = state
                     .existing(&self.key)
-                    .expect("admit_now created the bucket")
-                    .enqueue(id, cx.waker().clone());
+                    .expect("admit_now created the bucket");
+                bucket.enqueue(id, cx.waker().clone());
+                metrics::queue_length(&self.key, bucket.queue_len());
                 self.phase = Phase::Queued { id, since: now };
                 if ahead == 0 {
                     let quota = state.existing(&self.key).expect("just queued").quota();
@@ -135,6 +137,7 @@ impl<K: Key> Acquire<K> {
                 match admission {
                     Admission::Granted => {
                         bucket.remove(0);
+                        metrics::queue_length(&self.key, bucket.queue_len());
                         let waited = now - since;
                         let counters = &mut state.counters;
                         counters.acquired += 1;
@@ -148,6 +151,7 @@ impl<K: Key> Acquire<K> {
                     {
                         // A pause arrived after we queued and pushed our turn past the maximum.
                         bucket.remove(position);
+                        metrics::queue_length(&self.key, bucket.queue_len());
                         state.counters.rejected += 1;
                         self.phase = Phase::Done;
                         Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
@@ -190,6 +194,7 @@ impl<K: Key> Future for Acquire<K> {
         loop {
             match this.step(cx) {
                 Step::Granted(waited) => {
+                    metrics::admitted(&this.key, waited);
                     let threshold = this.limiter.shared.config.log_wait_over;
                     if waited > threshold {
                         tracing::info!(key = ?this.key, ?waited, "request waited for a rate-limit slot");
@@ -199,6 +204,7 @@ impl<K: Key> Future for Acquire<K> {
                     return Poll::Ready(Ok(()));
                 }
                 Step::Refused(limited) => {
+                    metrics::refused(&this.key, limited.reason());
                     tracing::debug!(key = ?this.key, reason = ?limited.reason(), retry_after = ?limited.retry_after(), "request refused by the rate limiter");
                     return Poll::Ready(Err(limited));
                 }
@@ -221,6 +227,7 @@ impl<K: Key> Drop for Acquire<K> {
             if let Some(bucket) = state.existing(&self.key) {
                 if let Some(position) = bucket.position(id) {
                     bucket.remove(position);
+                    metrics::queue_length(&self.key, bucket.queue_len());
                 }
             }
             state.counters.cancelled += 1;

@@ -76,6 +76,7 @@ mod future;
 mod key;
 mod layer;
 mod limiter;
+mod metrics;
 mod model;
 mod precise;
 mod quota;

@@ -168,10 +168,17 @@ impl<K: Key> Limiter<K> {
         let mut state = self.shared.lock();
         let admitted = state.admit_now(&self.shared.config, key, now);
         dispatch_refill_of(&self.shared, &mut state, key);
-        admitted.map_err(|(at, _)| {
-            state.counters.rejected += 1;
-            RateLimited::new(Reason::MaxWait, Some(at - now))
-        })
+        match admitted {
+            Ok(()) => {
+                crate::metrics::admitted(key, Duration::ZERO);
+                Ok(())
+            }
+            Err((at, _)) => {
+                state.counters.rejected += 1;
+                crate::metrics::refused(key, Reason::MaxWait);
+                Err(RateLimited::new(Reason::MaxWait, Some(at - now)))
+            }
+        }
     }
 
     /// Admits nothing on `key` before `until`, e.g. because the server answered 429 with a

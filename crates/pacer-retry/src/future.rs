@@ -10,6 +10,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use pacer_throttle::parse::server_wait;
 use pacer_throttle::Paced;
+
+use crate::metrics;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::retry::budget::Budget;
@@ -201,6 +203,7 @@ where
     };
     if !replayable || !(repeatable || reason.request_not_processed()) {
         Counters::bump(&counters.not_repeatable);
+        metrics::gave_up("not_repeatable", &reason);
         tracing::debug!(
             ?reason,
             repeatable,
@@ -211,6 +214,7 @@ where
     }
     if attempts >= config.max_attempts {
         Counters::bump(&counters.exhausted);
+        metrics::gave_up("exhausted", &reason);
         tracing::info!(?reason, attempts, "gave up: attempts exhausted");
         return Decision::Return(give_back(outcome));
     }
@@ -220,6 +224,7 @@ where
     };
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {
         Counters::bump(&counters.server_wait_too_long);
+        metrics::gave_up("server_wait", &reason);
         tracing::warn!(?wait, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
         return Decision::Return(Err(Error::ServerWaitTooLong {
             wait,
@@ -242,6 +247,7 @@ where
     let delay = backoff.max(server_wait.unwrap_or_default());
     if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
         Counters::bump(&counters.deadline);
+        metrics::gave_up("deadline", &reason);
         tracing::info!(
             ?reason,
             attempts,
@@ -253,11 +259,13 @@ where
     if let Some(budget) = &shared.state.budget {
         if !budget.withdraw() {
             Counters::bump(&counters.budget_spent);
+            metrics::gave_up("budget", &reason);
             tracing::info!(?reason, attempts, "gave up: retry budget spent");
             return Decision::Return(give_back(outcome));
         }
     }
     Counters::bump(&counters.retries);
+    metrics::retry(&reason);
     tracing::debug!(?reason, attempt = attempts + 1, ?delay, "retrying");
     *previous_delay = backoff;
     Decision::RetryAfter(delay)

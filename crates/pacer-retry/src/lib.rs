@@ -81,6 +81,7 @@ mod classify;
 mod error;
 mod future;
 mod layer;
+mod metrics;
 mod request;
 mod service;
 mod stats;

@@ -66,6 +66,7 @@ mod adaptive;
 mod error;
 mod future;
 mod layer;
+mod metrics;
 pub mod parse;
 mod service;
 mod throttle;

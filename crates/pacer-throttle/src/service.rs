@@ -141,9 +141,13 @@ impl<K: Key> Shared<K> {
         );
 
         let mut outcome = Ok(());
+        if refused {
+            crate::metrics::refusal(key, status);
+        }
         if let Some(wait) = signal.as_ref().and_then(|signal| signal.wait) {
             let pause = wait.min(self.config.max_pause);
             self.limiter.pause_until(key, now + pause);
+            crate::metrics::pause(key);
             if refused && wait > self.config.max_pause {
                 tracing::warn!(key = ?key, %status, ?wait, cap = ?self.config.max_pause, "server asked for a wait beyond the cap; gave up");
                 outcome = Err(WaitTooLong {
@@ -216,6 +220,7 @@ impl<K: Key> Shared<K> {
                 let per_second = rate / window.as_secs_f64();
                 tracing::debug!(key = ?key, per_second, "adapted key rate");
                 self.limiter.set_quota(key, paced.slowed(rate / ceiling));
+                crate::metrics::rate(key, per_second);
             }
             Change::Smooth => {
                 tracing::debug!(key = ?key, "server refused a burst; key evenly spaced");
@@ -224,10 +229,12 @@ impl<K: Key> Shared<K> {
             Change::Recovered if smoothed => {
                 tracing::debug!(key = ?key, "key rate back at its configured quota, evenly spaced");
                 self.limiter.set_quota(key, paced);
+                crate::metrics::rate(key, configured.rate_per_second());
             }
             Change::Recovered => {
                 tracing::debug!(key = ?key, "key rate back at its configured quota");
                 self.limiter.reset_quota(key);
+                crate::metrics::rate(key, configured.rate_per_second());
             }
         }
     }

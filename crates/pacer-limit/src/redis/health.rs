@@ -118,6 +118,7 @@ impl Core {
         health.retry_at = later(now, self.options.retry_every);
         if health.down_since.is_none() {
             health.down_since = Some(now);
+            crate::metrics::redis_fallback();
             tracing::warn!(
                 %error,
                 fallback = ?self.options.fallback,
