@@ -47,28 +47,32 @@ async fn run_stack() {
     let limiter = Limiter::<&'static str>::builder(Quota::per_second(10)).build();
     let key = |_: &Request<()>| "track";
     let seen = Arc::new(AtomicUsize::new(0));
-    let client = ServiceBuilder::new()
-        .layer(RetryLayer::new().no_budget())
-        .layer(RateLimitLayer::keyed(limiter.clone(), key))
-        .layer(ThrottleLayer::keyed(limiter.clone(), key))
-        .service_fn(move |request: Request<()>| {
-            let nth = seen.fetch_add(1, Ordering::SeqCst);
-            let response = if nth == 0 {
-                Response::builder()
-                    .status(StatusCode::TOO_MANY_REQUESTS)
-                    .header("retry-after", "1")
-                    .body(())
-                    .unwrap()
-            } else if request.uri().path() == "/down" {
-                Response::builder()
-                    .status(StatusCode::SERVICE_UNAVAILABLE)
-                    .body(())
-                    .unwrap()
-            } else {
-                Response::new(())
-            };
-            async move { Ok::<_, Infallible>(response) }
-        });
+    let server = move |request: Request<()>| {
+        let nth = seen.fetch_add(1, Ordering::SeqCst);
+        let response = if nth == 0 {
+            Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header("retry-after", "1")
+                .body(())
+                .unwrap()
+        } else if request.uri().path() == "/down" {
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(())
+                .unwrap()
+        } else {
+            Response::new(())
+        };
+        async move { Ok::<_, Infallible>(response) }
+    };
+    let stack = |retry: RetryLayer| {
+        ServiceBuilder::new()
+            .layer(retry)
+            .layer(RateLimitLayer::keyed(limiter.clone(), key))
+            .layer(ThrottleLayer::keyed(limiter.clone(), key))
+            .service_fn(server.clone())
+    };
+    let client = stack(RetryLayer::new().no_budget());
     let request = |path: &str| {
         let mut request = Request::post(path).body(()).unwrap();
         request.extensions_mut().insert(Idempotent);
@@ -87,6 +91,10 @@ async fn run_stack() {
     // Always 503: three attempts, then the retry layer gives up.
     let down = client.clone().oneshot(request("/down")).await.unwrap();
     assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A retry budget of nothing: the 503 is returned at once.
+    let budgeted = stack(RetryLayer::new().budget(0.0, 0));
+    let spent = budgeted.oneshot(request("/down")).await.unwrap();
+    assert_eq!(spent.status(), StatusCode::SERVICE_UNAVAILABLE);
     // No slot free right now: refused at once.
     assert!(limiter.try_acquire(&"track").is_err());
 }
@@ -107,9 +115,9 @@ fn every_layer_reports_its_decisions() {
             .get(name)
             .unwrap_or_else(|| panic!("no {name} among {metrics:#?}"))
     };
-    // The limiter: 1 + 1 (retry) + 4 + 3 (the 503 and its two retries) slots.
-    assert_eq!(get("pacer_limit_admitted_total{key=\"track\"}"), 9.0);
-    assert_eq!(get("pacer_limit_wait_seconds{key=\"track\"}"), 9.0);
+    // The limiter: 1 + 1 (retry) + 4 + 3 (the 503 and its two retries) + 1 (budgeted) slots.
+    assert_eq!(get("pacer_limit_admitted_total{key=\"track\"}"), 10.0);
+    assert_eq!(get("pacer_limit_wait_seconds{key=\"track\"}"), 10.0);
     assert_eq!(get("pacer_limit_queue_length{key=\"track\"}"), 0.0);
     assert_eq!(
         get("pacer_limit_refused_total{key=\"track\",reason=max_wait}"),
@@ -122,7 +130,7 @@ fn every_layer_reports_its_decisions() {
     );
     assert_eq!(
         get("pacer_throttle_refusals_total{key=\"track\",status=503}"),
-        3.0
+        4.0
     );
     assert_eq!(get("pacer_throttle_pauses_total{key=\"track\"}"), 1.0);
     let rate = get("pacer_throttle_rate_per_second{key=\"track\"}");
@@ -134,6 +142,7 @@ fn every_layer_reports_its_decisions() {
         get("pacer_retry_gave_up_total{reason=503,why=exhausted}"),
         1.0
     );
+    assert_eq!(get("pacer_retry_gave_up_total{reason=503,why=budget}"), 1.0);
 }
 
 /// Redis going away is counted once per outage.
