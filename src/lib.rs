@@ -9,9 +9,8 @@
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
 //! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
-//!
-//! | `metrics` | | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
-//! | `redis` | | one quota shared by many processes through Redis |
+//! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
+//! | `redis` | — | one quota shared by many processes through Redis |
 //!
 //! The mock Customer.io server is the `pacer-mock` crate (and binary).
 //!
@@ -19,14 +18,17 @@
 //!
 //! Reported through the `metrics` facade, so any exporter (Prometheus, StatsD, OpenTelemetry…)
 //! installed as the global recorder sees them; without the feature they compile away. `key` is
-//! the limiter key's `Debug` form (for the Customer.io client: `Track`, `App`, …).
+//! the limiter key's `Debug` form (for the Customer.io client: `Track`, `App`, …; a `&str` key
+//! keeps its quotes). Each key is a series, and each event formats its label: meant for few
+//! keys (API classes, workspaces), not one per user or URL. Series are per process, and two
+//! limiters whose keys print alike share them (the last gauge written wins).
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
 //! | `pacer_limit_admitted_total` | counter | `key` | requests that took a slot |
 //! | `pacer_limit_wait_seconds` | histogram | `key` | how long each waited for it (0 on the fast path) |
 //! | `pacer_limit_queue_length` | gauge | `key` | requests waiting for a slot now |
-//! | `pacer_limit_refused_total` | counter | `key`, `reason` (`max_wait`, `queue_full`) | refused at once by the limiter |
+//! | `pacer_limit_refused_total` | counter | `key`, `reason` (`max_wait`, `queue_full`) | refused by the limiter: at once, or after queueing when a pause pushed the turn past the maximum wait |
 //! | `pacer_limit_redis_fallbacks_total` | counter | | times Redis went away and the local fallback took over |
 //! | `pacer_throttle_refusals_total` | counter | `key`, `status` (`429`, `503`) | refusals from the server |
 //! | `pacer_throttle_pauses_total` | counter | `key` | pauses for a server's wait (Retry-After, an exhausted window) |

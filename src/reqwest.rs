@@ -2,10 +2,11 @@
 //! layers and the Customer.io client compose over the HTTP client most services already use.
 //!
 //! ```no_run
+//! # #[cfg(feature = "customerio")]
+//! # async fn run(http: reqwest::Client) -> Result<(), pacer::customerio::Error> {
 //! use pacer::customerio::{Client, Credentials};
 //! use pacer::reqwest::ReqwestService;
 //!
-//! # async fn run(http: reqwest::Client) -> Result<(), pacer::customerio::Error> {
 //! // Your reqwest client, with its TLS, proxy and timeout settings.
 //! let client = Client::builder()
 //!     .credentials(Credentials::track("site-id", "api-key"))
@@ -13,12 +14,13 @@
 //! client.identify("42", &Default::default()).await?;
 //! # Ok(())
 //! # }
+//! # fn main() {}
 //! ```
 //!
 //! The request body is read into memory before it is handed to reqwest (the pacer stack already
 //! holds it to replay retries), so reqwest sends it with a `Content-Length`. The response body
 //! is reqwest's, streamed. Errors keep reqwest's as their [`source`](std::error::Error::source),
-//! so the retry layer recognises refused and reset connections.
+//! so the retry layer finds the `io::Error` of a refused or reset connection in the chain.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -31,7 +33,7 @@ use tower_service::Service;
 
 /// A `reqwest::Client` as a tower service of `http` requests and responses. Cheap to clone
 /// (reqwest's client is an `Arc`); clones share its connection pool.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ReqwestService {
     client: ::reqwest::Client,
 }

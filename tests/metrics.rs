@@ -1,7 +1,7 @@
 //! Every metric the layers report (feature `metrics`), read back from `metrics-util`'s
 //! debugging recorder: the names and labels documented in the crate docs, with the values a
 //! known run must give.
-#![cfg(feature = "metrics")]
+#![cfg(all(feature = "metrics", feature = "retry"))]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -123,7 +123,8 @@ fn every_layer_reports_its_decisions() {
         get("pacer_limit_refused_total{key=\"track\",reason=max_wait}"),
         1.0
     );
-    // The throttle layer: the 429 and the three 503s, one pause, a learned rate.
+    // The throttle layer: the 429 and the four 503s (three attempts, one budgeted), one pause,
+    // a learned rate.
     assert_eq!(
         get("pacer_throttle_refusals_total{key=\"track\",status=429}"),
         1.0

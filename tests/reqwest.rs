@@ -1,6 +1,6 @@
 //! The Customer.io client and the pacer layers over a `reqwest::Client`, against the mock over
 //! loopback (feature `reqwest`).
-#![cfg(feature = "reqwest")]
+#![cfg(all(feature = "reqwest", feature = "customerio"))]
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -91,4 +91,9 @@ async fn a_refused_connection_is_a_transport_error_with_reqwest_as_its_source() 
         source = error.source();
     }
     assert!(found, "no reqwest::Error in the chain of {error:?}");
+    // The retry layer found the refused connection in the chain and tried again.
+    assert!(
+        client.retry_layer().stats().retries >= 1,
+        "not retried: {error:?}"
+    );
 }

@@ -209,7 +209,8 @@ pub struct Client<RB> {
 pub struct QueueStats {
     /// Requests waiting for a slot of the class's quota (p-queue's `size`).
     pub waiting: usize,
-    /// Requests that have their slot and await Customer.io's answer (p-queue's `pending`).
+    /// Requests that have their slot and await the head of Customer.io's answer (p-queue's
+    /// `pending`).
     pub in_flight: usize,
     /// Whether a pause (a 429's Retry-After) holds the class now (p-queue's `isPaused`).
     pub paused: bool,
@@ -270,7 +271,8 @@ where
         self.service.clone()
     }
 
-    /// `class`'s queue now: waiting, in flight, paused. Shared by every clone of the client.
+    /// `class`'s queue now: waiting, in flight, paused. Shared by every clone of the client; with
+    /// a quota shared through Redis (`ClientBuilder::shared_quota`), this process's part only.
     #[must_use]
     pub fn queue_stats(&self, class: ApiClass) -> QueueStats {
         let queue = self.limiter.queue_stats(&class);

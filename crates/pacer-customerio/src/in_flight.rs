@@ -1,5 +1,5 @@
-//! Counts, per API class, the requests that hold their slot and await their answer: what a
-//! p-queue user reads as `pending`.
+//! Counts, per API class, the requests that hold their slot and await the head of their answer:
+//! what a p-queue user reads as `pending`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -63,13 +63,15 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let class = api_class_of(&request);
+        // The guard first: should the inner call panic, it still takes its one back.
         self.counts.counter(class).fetch_add(1, Ordering::Relaxed);
+        let guard = Guard {
+            counts: Arc::clone(&self.counts),
+            class,
+        };
         Counted {
             inner: self.inner.call(request),
-            guard: Some(Guard {
-                counts: Arc::clone(&self.counts),
-                class,
-            }),
+            guard: Some(guard),
         }
     }
 }

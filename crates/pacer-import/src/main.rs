@@ -197,7 +197,8 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
     let summary = run(&plan, client, Arc::clone(&counters), stop).await?;
     report(&summary, &plan, cli.json, mock.as_ref());
     if !cli.json && !cli.dry_run {
-        eprintln!("{}", pace_line(&summary, &track_quota(&cli)));
+        let shared_by = cli.redis.is_some().then_some(cli.processes);
+        eprintln!("{}", pace_line(&summary, &track_quota(&cli), shared_by));
     }
     Ok(if summary.invalid_input {
         ExitCode::from(2)
@@ -281,16 +282,25 @@ fn track_quota(cli: &Cli) -> Quota {
 }
 
 /// The achieved request rate against the limit paced by, e.g. `paced: 98.6 requests/s against a
-/// limit of 100 per 1s (0.986 of it), 0 x 429`.
-fn pace_line(summary: &Summary, quota: &Quota) -> String {
+/// limit of 100 per 1s (0.986 of it), 0 x 429`. With a quota shared by `processes` through
+/// Redis, this process's rate against its share.
+fn pace_line(summary: &Summary, quota: &Quota, shared_by: Option<u32>) -> String {
     let seconds = summary.elapsed_s.as_secs_f64().max(0.001);
     let per_second = summary.requests as f64 / seconds;
     let limit = f64::from(quota.limit()) / quota.window().as_secs_f64();
+    let (whose, share) = match shared_by {
+        Some(processes) if processes > 1 => (
+            format!(" by this process, one of {processes} sharing"),
+            f64::from(processes),
+        ),
+        _ => (String::new(), 1.0),
+    };
     format!(
-        "paced: {per_second:.1} requests/s against a limit of {} per {:?} ({:.3} of it), {} x 429",
+        "paced: {per_second:.1} requests/s{whose} against a limit of {} per {:?} ({:.3} of {}), {} x 429",
         quota.limit(),
         quota.window(),
-        per_second / limit,
+        per_second * share / limit,
+        if share > 1.0 { "its share" } else { "it" },
         summary.throttled
     )
 }
