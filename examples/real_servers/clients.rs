@@ -108,35 +108,22 @@ impl Contender {
                         .map_err(BoxError::from),
                 )
             }
-            Self::PerSecondAlone => BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .layer(RateLimitLayer::new(Limiter::new(Quota::per_second(100))))
-                    .service(transport)
-                    .map_err(BoxError::from),
-            ),
+            Self::PerSecondAlone => {
+                rate_limit_alone(Limiter::new(Quota::per_second(100)), transport)
+            }
             Self::OldDefault => {
                 let quota = Quota::per_second(100)
                     .sliding_window()
                     .with_margin(Duration::ZERO);
                 let limiter = Limiter::builder(quota).precise_wakeups(false).build();
-                BoxCloneSyncService::new(
-                    ServiceBuilder::new()
-                        .layer(RateLimitLayer::new(limiter))
-                        .service(transport)
-                        .map_err(BoxError::from),
-                )
+                rate_limit_alone(limiter, transport)
             }
             Self::GcraPrecise => {
                 let quota = Quota::per_second(100)
                     .gcra(1)
                     .with_margin(Duration::from_millis(10));
                 let limiter = Limiter::builder(quota).precise_wakeups(true).build();
-                BoxCloneSyncService::new(
-                    ServiceBuilder::new()
-                        .layer(RateLimitLayer::new(limiter))
-                        .service(transport)
-                        .map_err(BoxError::from),
-                )
+                rate_limit_alone(limiter, transport)
             }
             Self::Governor => {
                 let quota = governor::Quota::per_second(NonZeroU32::new(100).expect("non-zero"))
@@ -334,4 +321,14 @@ impl Service<Request<Body>> for Transport {
             Ok(response.map(Either::Left))
         })
     }
+}
+
+/// pacer's rate limit alone over `transport`, paced by `limiter`.
+fn rate_limit_alone(limiter: Limiter, transport: Transport) -> BoxedService {
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(RateLimitLayer::new(limiter))
+            .service(transport)
+            .map_err(BoxError::from),
+    )
 }

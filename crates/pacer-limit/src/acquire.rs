@@ -110,10 +110,10 @@ impl<K: Key> Acquire<K> {
                     .expect("admit_now created the bucket");
                 bucket.enqueue(id, cx.waker().clone());
                 metrics::queue_length(&self.key, bucket.queue_len());
+                let precise = config.precise_for(&bucket.quota());
                 self.phase = Phase::Queued { id, since: now };
                 if ahead == 0 {
-                    let quota = state.existing(&self.key).expect("just queued").quota();
-                    Step::Sleep(at, config.precise_for(&quota))
+                    Step::Sleep(at, precise)
                 } else {
                     Step::Wait
                 }

@@ -139,16 +139,12 @@ impl SlidingLog {
         let mut logged = self.runs.iter().rev().copied();
         let mut log_run = logged.next();
         let mut newest_first: Vec<Run> = Vec::with_capacity(even.len() + self.runs.len());
-        let mut push = |at: Instant, count: usize| match newest_first.last_mut() {
-            Some(last) if last.at == at => last.count += count,
-            _ => newest_first.push(Run { at, count }),
-        };
         for mut run in even.into_iter().rev() {
             while run.count > 0 {
                 match &mut log_run {
                     Some(log) => {
                         let n = run.count.min(log.count);
-                        push(run.at.max(log.at), n);
+                        append(&mut newest_first, run.at.max(log.at), n);
                         run.count -= n;
                         log.count -= n;
                         if log.count == 0 {
@@ -156,7 +152,7 @@ impl SlidingLog {
                         }
                     }
                     None => {
-                        push(run.at, run.count);
+                        append(&mut newest_first, run.at, run.count);
                         run.count = 0;
                     }
                 }
@@ -174,10 +170,7 @@ impl SlidingLog {
             let mut runs: Vec<Run> = Vec::new();
             let mut at = self.stamp(start);
             for _ in 0..self.limit {
-                match runs.last_mut() {
-                    Some(last) if last.at == at => last.count += 1,
-                    _ => runs.push(Run { at, count: 1 }),
-                }
+                append(&mut runs, at, 1);
                 at = self.stamp(at + spacing);
             }
             return runs;
@@ -228,6 +221,14 @@ impl SlidingLog {
         self.runs
             .back()
             .is_none_or(|last| last.at + self.window <= now)
+    }
+}
+
+/// Adds `count` sends at `at` to the end of `runs`, merged into the last run at the same instant.
+fn append(runs: &mut Vec<Run>, at: Instant, count: usize) {
+    match runs.last_mut() {
+        Some(last) if last.at == at => last.count += count,
+        _ => runs.push(Run { at, count }),
     }
 }
 

@@ -10,8 +10,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use pacer_throttle::parse::server_wait;
 use pacer_throttle::Paced;
-
-use crate::metrics;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::retry::budget::Budget;
@@ -20,6 +18,7 @@ use tower_service::Service;
 use crate::classify::{Classify, RetryReason};
 use crate::error::Error;
 use crate::layer::Shared;
+use crate::metrics;
 use crate::request::{copy_request, ReplayBody};
 use crate::stats::Counters;
 
@@ -175,6 +174,12 @@ where
     }
 }
 
+/// Counts a retryable failure returned to the caller, in the layer's stats and its metrics.
+fn give_up(counter: &std::sync::atomic::AtomicU64, why: &'static str, reason: &RetryReason) {
+    Counters::bump(counter);
+    metrics::gave_up(why, reason);
+}
+
 /// Decides after attempt number `attempts`; `outcome` is `None` when it timed out.
 fn decide<RB, E, C, P>(
     shared: &Shared<C, P>,
@@ -202,8 +207,7 @@ where
         return Decision::Return(give_back(outcome));
     };
     if !replayable || !(repeatable || reason.request_not_processed()) {
-        Counters::bump(&counters.not_repeatable);
-        metrics::gave_up("not_repeatable", &reason);
+        give_up(&counters.not_repeatable, "not_repeatable", &reason);
         tracing::debug!(
             ?reason,
             repeatable,
@@ -213,8 +217,7 @@ where
         return Decision::Return(give_back(outcome));
     }
     if attempts >= config.max_attempts {
-        Counters::bump(&counters.exhausted);
-        metrics::gave_up("exhausted", &reason);
+        give_up(&counters.exhausted, "exhausted", &reason);
         tracing::info!(?reason, attempts, "gave up: attempts exhausted");
         return Decision::Return(give_back(outcome));
     }
@@ -223,8 +226,7 @@ where
         _ => None,
     };
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {
-        Counters::bump(&counters.server_wait_too_long);
-        metrics::gave_up("server_wait", &reason);
+        give_up(&counters.server_wait_too_long, "server_wait", &reason);
         tracing::warn!(?wait, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
         return Decision::Return(Err(Error::ServerWaitTooLong {
             wait,
@@ -246,8 +248,7 @@ where
     // Never sleep less than the server asked.
     let delay = backoff.max(server_wait.unwrap_or_default());
     if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
-        Counters::bump(&counters.deadline);
-        metrics::gave_up("deadline", &reason);
+        give_up(&counters.deadline, "deadline", &reason);
         tracing::info!(
             ?reason,
             attempts,
@@ -258,8 +259,7 @@ where
     }
     if let Some(budget) = &shared.state.budget {
         if !budget.withdraw() {
-            Counters::bump(&counters.budget_spent);
-            metrics::gave_up("budget", &reason);
+            give_up(&counters.budget_spent, "budget", &reason);
             tracing::info!(?reason, attempts, "gave up: retry budget spent");
             return Decision::Return(give_back(outcome));
         }

@@ -192,21 +192,27 @@ impl<K: Key> Shared<K> {
         // Rates in requests per window of the configured quota (margin included), fractional.
         let window = configured.effective_window();
         let ceiling = f64::from(configured.limit());
-        // Read the limiter before taking our own lock: never hold both.
-        let in_force = self.limiter.quota(key);
+        // Read the limiter before taking our own lock (never hold both), and only when a
+        // refusal needs it: most successes change nothing and cost no second lock.
+        let on_refusal = refused.then(|| self.limiter.quota(key));
         let change = {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
             let rate = rates.rate(key, window, now);
-            if refused {
-                let in_force = InForce {
-                    rate: in_force.rate_per_second() * window.as_secs_f64(),
-                    bursts: in_force.model().bursts(),
-                };
-                rate.on_refusal(params, in_force, sent_at, now)
-            } else {
-                rate.on_success(params, ceiling, sent_at, now)
+            match &on_refusal {
+                Some(in_force) => {
+                    let in_force = InForce {
+                        rate: in_force.rate_per_second() * window.as_secs_f64(),
+                        bursts: in_force.model().bursts(),
+                    };
+                    rate.on_refusal(params, in_force, sent_at, now)
+                }
+                None => rate.on_success(params, ceiling, sent_at, now),
             }
         };
+        if change == Change::Keep {
+            return;
+        }
+        let in_force = on_refusal.unwrap_or_else(|| self.limiter.quota(key));
         // Once the server refused a burst, the key stays evenly spaced, at any rate.
         let smoothed = !in_force.model().bursts() && configured.model().bursts();
         let paced = if smoothed {
@@ -215,7 +221,7 @@ impl<K: Key> Shared<K> {
             configured
         };
         match change {
-            Change::Keep => {}
+            Change::Keep => unreachable!("returned above"),
             Change::Rate(rate) => {
                 let per_second = rate / window.as_secs_f64();
                 tracing::debug!(key = ?key, per_second, "adapted key rate");
