@@ -14,7 +14,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use pacer::customerio::{Client, Credentials, Roots};
-use pacer::limit::redis::{RedisStore, SharedQuota};
+use pacer::redis::{RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
 use serde_json::Map;
 use tokio::time::Instant;

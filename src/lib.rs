@@ -10,7 +10,7 @@
 //! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
 //! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
-//! | `redis` | — | one quota shared by many processes through Redis |
+//! | `redis` | [`pacer-limit-redis`](redis) | one quota shared by many processes through Redis |
 //!
 //! The mock Customer.io server is the `pacer-mock` crate (and binary).
 //!
@@ -46,6 +46,10 @@
 #[cfg(feature = "limit")]
 #[doc(inline)]
 pub use pacer_limit as limit;
+
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use pacer_limit_redis as redis;
 
 #[cfg(feature = "throttle")]
 #[doc(inline)]

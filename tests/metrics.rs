@@ -150,7 +150,7 @@ fn every_layer_reports_its_decisions() {
 #[cfg(feature = "redis")]
 #[test]
 fn a_redis_fallback_is_counted() {
-    use pacer::limit::redis::{RedisStore, SharedQuota};
+    use pacer::redis::{LimiterBuilderExt, RedisStore, SharedQuota};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pacer::customerio::{ApiClass, Client, Credentials, Roots};
-use pacer::limit::redis::{RedisStore, SharedQuota};
 use pacer::limit::Quota;
+use pacer::redis::{LimiterExt, RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
 use pacer_testkit::RedisServer;
 use serde_json::{Map, Value};

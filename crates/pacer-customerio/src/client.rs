@@ -65,7 +65,7 @@ pub struct ClientBuilder {
     retry: RetryLayer,
     max_wait: Option<Duration>,
     #[cfg(feature = "redis")]
-    shared: Option<pacer_limit::redis::SharedQuota>,
+    shared: Option<pacer_limit_redis::SharedQuota>,
 }
 
 impl Default for ClientBuilder {
@@ -123,10 +123,10 @@ impl ClientBuilder {
     }
 
     /// Shares the workspace's quotas with every other process using the same Redis and prefix
-    /// (see [`pacer_limit::redis`]): together they stay within each API's quota, and a 429's
+    /// (see [`pacer_limit_redis`]): together they stay within each API's quota, and a 429's
     /// `Retry-After` pauses all of them. Keys are named after the [`ApiClass`] (`Track`, `App`, …).
     #[cfg(feature = "redis")]
-    pub fn shared_quota(mut self, shared: pacer_limit::redis::SharedQuota) -> Self {
+    pub fn shared_quota(mut self, shared: pacer_limit_redis::SharedQuota) -> Self {
         self.shared = Some(shared);
         self
     }
@@ -167,6 +167,7 @@ impl ClientBuilder {
         });
         #[cfg(feature = "redis")]
         if let Some(shared) = self.shared {
+            use pacer_limit_redis::LimiterBuilderExt;
             limiter = limiter.shared(shared);
         }
         let limiter = limiter.build();

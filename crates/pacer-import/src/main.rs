@@ -14,8 +14,8 @@ use pacer_import::engine::{run, Mode, Plan, Summary};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
 use pacer_import::progress::Counters;
-use pacer_limit::redis::{RedisStore, SharedQuota};
 use pacer_limit::Quota;
+use pacer_limit_redis::{RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
 use pacer_retry::RetryLayer;
 

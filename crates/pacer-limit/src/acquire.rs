@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use crate::bucket::Admission;
 use crate::error::{RateLimited, Reason};
-use crate::limiter::{dispatch_refill, dispatch_refill_of, Key, Limiter};
+use crate::limiter::{Key, Limiter};
 use crate::metrics;
 use crate::precise::WakeAt;
+use crate::source::Admission;
 
 /// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
 ///
@@ -78,102 +78,100 @@ impl<K: Key> Acquire<K> {
     /// One attempt under the lock: take a slot, join the queue, or learn when to look again.
     fn step(&mut self, cx: &mut Context<'_>) -> Step {
         let now = Instant::now();
-        let shared = &self.limiter.shared;
-        let config = &shared.config;
-        let mut state = shared.lock();
         match self.phase {
-            Phase::Start => {
-                let admitted = state.admit_now(config, &self.key, now);
-                dispatch_refill_of(shared, &mut state, &self.key);
-                let (at, ahead) = match admitted {
-                    Ok(()) => {
-                        self.phase = Phase::Done;
-                        return Step::Granted(Duration::ZERO);
-                    }
-                    Err(turn) => turn,
-                };
-                let refusal = if ahead >= (config.max_queue)(&self.key) {
-                    Some(Reason::QueueFull)
-                } else if config.max_wait.is_some_and(|max| at - now > max) {
-                    Some(Reason::MaxWait)
-                } else {
-                    None
-                };
-                if let Some(reason) = refusal {
-                    state.counters.rejected += 1;
-                    self.phase = Phase::Done;
-                    return Step::Refused(RateLimited::new(reason, Some(at - now)));
-                }
-                let id = state.next_waiter_id();
-                let bucket = state
-                    .existing(&self.key)
-                    .expect("admit_now created the bucket");
-                bucket.enqueue(id, cx.waker().clone());
-                metrics::queue_length(&self.key, bucket.queue_len());
-                let precise = config.precise_for(&bucket.quota());
-                self.phase = Phase::Queued { id, since: now };
-                if ahead == 0 {
-                    Step::Sleep(at, precise)
-                } else {
-                    Step::Wait
-                }
-            }
-            Phase::Queued { id, since } => {
-                let Some((bucket, position)) = state
-                    .existing(&self.key)
-                    .and_then(|b| b.position(id).map(|p| (b, p)))
-                else {
-                    // Unreachable while the queue holds us; recover by queueing again.
-                    self.phase = Phase::Start;
-                    return Step::Retry;
-                };
-                let admission = if position == 0 {
-                    let admission = bucket.try_admit(now);
-                    dispatch_refill(shared, bucket, &self.key);
-                    admission
-                } else {
-                    Admission::NotBefore(bucket.nth_earliest(now, position))
-                };
-                match admission {
-                    Admission::Granted => {
-                        bucket.remove(0);
-                        metrics::queue_length(&self.key, bucket.queue_len());
-                        let waited = now - since;
-                        let counters = &mut state.counters;
-                        counters.acquired += 1;
-                        counters.waited += 1;
-                        counters.total_wait += waited;
-                        self.phase = Phase::Done;
-                        Step::Granted(waited)
-                    }
-                    Admission::NotBefore(at)
-                        if config.max_wait.is_some_and(|max| at - since > max) =>
-                    {
-                        // A pause arrived after we queued and pushed our turn past the maximum.
-                        bucket.remove(position);
-                        metrics::queue_length(&self.key, bucket.queue_len());
-                        state.counters.rejected += 1;
-                        self.phase = Phase::Done;
-                        Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
-                    }
-                    Admission::Pending(backstop) => {
-                        // The slots' arrival wakes the head; the backstop, if they never come.
-                        // Not a turn: the maximum wait does not apply to it.
-                        bucket.set_waker(position, cx.waker());
-                        Step::Sleep(backstop, false)
-                    }
-                    Admission::NotBefore(at) => {
-                        bucket.set_waker(position, cx.waker());
-                        if position == 0 {
-                            Step::Sleep(at, config.precise_for(&bucket.quota()))
-                        } else {
-                            Step::Wait
-                        }
-                    }
-                }
-            }
+            Phase::Start => self.arrive(now, cx),
+            Phase::Queued { id, since } => self.look_again(id, since, now, cx),
             Phase::Done => panic!("`Acquire` polled after it completed"),
         }
+    }
+
+    /// The first poll: the fast path, a refusal, or a place at the back of the queue.
+    fn arrive(&mut self, now: Instant, cx: &mut Context<'_>) -> Step {
+        let config = &self.limiter.shared.config;
+        let mut state = self.limiter.shared.lock();
+        let (at, ahead) = match state.admit_now(config, &self.key, now) {
+            Ok(()) => {
+                self.phase = Phase::Done;
+                return Step::Granted(Duration::ZERO);
+            }
+            Err(turn) => turn,
+        };
+        let refusal = if ahead >= (config.max_queue)(&self.key) {
+            Some(Reason::QueueFull)
+        } else if config.max_wait.is_some_and(|max| at - now > max) {
+            Some(Reason::MaxWait)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            state.counters.rejected += 1;
+            self.phase = Phase::Done;
+            return Step::Refused(RateLimited::new(reason, Some(at - now)));
+        }
+        let id = state.next_waiter_id();
+        let bucket = state
+            .existing(&self.key)
+            .expect("admit_now created the bucket");
+        bucket.enqueue(id, cx.waker().clone());
+        metrics::queue_length(&self.key, bucket.queue_len());
+        self.phase = Phase::Queued { id, since: now };
+        if ahead == 0 {
+            Step::Sleep(at, config.precise_for(&bucket.quota()))
+        } else {
+            Step::Wait
+        }
+    }
+
+    /// A later poll of a queued waiter: the head asks for its slot, the others re-check their
+    /// maximum wait against the key's horizon.
+    fn look_again(&mut self, id: u64, since: Instant, now: Instant, cx: &mut Context<'_>) -> Step {
+        let config = &self.limiter.shared.config;
+        let mut state = self.limiter.shared.lock();
+        let Some((bucket, position)) = state
+            .existing(&self.key)
+            .and_then(|b| b.position(id).map(|p| (b, p)))
+        else {
+            // Unreachable while the queue holds us; recover by queueing again.
+            self.phase = Phase::Start;
+            return Step::Retry;
+        };
+        let admission = if position == 0 {
+            bucket.try_admit(now)
+        } else {
+            Admission::NotBefore(bucket.nth_earliest(now, position))
+        };
+        let step = match admission {
+            Admission::Granted => {
+                bucket.remove(0);
+                metrics::queue_length(&self.key, bucket.queue_len());
+                let waited = now - since;
+                state.counters.count_wait(waited);
+                Step::Granted(waited)
+            }
+            Admission::NotBefore(at) if config.max_wait.is_some_and(|max| at - since > max) => {
+                // A pause arrived after we queued and pushed our turn past the maximum.
+                bucket.remove(position);
+                metrics::queue_length(&self.key, bucket.queue_len());
+                state.counters.rejected += 1;
+                Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
+            }
+            Admission::Pending(backstop) => {
+                // The slots' arrival wakes the head; the backstop, if they never come.
+                // Not a turn: the maximum wait does not apply to it.
+                bucket.set_waker(position, cx.waker());
+                return Step::Sleep(backstop, false);
+            }
+            Admission::NotBefore(at) => {
+                bucket.set_waker(position, cx.waker());
+                return if position == 0 {
+                    Step::Sleep(at, config.precise_for(&bucket.quota()))
+                } else {
+                    Step::Wait
+                };
+            }
+        };
+        self.phase = Phase::Done;
+        step
     }
 }
 

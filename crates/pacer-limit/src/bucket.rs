@@ -5,8 +5,8 @@ use std::task::Waker;
 
 use tokio::time::Instant;
 
-use crate::model::ModelState;
 use crate::quota::Quota;
+use crate::source::{Admission, LocalSlots, SlotSource};
 
 /// A waiter's place in its key's queue. Ids grow monotonically, so the queue stays sorted by id
 /// and a waiter finds itself by binary search.
@@ -22,50 +22,27 @@ pub(crate) struct Bucket {
     /// Whether the quota was set at run time (see [`crate::Limiter::set_quota`]); such a bucket
     /// is never evicted, or the override would be forgotten.
     overridden: bool,
-    model: ModelState,
+    /// The key's own pacing at `quota`; every send is recorded here. With a `shared` source it
+    /// paces only a quota set at run time, which slows this process below the shared one.
+    local: LocalSlots,
+    /// Slots from beyond this process (e.g. a quota shared through Redis), when the limiter has
+    /// [slot sources](crate::LimiterBuilder::slot_sources).
+    shared: Option<Box<dyn SlotSource>>,
     /// Nothing is admitted before this instant: a server's Retry-After, or a model switch.
     paused_until: Option<Instant>,
     waiters: VecDeque<Waiter>,
-    /// With a quota shared through Redis: the slots leased from it.
-    #[cfg(feature = "redis")]
-    remote: Option<crate::redis::slots::RemoteSlots>,
-}
-
-/// The outcome of asking a bucket for a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// Admitted now; the send is recorded.
-    Granted,
-    /// Not before this instant.
-    NotBefore(Instant),
-    /// When slots on their way from the shared store arrive: their arrival wakes the head, or,
-    /// should they never come, this instant, when they are asked for again.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Pending(Instant),
 }
 
 impl Bucket {
-    pub(crate) fn new(quota: Quota, now: Instant) -> Self {
+    pub(crate) fn new(quota: Quota, now: Instant, shared: Option<Box<dyn SlotSource>>) -> Self {
         Self {
             quota,
             overridden: false,
-            model: ModelState::new(&quota, now),
+            local: LocalSlots::new(&quota, now),
+            shared,
             paused_until: None,
             waiters: VecDeque::new(),
-            #[cfg(feature = "redis")]
-            remote: None,
         }
-    }
-
-    /// Takes slots from a quota shared through Redis rather than from the local model alone.
-    #[cfg(feature = "redis")]
-    pub(crate) fn share(&mut self, remote: crate::redis::slots::RemoteSlots) {
-        self.remote = Some(remote);
-    }
-
-    #[cfg(feature = "redis")]
-    pub(crate) fn remote_mut(&mut self) -> Option<&mut crate::redis::slots::RemoteSlots> {
-        self.remote.as_mut()
     }
 
     pub(crate) fn quota(&self) -> Quota {
@@ -74,51 +51,45 @@ impl Bucket {
 
     /// The earliest instant the `n`-th next send (0-based) could go out.
     pub(crate) fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            let mut at = remote.nth_earliest(now, n);
-            if self.overridden {
-                at = at.max(self.model.nth_earliest(now, n));
-            }
-            return self.paused_until.map_or(at, |until| at.max(until));
-        }
-        let at = self.model.nth_earliest(now, n);
-        match self.paused_until {
-            Some(until) if until > now => {
+        let Some(shared) = &self.shared else {
+            let at = self.local.nth_earliest(now, n);
+            return match self.paused_until {
                 // After a pause the model restarts from `until`, not from `now`.
-                at.max(self.model.nth_earliest(until, n))
-            }
-            _ => at,
+                Some(until) if until > now => at.max(self.local.nth_earliest(until, n)),
+                _ => at,
+            };
+        };
+        let mut at = shared.nth_earliest(now, n);
+        if self.overridden {
+            at = at.max(self.local.nth_earliest(now, n));
         }
+        self.paused_until.map_or(at, |until| at.max(until))
     }
 
-    /// Admits one send at `now` if the model and any pause allow it.
+    /// Admits one send at `now` if the source and any pause allow it.
     pub(crate) fn try_admit(&mut self, now: Instant) -> Admission {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &mut self.remote {
-            if let Some(until) = self.paused_until.filter(|until| *until > now) {
-                return Admission::NotBefore(until);
+        let Some(shared) = &mut self.shared else {
+            let earliest = self.nth_earliest(now, 0);
+            if earliest > now {
+                return Admission::NotBefore(earliest);
             }
-            // A rate learned at run time paces this process below the shared quota.
-            let local = self.model.earliest(now);
-            if self.overridden && local > now {
-                return Admission::NotBefore(local);
-            }
-            let admission = remote.admit(now, self.waiters.len().max(1), &self.quota);
-            if admission == Admission::Granted {
-                self.model.record(now);
-                self.paused_until = None;
-            }
-            return admission;
-        }
-        let earliest = self.nth_earliest(now, 0);
-        if earliest <= now {
-            self.model.record(now);
+            self.local.record(now);
             self.paused_until = None;
-            Admission::Granted
-        } else {
-            Admission::NotBefore(earliest)
+            return Admission::Granted;
+        };
+        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+            return Admission::NotBefore(until);
         }
+        // A rate learned at run time paces this process below the shared quota.
+        if self.overridden && !self.local.is_free(now) {
+            return Admission::NotBefore(self.local.nth_earliest(now, 0));
+        }
+        let admission = shared.admit(now, self.waiters.len().max(1));
+        if admission == Admission::Granted {
+            self.local.record(now);
+            self.paused_until = None;
+        }
+        admission
     }
 
     /// Whether a pause holds the key at `now`.
@@ -133,26 +104,22 @@ impl Bucket {
             return false;
         }
         self.paused_until = Some(until);
-        self.model.fill_until(until);
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &mut self.remote {
-            remote.release_before(until);
+        self.local.on_pause(until);
+        if let Some(shared) = &mut self.shared {
+            shared.on_pause(until);
         }
         true
     }
 
-    /// Shares a pause of `pause` with every process on the quota (when it is shared).
-    pub(crate) fn share_pause(&self, pause: std::time::Duration) {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            remote.share_pause(pause);
+    /// Tells every other user of a shared quota about a server's pause until `until`.
+    pub(crate) fn share_pause(&self, now: Instant, until: Instant) {
+        if let Some(shared) = &self.shared {
+            shared.share_pause(now, until);
         }
-        let _ = pause;
     }
 
     pub(crate) fn set_quota(&mut self, quota: Quota, now: Instant) {
-        let (model, not_before) = self.model.requota(&quota, now);
-        self.model = model;
+        let not_before = self.local.requota(&quota, now);
         self.quota = quota;
         self.overridden = true;
         if let Some(at) = not_before {
@@ -170,17 +137,11 @@ impl Bucket {
         !self.overridden
             && self.waiters.is_empty()
             && self.paused_until.is_none_or(|p| p <= now)
-            && self.model.is_idle(now)
-            && self.remote_is_idle(now)
-    }
-
-    fn remote_is_idle(&self, now: Instant) -> bool {
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &self.remote {
-            return remote.is_idle(now);
-        }
-        let _ = now;
-        true
+            && self.local.is_idle(now)
+            && self
+                .shared
+                .as_ref()
+                .is_none_or(|shared| shared.is_idle(now))
     }
 
     // ===== the FIFO queue =====
@@ -215,10 +176,8 @@ impl Bucket {
     /// woken so that it arms its own timer: a cancelled head never strands the queue.
     pub(crate) fn remove(&mut self, position: usize) {
         self.waiters.remove(position);
-        #[cfg(feature = "redis")]
-        if let Some(remote) = &mut self.remote {
-            // A waiter that gave up leaves its leased slot to the others, or to Redis.
-            remote.release_surplus(self.waiters.len());
+        if let Some(shared) = &mut self.shared {
+            shared.on_leave(self.waiters.len());
         }
         if position == 0 {
             self.wake_head();

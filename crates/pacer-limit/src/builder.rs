@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::limiter::{Config, Key, Limiter, QueueFn, QuotaFn};
 use crate::quota::Quota;
+use crate::source::SlotSources;
 
 /// Builds a [`Limiter`]. Defaults: every key gets the same quota, waiting is unbounded in time,
 /// at most 10,000 waiters queue per key, a wait over one second is logged, and keys spaced
@@ -36,10 +37,7 @@ pub struct LimiterBuilder<K> {
     log_wait_over: Duration,
     min_sweep_len: usize,
     precise_wakeups: Option<bool>,
-    #[cfg(feature = "redis")]
-    shared: Option<crate::redis::SharedQuota>,
-    #[cfg(feature = "redis")]
-    key_name: Arc<dyn Fn(&K) -> String + Send + Sync>,
+    sources: Option<Arc<dyn SlotSources<K>>>,
 }
 
 impl<K: Key> LimiterBuilder<K> {
@@ -52,10 +50,7 @@ impl<K: Key> LimiterBuilder<K> {
             log_wait_over: Duration::from_secs(1),
             min_sweep_len: 1024,
             precise_wakeups: None,
-            #[cfg(feature = "redis")]
-            shared: None,
-            #[cfg(feature = "redis")]
-            key_name: Arc::new(|key: &K| format!("{key:?}")),
+            sources: None,
         }
     }
 
@@ -125,25 +120,12 @@ impl<K: Key> LimiterBuilder<K> {
         self
     }
 
-    /// Shares every key's quota with the other processes that use the same Redis and prefix:
-    /// slots come from Redis (see [`crate::redis`]), waiting stays local, fair and
-    /// cancellation-safe. Needs a tokio runtime to run its Redis calls on.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn shared(mut self, shared: crate::redis::SharedQuota) -> Self {
-        self.shared = Some(shared);
-        self
-    }
-
-    /// Names each key in Redis (default: its `Debug` form). Every process sharing a quota must
-    /// name its keys the same way.
-    #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-    pub fn shared_key_name<F>(mut self, name: F) -> Self
-    where
-        F: Fn(&K) -> String + Send + Sync + 'static,
-    {
-        self.key_name = Arc::new(name);
+    /// Takes each key's slots from `sources` as well as from its own model: e.g. a quota kept
+    /// in Redis and shared with other processes (`pacer-limit-redis`'s `LimiterBuilderExt::shared`
+    /// calls this). Waiting stays local, FIFO and cancellation-safe; pauses, quota overrides and
+    /// maximum waits work as for a local key. See [`SlotSource`](crate::SlotSource).
+    pub fn slot_sources(mut self, sources: impl SlotSources<K>) -> Self {
+        self.sources = Some(Arc::new(sources));
         self
     }
 
@@ -157,22 +139,9 @@ impl<K: Key> LimiterBuilder<K> {
             log_wait_over: self.log_wait_over,
             min_sweep_len: self.min_sweep_len,
             precise_wakeups: self.precise_wakeups,
-            #[cfg(feature = "redis")]
-            remote: self.shared.map(|shared| crate::limiter::RemoteConfig {
-                core: Arc::new(crate::redis::Core::new(shared)),
-                key_name: self.key_name,
-            }),
+            sources: self.sources,
+            this: std::sync::Weak::new(),
         })
-    }
-}
-
-impl<K> LimiterBuilder<K> {
-    fn shared_debug(&self) -> Option<&dyn fmt::Debug> {
-        #[cfg(feature = "redis")]
-        if let Some(shared) = &self.shared {
-            return Some(shared);
-        }
-        None
     }
 }
 
@@ -184,7 +153,7 @@ impl<K> fmt::Debug for LimiterBuilder<K> {
             .field("log_wait_over", &self.log_wait_over)
             .field("eviction_threshold", &self.min_sweep_len)
             .field("precise_wakeups", &self.precise_wakeups)
-            .field("shared", &self.shared_debug())
+            .field("slot_sources", &self.sources.is_some())
             .finish_non_exhaustive()
     }
 }

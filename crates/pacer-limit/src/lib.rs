@@ -19,10 +19,11 @@
 //!   instead of queueing without end.
 //! - **Pluggable.** The [`Limiter`] handle lets other layers pause a key until a server's
 //!   Retry-After ([`Limiter::pause_until`]) or change its quota ([`Limiter::set_quota`]).
-//! - **Shared across processes** (feature `redis`). [`LimiterBuilder::shared`] keeps each key's
-//!   quota in Redis: processes reserve slot times with one atomic script call, wait locally,
-//!   share pauses, and fall back to a local share of the quota while Redis is away (see the
-//!   `redis` module).
+//! - **Pluggable slot sources.** The queue, pauses and wake-ups are one core; where slots come
+//!   from is a [`SlotSource`]: each key's own [`LocalSlots`] model by default, or, through
+//!   [`LimiterBuilder::slot_sources`], a quota shared with other processes (the
+//!   `pacer-limit-redis` crate keeps it in Redis: processes reserve slot times with one atomic
+//!   script call, wait locally, share pauses, and fall back to a local share while Redis is away).
 //!
 //! # Example
 //!
@@ -80,11 +81,9 @@ mod metrics;
 mod model;
 mod precise;
 mod quota;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod redis;
 mod service;
 mod sliding;
+mod source;
 mod stats;
 
 pub use acquire::Acquire;
@@ -96,6 +95,7 @@ pub use layer::RateLimitLayer;
 pub use limiter::{Key, Limiter};
 pub use quota::{Model, Quota};
 pub use service::RateLimit;
+pub use source::{Admission, HeadWaker, LocalSlots, SlotSource, SlotSources};
 pub use stats::{QueueStats, Stats};
 
 /// Re-exported so that users can name instants without depending on tokio's paths.

@@ -2,16 +2,17 @@
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::acquire::Acquire;
-use crate::bucket::{Admission, Bucket};
+use crate::bucket::Bucket;
 use crate::builder::LimiterBuilder;
 use crate::error::{RateLimited, Reason};
 use crate::quota::Quota;
+use crate::source::{Admission, HeadWaker, SlotSources, Wake};
 use crate::stats::{Counters, Stats};
 
 /// The bounds a [`Key`] must satisfy: hashable, cheap to clone, printable in logs.
@@ -65,17 +66,10 @@ pub(crate) struct Config<K> {
     pub(crate) min_sweep_len: usize,
     /// `None`: decided per key by [`PRECISE_BELOW`].
     pub(crate) precise_wakeups: Option<bool>,
-    /// The quota's state in Redis, shared with other processes.
-    #[cfg(feature = "redis")]
-    pub(crate) remote: Option<RemoteConfig<K>>,
-}
-
-/// How a limiter shares its quotas through Redis.
-#[cfg(feature = "redis")]
-pub(crate) struct RemoteConfig<K> {
-    pub(crate) core: Arc<crate::redis::Core>,
-    /// The key's name in Redis; every process must name a key the same way.
-    pub(crate) key_name: Arc<dyn Fn(&K) -> String + Send + Sync>,
+    /// Where slots come from beyond each key's own model (e.g. a quota shared through Redis).
+    pub(crate) sources: Option<Arc<dyn SlotSources<K>>>,
+    /// The limiter itself, for the [`HeadWaker`]s of slot sources.
+    pub(crate) this: Weak<Shared<K>>,
 }
 
 pub(crate) struct State<K> {
@@ -131,17 +125,20 @@ impl<K: Key> Limiter<K> {
         LimiterBuilder::new(quota)
     }
 
-    pub(crate) fn from_config(config: Config<K>) -> Self {
+    pub(crate) fn from_config(mut config: Config<K>) -> Self {
         let sweep_at_len = config.min_sweep_len;
         Self {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    buckets: hashbrown::HashMap::new(),
-                    counters: Counters::default(),
-                    next_waiter_id: 0,
-                    sweep_at_len,
-                }),
-                config,
+            shared: Arc::new_cyclic(|this| {
+                config.this = this.clone();
+                Shared {
+                    state: Mutex::new(State {
+                        buckets: hashbrown::HashMap::new(),
+                        counters: Counters::default(),
+                        next_waiter_id: 0,
+                        sweep_at_len,
+                    }),
+                    config,
+                }
             }),
         }
     }
@@ -157,18 +154,17 @@ impl<K: Key> Limiter<K> {
 
     /// Takes a slot of `key`'s quota if one is free now and nobody is queued for it.
     ///
-    /// With a quota [shared](crate::LimiterBuilder::shared) through Redis, a slot is free now
-    /// only if this process already holds one: a miss asks Redis for one in the background (on
-    /// the current tokio runtime), so a later call may succeed. Prefer [`acquire`](Self::acquire).
+    /// With [slot sources](crate::LimiterBuilder::slot_sources) that fetch slots from elsewhere
+    /// (a quota shared through Redis), a slot is free now only if this process already holds
+    /// one: a miss may ask for one in the background, so a later call may succeed. Prefer
+    /// [`acquire`](Self::acquire).
     ///
     /// # Errors
     /// [`RateLimited`] with the time until the next slot when none is free now.
     pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
         let now = Instant::now();
         let mut state = self.shared.lock();
-        let admitted = state.admit_now(&self.shared.config, key, now);
-        dispatch_refill_of(&self.shared, &mut state, key);
-        match admitted {
+        match state.admit_now(&self.shared.config, key, now) {
             Ok(()) => {
                 crate::metrics::admitted(key, Duration::ZERO);
                 Ok(())
@@ -191,7 +187,7 @@ impl<K: Key> Limiter<K> {
         let mut state = self.shared.lock();
         let bucket = state.bucket(&self.shared.config, key, now);
         if bucket.pause_until(until) {
-            bucket.share_pause(until.saturating_duration_since(now));
+            bucket.share_pause(now, until);
         }
         // Queued waiters re-check their maximum wait against the new horizon.
         bucket.wake_all();
@@ -294,13 +290,13 @@ impl<K: Key> Limiter<K> {
         state.counters.snapshot(state.buckets.len())
     }
 
-    /// Counters of the traffic with Redis, when the quota is
-    /// [shared](crate::LimiterBuilder::shared).
-    #[cfg(feature = "redis")]
+    /// The [slot sources](crate::LimiterBuilder::slot_sources) the limiter was built with, if
+    /// they are a `T`: how the crate that made them reaches them again (e.g. the statistics of
+    /// a quota shared through Redis).
     #[must_use]
-    pub fn shared_stats(&self) -> Option<crate::redis::SharedStats> {
-        let remote = self.shared.config.remote.as_ref()?;
-        Some(remote.core.stats())
+    pub fn slot_sources<T: 'static>(&self) -> Option<&T> {
+        let sources = self.shared.config.sources.as_ref()?;
+        sources.as_any().downcast_ref()
     }
 
     /// Drops the buckets of every idle key now. This also happens on its own as keys come and go.
@@ -308,26 +304,6 @@ impl<K: Key> Limiter<K> {
         let now = Instant::now();
         self.shared.lock().sweep(now);
     }
-}
-
-/// Sends the Redis lease request that the last admission attempt on `bucket` decided on, if
-/// any. Call it under the lock after every `try_admit`.
-pub(crate) fn dispatch_refill<K: Key>(shared: &Arc<Shared<K>>, bucket: &mut Bucket, key: &K) {
-    #[cfg(feature = "redis")]
-    crate::redis::refill::dispatch(shared, bucket, key);
-    let _ = (shared, bucket, key);
-}
-
-/// [`dispatch_refill`] for `key`'s bucket, looked up only when the quota is shared, so that a
-/// local limiter pays no second lookup per request.
-pub(crate) fn dispatch_refill_of<K: Key>(shared: &Arc<Shared<K>>, state: &mut State<K>, key: &K) {
-    #[cfg(feature = "redis")]
-    if shared.config.remote.is_some() {
-        if let Some(bucket) = state.existing(key) {
-            dispatch_refill(shared, bucket, key);
-        }
-    }
-    let _ = (shared, state, key);
 }
 
 impl<K> Shared<K> {
@@ -349,16 +325,11 @@ impl<K: Key> State<K> {
                 self.sweep_at_len = (self.buckets.len() * 2).max(config.min_sweep_len);
             }
             let quota = (config.quota_fn)(key);
-            #[allow(unused_mut)]
-            let mut bucket = Bucket::new(quota, now);
-            #[cfg(feature = "redis")]
-            if let Some(remote) = &config.remote {
-                bucket.share(crate::redis::slots::RemoteSlots::new(
-                    Arc::clone(&remote.core),
-                    (remote.key_name)(key),
-                    quota,
-                ));
-            }
+            let shared = config
+                .sources
+                .as_ref()
+                .map(|sources| sources.source(key, &quota, head_waker(&config.this, key)));
+            let bucket = Bucket::new(quota, now, shared);
             self.buckets.insert(key.clone(), bucket);
         }
         self.buckets.get_mut(key).expect("bucket was just inserted")
@@ -387,7 +358,6 @@ impl<K: Key> State<K> {
     }
 
     /// Wakes the head waiter of every key, e.g. when slots may now come sooner than they slept for.
-    #[cfg(feature = "redis")]
     pub(crate) fn wake_heads(&mut self) {
         for bucket in self.buckets.values_mut() {
             bucket.wake_head();
@@ -412,4 +382,25 @@ impl<K: Key> State<K> {
             );
         }
     }
+}
+
+/// Wakes `key`'s head waiter (or every key's) on the limiter `this`, if it still exists.
+fn head_waker<K: Key>(this: &Weak<Shared<K>>, key: &K) -> HeadWaker {
+    // A key need not be `Sync`; a mutex makes the waker shareable. It is locked only to read.
+    let (this, key) = (this.clone(), Mutex::new(key.clone()));
+    HeadWaker::new(move |wake| {
+        let Some(shared) = this.upgrade() else {
+            return;
+        };
+        let key = key.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut state = shared.lock();
+        match wake {
+            Wake::Head => {
+                if let Some(bucket) = state.existing(&key) {
+                    bucket.wake_head();
+                }
+            }
+            Wake::AllHeads => state.wake_heads(),
+        }
+    })
 }

@@ -39,10 +39,3 @@ pub(crate) fn queue_length<K: Debug>(key: &K, waiting: usize) {
     #[cfg(not(feature = "metrics"))]
     let _ = (key, waiting);
 }
-
-/// Redis became unreachable or slow: the limiter paces on its local fallback.
-#[cfg(feature = "redis")]
-pub(crate) fn redis_fallback() {
-    #[cfg(feature = "metrics")]
-    metrics::counter!("pacer_limit_redis_fallbacks_total").increment(1);
-}

@@ -14,6 +14,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// A queued waiter took its slot after `waited`.
+    pub(crate) fn count_wait(&mut self, waited: Duration) {
+        self.acquired += 1;
+        self.waited += 1;
+        self.total_wait += waited;
+    }
+
     pub(crate) fn snapshot(&self, live_keys: usize) -> Stats {
         Stats {
             acquired: self.acquired,

@@ -90,3 +90,22 @@ impl Capture {
             .collect()
     }
 }
+
+/// The most sends found in any half-open window `[t, t + window)`, for any instant type
+/// (`std`'s or tokio's).
+pub fn max_in_any_window<T>(sends: &[T], window: std::time::Duration) -> usize
+where
+    T: Ord + Copy + std::ops::Sub<Output = std::time::Duration>,
+{
+    let mut sorted = sends.to_vec();
+    sorted.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end] - sorted[start] >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}

@@ -8,9 +8,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use tokio::time::Instant;
 
-#[cfg(feature = "redis")]
-pub mod shared;
-
 /// The instants at which the inner service was called, in call order.
 #[derive(Clone, Default)]
 pub struct Recorder {
@@ -40,20 +37,8 @@ impl Recorder {
     }
 }
 
-/// The most sends found in any half-open window `[t, t + window)`.
-pub fn max_in_any_window(sends: &[Instant], window: Duration) -> usize {
-    let mut sorted = sends.to_vec();
-    sorted.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..sorted.len() {
-        while sorted[end] - sorted[start] >= window {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
-    most
-}
+#[allow(unused_imports)]
+pub use pacer_testkit::max_in_any_window;
 
 /// The smallest gap between two consecutive sends.
 pub fn min_gap(sends: &[Instant]) -> Option<Duration> {

@@ -18,8 +18,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pacer_limit::redis::{RedisStore, SharedQuota};
 use pacer_limit::{Limiter, Quota};
+use pacer_limit_redis::{LimiterBuilderExt, LimiterExt, RedisStore, SharedQuota};
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
 

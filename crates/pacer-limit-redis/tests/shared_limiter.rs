@@ -2,7 +2,6 @@
 //! would have) sharing one quota through a real `redis-server`. Redis keeps real time, so these
 //! tests run in real time, briefly, and assert with margins. Skipped, with a line saying so,
 //! when `redis-server` is not installed (and failed in CI, where `PACER_REQUIRE_REDIS` is set).
-#![cfg(feature = "redis")]
 
 mod common;
 
@@ -10,8 +9,8 @@ use std::time::Duration;
 
 use common::max_in_any_window;
 use common::shared::{acquire_until, shared_limiter};
-use pacer_limit::redis::Fallback;
 use pacer_limit::Quota;
+use pacer_limit_redis::{Fallback, LimiterExt};
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
 

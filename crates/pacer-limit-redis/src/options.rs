@@ -21,12 +21,12 @@ pub enum Fallback {
         processes: NonZeroU32,
     },
     /// Send nothing until Redis answers again; waiters queue, bounded by
-    /// [`LimiterBuilder::max_wait`](crate::LimiterBuilder::max_wait) and the queue bound.
+    /// [`LimiterBuilder::max_wait`](pacer_limit::LimiterBuilder::max_wait) and the queue bound.
     Wait,
 }
 
-/// Shares a [`Limiter`](crate::Limiter)'s quotas with every process that uses the same Redis
-/// and prefix. Pass it to [`LimiterBuilder::shared`](crate::LimiterBuilder::shared).
+/// Shares a [`Limiter`](pacer_limit::Limiter)'s quotas with every process that uses the same
+/// Redis and prefix. Pass it to [`LimiterBuilderExt::shared`](crate::LimiterBuilderExt::shared).
 ///
 /// Defaults: leases of up to 8 slots, a slot usable up to half the quota's margin (at least
 /// 5 ms) after its time, a 250 ms timeout per Redis call, another try every second while Redis
@@ -68,7 +68,7 @@ impl SharedQuota {
     }
 
     /// How late after its time a reserved slot may still be used (default: half the quota's
-    /// [margin](crate::Quota::with_margin), at least 5 ms). A slot used later could crowd the
+    /// [margin](pacer_limit::Quota::with_margin), at least 5 ms). A slot used later could crowd the
     /// slots of other processes at the server; it is given back instead. The margin should
     /// exceed this plus the network's jitter; a quota without a margin still gets 5 ms, as
     /// timers wake a millisecond or two late. At most an hour.
@@ -92,7 +92,7 @@ impl SharedQuota {
     }
 
     /// How late a slot of `quota` may be used.
-    pub(crate) fn grace_for(&self, quota: &crate::Quota) -> Duration {
+    pub(crate) fn grace_for(&self, quota: &pacer_limit::Quota) -> Duration {
         self.slot_grace
             .unwrap_or_else(|| (quota.margin() / 2).max(Duration::from_millis(5)))
     }
@@ -105,7 +105,7 @@ impl SharedQuota {
 }
 
 /// Counters of a shared limiter's traffic with Redis, from
-/// [`Limiter::shared_stats`](crate::Limiter::shared_stats).
+/// [`LimiterExt::shared_stats`](crate::LimiterExt::shared_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharedStats {

@@ -2,116 +2,86 @@
 //! tasks on the current tokio runtime, so that no waiter ever holds the limiter's lock across a
 //! Redis round trip.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use pacer_limit::{HeadWaker, Quota};
 use redis::RedisError;
 use tokio::time::Instant;
 
-use super::slots::RefillRequest;
-use super::store::{Reservation, Token};
-use super::Core;
-use crate::bucket::Bucket;
-use crate::limiter::{Key, Shared};
-use crate::quota::Quota;
+use crate::health::Core;
+use crate::slots::{lock, KeySlots, RefillRequest};
+use crate::store::{Reservation, Token};
 
-/// Sends the lease request `bucket` decided on, if any. Called under the limiter's lock right
-/// after an admission attempt.
-pub(crate) fn dispatch<K: Key>(shared: &Arc<Shared<K>>, bucket: &mut Bucket, key: &K) {
-    let Some(request) = bucket.remote_mut().and_then(|r| r.take_request()) else {
-        return;
-    };
+/// Sends a lease request for a key on the current tokio runtime. Returns `false` outside a
+/// runtime (e.g. `try_acquire` from a plain thread), where nothing can be awaited.
+pub(crate) fn dispatch(
+    slots: &Arc<Mutex<KeySlots>>,
+    waker: &HeadWaker,
+    request: RefillRequest,
+) -> bool {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // Outside a runtime (e.g. `try_acquire` from a plain thread) nothing can be awaited.
-        if let Some(remote) = bucket.remote_mut() {
-            remote.request_not_sent();
-        }
-        return;
+        return false;
     };
-    runtime.spawn(lease_loop(Arc::downgrade(shared), key.clone(), request));
+    runtime.spawn(lease(Arc::downgrade(slots), waker.clone(), request));
+    true
 }
 
-/// Requests leases until the key's waiters have slots: each reply is delivered under the lock,
-/// which decides whether another round trip is needed.
-async fn lease_loop<K: Key>(shared: Weak<Shared<K>>, key: K, mut request: RefillRequest) {
+/// One lease request: the reply is delivered to the key's slots, then its head waiter is woken
+/// and asks again, which sends the next request while waiters remain without a slot.
+async fn lease(slots: Weak<Mutex<KeySlots>>, waker: HeadWaker, request: RefillRequest) {
     // Should this task end early (its runtime shut down), the key must not wait for it forever.
     let mut guard = Undelivered {
-        shared: shared.clone(),
-        key: Some(key.clone()),
+        slots: slots.clone(),
+        waker: waker.clone(),
+        armed: true,
     };
-    loop {
-        let outcome = reserve(&request).await;
-        let received = Instant::now();
-        let core = Arc::clone(&request.core);
-        let wake_all = match &outcome {
-            Ok(reservation) => {
-                // Slots mapped through a tighter anchor come due sooner than heads slept for.
-                let sooner = core.observe_clock(reservation.redis_now_micros, received);
-                let recovered = core.succeeded(reservation.slots.len(), received);
-                recovered || sooner > Duration::from_millis(1)
-            }
-            Err(error) => {
-                core.failed(error, received);
-                false
-            }
-        };
-        let Some(shared) = shared.upgrade() else {
-            guard.key = None;
-            give_back_all(&request, outcome.ok());
-            return;
-        };
-        let mut state = shared.lock();
-        if wake_all {
-            // Heads sleeping on a local share's schedule, or on a looser clock anchor, may
-            // take their slots sooner.
-            state.wake_heads();
+    let outcome = reserve(&request).await;
+    let received = Instant::now();
+    let core = Arc::clone(&request.core);
+    let wake_all = match &outcome {
+        Ok(reservation) => {
+            // Slots mapped through a tighter anchor come due sooner than heads slept for.
+            let sooner = core.observe_clock(reservation.redis_now_micros, received);
+            let recovered = core.succeeded(reservation.slots.len(), received);
+            recovered || sooner > Duration::from_millis(1)
         }
-        let Some(bucket) = state.existing(&key) else {
-            // A refilling bucket is never evicted; this is the limiter being torn down.
-            drop(state);
-            guard.key = None;
-            give_back_all(&request, outcome.ok());
-            return;
-        };
-        let demand = bucket.queue_len();
-        let paused = bucket.is_paused(received);
-        let next = bucket.remote_mut().and_then(|remote| {
-            remote.deliver(outcome.ok(), request.requested_at);
-            // Waiters still without a slot: ask again now rather than when the head wakes.
-            if !paused {
-                remote.request_after_delivery(received, demand);
-            }
-            remote.take_request()
-        });
-        bucket.wake_head();
-        drop(state);
-        match next {
-            Some(next) => request = next,
-            None => {
-                guard.key = None;
-                return;
-            }
+        Err(error) => {
+            core.failed(error, received);
+            false
         }
+    };
+    guard.armed = false;
+    let Some(slots) = slots.upgrade() else {
+        // The key's bucket is gone: the limiter was dropped.
+        give_back_all(&request, outcome.ok());
+        return;
+    };
+    lock(&slots).deliver(outcome.ok(), request.requested_at);
+    if wake_all {
+        // Heads sleeping on a local share's schedule, or on a looser clock anchor, may take
+        // their slots sooner.
+        waker.wake_all_heads();
+    } else {
+        waker.wake_head();
     }
 }
 
 /// Delivers "no lease" if the lease task ends without delivering, so the key asks again.
-struct Undelivered<K: Key> {
-    shared: Weak<Shared<K>>,
-    key: Option<K>,
+struct Undelivered {
+    slots: Weak<Mutex<KeySlots>>,
+    waker: HeadWaker,
+    armed: bool,
 }
 
-impl<K: Key> Drop for Undelivered<K> {
+impl Drop for Undelivered {
     fn drop(&mut self) {
-        let (Some(key), Some(shared)) = (self.key.take(), self.shared.upgrade()) else {
+        if !self.armed {
             return;
-        };
-        let mut state = shared.lock();
-        if let Some(bucket) = state.existing(&key) {
-            if let Some(remote) = bucket.remote_mut() {
-                remote.deliver(None, Instant::now());
-            }
-            bucket.wake_head();
+        }
+        if let Some(slots) = self.slots.upgrade() {
+            lock(&slots).deliver(None, Instant::now());
+            self.waker.wake_head();
         }
     }
 }

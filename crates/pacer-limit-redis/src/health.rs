@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::clock::RedisClock;
-use super::{SharedQuota, SharedStats};
+use crate::clock::RedisClock;
+use crate::{SharedQuota, SharedStats};
 
 /// The part of a shared limiter that is not per key.
 #[derive(Debug)]

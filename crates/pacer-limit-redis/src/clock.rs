@@ -57,7 +57,7 @@ impl RedisClock {
         if redis_micros >= anchor.redis_micros {
             let ahead = Duration::from_micros(redis_micros - anchor.redis_micros);
             // Saturating far ahead: an absurd slot time must never come due early.
-            Some(super::health::later(anchor.local, ahead))
+            Some(crate::health::later(anchor.local, ahead))
         } else {
             let behind = Duration::from_micros(anchor.redis_micros - redis_micros);
             Some(anchor.local.checked_sub(behind).unwrap_or(anchor.local))

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use pacer_limit::redis::{RedisStore, SharedQuota};
 use pacer_limit::{Limiter, Quota};
+use pacer_limit_redis::{LimiterBuilderExt, RedisStore, SharedQuota};
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
 

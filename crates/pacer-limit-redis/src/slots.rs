@@ -8,17 +8,15 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use pacer_limit::{Admission, HeadWaker, LocalSlots, Model, Quota, SlotSource};
 use tokio::time::Instant;
 
-use super::health::{later, Mode};
-use super::store::{Reservation, Token};
-use super::{Core, Fallback};
-use crate::bucket::Admission;
-use crate::model::ModelState;
-use crate::quota::{Model, Quota};
+use crate::health::{later, Core, Mode};
+use crate::store::{Reservation, Token};
+use crate::Fallback;
 
 /// A slot reserved in Redis, at its instant on Redis's clock (mapped to the local clock when
 /// used, through the process's best estimate of the two clocks' offset).
@@ -28,14 +26,14 @@ struct Lease {
     token: Token,
 }
 
-/// A lease to ask Redis for, handed to [`super::refill`] by whoever holds the limiter.
+/// A lease to ask Redis for, sent by [`crate::refill`].
 #[derive(Debug)]
 pub(crate) struct RefillRequest {
     pub(crate) core: Arc<Core>,
     pub(crate) name: Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) slots: u32,
-    /// Pause the key in Redis first for this long (see `RemoteSlots::request`).
+    /// Pause the key in Redis first for this long (see `KeySlots::recovery_pause`).
     pub(crate) pause_first: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
     pub(crate) requested_at: Instant,
@@ -44,12 +42,77 @@ pub(crate) struct RefillRequest {
 /// The local limiter used while Redis is away.
 #[derive(Debug)]
 struct LocalShare {
-    model: ModelState,
+    slots: LocalSlots,
     not_before: Instant,
 }
 
+/// One key's slots from a quota shared through Redis: the [`SlotSource`] in the limiter's
+/// bucket. Its state is shared with the lease task in flight, which delivers the reply and
+/// then wakes the key's head waiter.
 #[derive(Debug)]
 pub(crate) struct RemoteSlots {
+    state: Arc<Mutex<KeySlots>>,
+    waker: HeadWaker,
+}
+
+impl RemoteSlots {
+    pub(crate) fn new(core: Arc<Core>, name: String, quota: Quota, waker: HeadWaker) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(KeySlots::new(core, name, quota))),
+            waker,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, KeySlots> {
+        lock(&self.state)
+    }
+}
+
+/// Locks a key's slots; every mutation is one step, so a poisoned lock is recovered.
+pub(crate) fn lock(state: &Mutex<KeySlots>) -> MutexGuard<'_, KeySlots> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SlotSource for RemoteSlots {
+    fn admit(&mut self, now: Instant, demand: usize) -> Admission {
+        let mut state = self.state();
+        let admission = state.admit(now, demand);
+        if let Some(request) = state.take_request() {
+            if !crate::refill::dispatch(&self.state, &self.waker, request) {
+                state.request_not_sent();
+            }
+        }
+        admission
+    }
+
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        self.state().nth_earliest(now, n)
+    }
+
+    fn on_pause(&mut self, until: Instant) {
+        self.state().release_before(until);
+    }
+
+    fn share_pause(&self, now: Instant, until: Instant) {
+        self.state()
+            .share_pause(until.saturating_duration_since(now));
+    }
+
+    fn on_leave(&mut self, waiting: usize) {
+        // A waiter that gave up leaves its leased slot to the others, or to Redis.
+        self.state().release_surplus(waiting);
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.state().is_idle(now)
+    }
+}
+
+/// The slots this process holds for one key, the lease on its way, the local fallback.
+#[derive(Debug)]
+pub(crate) struct KeySlots {
     core: Arc<Core>,
     name: Arc<str>,
     /// The quota every process agrees on (the key's configured one): a rate learned at run
@@ -65,8 +128,8 @@ pub(crate) struct RemoteSlots {
     last_local_send: Option<Instant>,
 }
 
-impl RemoteSlots {
-    pub(crate) fn new(core: Arc<Core>, name: String, quota: Quota) -> Self {
+impl KeySlots {
+    fn new(core: Arc<Core>, name: String, quota: Quota) -> Self {
         Self {
             core,
             name: name.into(),
@@ -87,7 +150,7 @@ impl RemoteSlots {
     /// Admits one send at `now` from a leased slot, or from the local share while Redis is
     /// away. `demand` is how many waiters want a slot (the head among them); slots are
     /// requested for those that have none.
-    pub(crate) fn admit(&mut self, now: Instant, demand: usize, current: &Quota) -> Admission {
+    fn admit(&mut self, now: Instant, demand: usize) -> Admission {
         self.expire(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
         let mode = self.core.mode();
@@ -104,7 +167,7 @@ impl RemoteSlots {
         }
         match (mode, self.core.options.fallback) {
             (Mode::Fallback { .. }, Fallback::Local { processes }) => {
-                let admission = self.admit_locally(now, current, processes);
+                let admission = self.admit_locally(now, processes);
                 // After the local grant, so that the recovery pause covers it; at least one
                 // slot, so that Redis is tried again while traffic flows.
                 let waiting = if admission == Admission::Granted {
@@ -130,26 +193,22 @@ impl RemoteSlots {
         }
     }
 
-    fn admit_locally(&mut self, now: Instant, current: &Quota, processes: NonZeroU32) -> Admission {
-        let window = self.quota.effective_window();
+    /// A slot from this process's share of the quota (a rate learned at run time still paces
+    /// it too: the limiter applies it before asking here).
+    fn admit_locally(&mut self, now: Instant, processes: NonZeroU32) -> Admission {
+        let (quota, window) = (self.quota, self.quota.effective_window());
         let local = self.local.get_or_insert_with(|| LocalShare {
-            model: ModelState::new(&local_share(current, processes), now),
+            slots: LocalSlots::new(&local_share(&quota, processes), now),
             not_before: later(now, window),
         });
-        let at = local.model.earliest(now).max(local.not_before);
+        let at = local.slots.nth_earliest(now, 0).max(local.not_before);
         if at > now {
             return Admission::NotBefore(at);
         }
-        local.model.record(now);
+        local.slots.admit(now, 1);
         self.last_local_send = Some(now);
         self.core.count_fallback_grant();
         Admission::Granted
-    }
-
-    /// After a delivery: asks for slots for the waiters still without one.
-    pub(crate) fn request_after_delivery(&mut self, now: Instant, demand: usize) {
-        let mode = self.core.mode();
-        self.request_more(mode, now, demand);
     }
 
     /// Asks for slots for `demand` waiters, less those leased: while Redis is up, or, while it
@@ -186,12 +245,12 @@ impl RemoteSlots {
     }
 
     /// The request [`admit`](Self::admit) decided on, for the caller to send.
-    pub(crate) fn take_request(&mut self) -> Option<RefillRequest> {
+    fn take_request(&mut self) -> Option<RefillRequest> {
         self.requested.take()
     }
 
     /// The request could not be sent (no async runtime here).
-    pub(crate) fn request_not_sent(&mut self) {
+    fn request_not_sent(&mut self) {
         self.refilling = false;
     }
 
@@ -204,7 +263,7 @@ impl RemoteSlots {
         if self.last_local_send.is_some_and(|sent| sent > requested_at) {
             // The local share sent after the request's pause was decided: these slots could
             // crowd that send. Give them back; the next request carries a pause that covers it.
-            super::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
+            crate::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
             return;
         }
         self.local = None;
@@ -220,7 +279,7 @@ impl RemoteSlots {
     }
 
     /// Slots further ahead than the waiters need go back to Redis (a waiter gave up).
-    pub(crate) fn release_surplus(&mut self, demand: usize) {
+    fn release_surplus(&mut self, demand: usize) {
         if self.leases.len() > demand {
             let surplus: Vec<Lease> = self.leases.drain(demand..).collect();
             self.give_back(&surplus);
@@ -228,7 +287,7 @@ impl RemoteSlots {
     }
 
     /// Slots before `until` (a pause) are unusable: give them back.
-    pub(crate) fn release_before(&mut self, until: Instant) {
+    fn release_before(&mut self, until: Instant) {
         let unusable = self
             .leases
             .iter()
@@ -256,7 +315,7 @@ impl RemoteSlots {
 
     fn give_back(&self, leases: &[Lease]) {
         let tokens: Vec<Token> = leases.iter().map(|l| l.token).collect();
-        super::refill::give_back(&self.core, &self.name, self.quota, tokens);
+        crate::refill::give_back(&self.core, &self.name, self.quota, tokens);
     }
 
     /// How long the key pauses in Redis when this process comes back from its local share:
@@ -272,16 +331,16 @@ impl RemoteSlots {
     }
 
     /// Writes a pause to Redis, so that every process on the key pauses.
-    pub(crate) fn share_pause(&self, pause: Duration) {
-        super::refill::spawn_pause(&self.core, &self.name, self.quota, pause);
+    fn share_pause(&self, pause: Duration) {
+        crate::refill::spawn_pause(&self.core, &self.name, self.quota, pause);
     }
 
     /// The earliest instant the `n`-th next send (0-based) could go out: exact for leased
     /// slots, an estimate at the quota's steady rate beyond them.
-    pub(crate) fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
         if let (Mode::Fallback { .. }, Some(local)) = (self.core.mode(), &self.local) {
             if self.leases.is_empty() {
-                return local.model.nth_earliest(now, n).max(local.not_before);
+                return local.slots.nth_earliest(now, n).max(local.not_before);
             }
         }
         if let Some(lease) = self.leases.get(n) {
@@ -295,7 +354,7 @@ impl RemoteSlots {
 
     /// Whether dropping this state forgets nothing: no lease on its way, no slot still usable,
     /// no local share still pacing, and no local send recent enough to tell Redis about.
-    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+    fn is_idle(&self, now: Instant) -> bool {
         let grace = self.core.options.grace_for(&self.quota);
         !self.refilling
             && self
@@ -305,7 +364,7 @@ impl RemoteSlots {
             && self
                 .local
                 .as_ref()
-                .is_none_or(|l| l.not_before <= now && l.model.is_idle(now))
+                .is_none_or(|l| l.not_before <= now && l.slots.is_idle(now))
             && self
                 .last_local_send
                 .is_none_or(|sent| later(sent, self.recovery_pause()) <= now)
@@ -323,8 +382,9 @@ fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
     let window = quota.window().saturating_mul(processes) / limit;
     let share = Quota::new(1, window).with_margin(quota.margin());
     match quota.model() {
-        Model::Gcra { .. } => share.gcra(1),
         Model::SlidingWindow => share.sliding_window(),
+        // GCRA, and any other model: one send per stretched window, evenly spaced.
+        _ => share.gcra(1),
     }
 }
 

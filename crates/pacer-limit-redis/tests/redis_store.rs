@@ -1,12 +1,11 @@
 //! The Redis scripts against a real `redis-server` on a random loopback port: several
 //! connections (as several processes would) reserve slots of one quota, and the invariants hold
 //! across all of them. Skipped, with a line saying so, when `redis-server` is not installed.
-#![cfg(feature = "redis")]
 
 use std::time::Duration;
 
-use pacer_limit::redis::RedisStore;
 use pacer_limit::Quota;
+use pacer_limit_redis::RedisStore;
 use pacer_testkit::RedisServer;
 
 /// Four connections reserving `leases` x `size` slots each, concurrently; all slots, absolute,

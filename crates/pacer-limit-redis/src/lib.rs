@@ -2,8 +2,9 @@
 //! reserves send slots from it with one atomic script call (`EVALSHA`, with the `NOSCRIPT`
 //! fallback), on Redis's clock so that every process agrees on time.
 //!
-//! It is the same [`Limiter`](crate::Limiter) and [`RateLimitLayer`](crate::RateLimitLayer),
-//! built with [`LimiterBuilder::shared`](crate::LimiterBuilder::shared):
+//! It is the same [`Limiter`](pacer_limit::Limiter) and [`RateLimitLayer`](pacer_limit::RateLimitLayer), built with
+//! [`LimiterBuilderExt::shared`]: this crate is a [`SlotSource`](pacer_limit::SlotSource) for
+//! `pacer-limit`'s core, which keeps the queue, pauses and wake-ups.
 //!
 //! - **Reservations, not polling.** A process asks Redis *when* its next slots are, then waits
 //!   locally, fair (FIFO) and cancellation-safe as always. A waiter that gives up returns its
@@ -11,7 +12,7 @@
 //! - **Leases.** Under load a process reserves up to [`SharedQuota::lease`] slots per round
 //!   trip (never more than it has waiters for), so 100 requests per second need far fewer than
 //!   100 round trips.
-//! - **Shared pauses.** [`Limiter::pause_until`](crate::Limiter::pause_until), which the throttle
+//! - **Shared pauses.** [`Limiter::pause_until`](pacer_limit::Limiter::pause_until), which the throttle
 //!   layer calls on a server's `Retry-After`, is written to Redis: every process on the quota
 //!   pauses from its next reservation on, not only the one that was refused.
 //! - **Never unlimited.** When Redis is down or slow, a `tracing` warning says so and each
@@ -30,8 +31,8 @@
 //! send up to `1 / expected_processes` of the quota more, until it answers again.
 //!
 //! ```no_run
-//! use pacer_limit::redis::{RedisStore, SharedQuota};
 //! use pacer_limit::{Limiter, Quota};
+//! use pacer_limit_redis::{LimiterBuilderExt, RedisStore, SharedQuota};
 //!
 //! # async fn example() -> Result<(), redis::RedisError> {
 //! // Every pod of the service runs this; together they send at most 100 requests per second.
@@ -44,14 +45,24 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub,
+    clippy::all
+)]
+
 mod clock;
 mod health;
+mod metrics;
 mod options;
-pub(crate) mod refill;
-pub(crate) mod slots;
+mod refill;
+mod slots;
+mod sources;
 mod store;
 
 pub use options::{Fallback, SharedQuota, SharedStats};
+pub use sources::{LimiterBuilderExt, LimiterExt, SharedSlots};
 pub use store::{RedisStore, Reservation};
-
-pub(crate) use health::Core;

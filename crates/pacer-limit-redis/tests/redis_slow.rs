@@ -1,12 +1,11 @@
 //! A Redis that answers, but too late: calls time out, the limiter paces on its local share,
 //! the late replies' slots go back to Redis, and the quota is shared again once Redis is quick.
 //! Skipped, with a line saying so, when `redis-server` is not installed (failed in CI).
-#![cfg(feature = "redis")]
 
 use std::time::Duration;
 
-use pacer_limit::redis::{Fallback, RedisStore, SharedQuota};
 use pacer_limit::{Limiter, Quota};
+use pacer_limit_redis::{Fallback, LimiterBuilderExt, LimiterExt, RedisStore, SharedQuota};
 use pacer_testkit::{RedisServer, SlowProxy};
 use tokio::time::Instant;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
-use crate::quota::{Model, Quota};
+use pacer_limit::{Model, Quota};
 
 /// Slots reserved in one call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl RedisStore {
     /// prefix per quota domain, e.g. a Customer.io workspace).
     ///
     /// The connection reconnects on its own after Redis restarts; a limiter using it falls back
-    /// while Redis is unreachable (see [`SharedQuota`](crate::redis::SharedQuota)).
+    /// while Redis is unreachable (see [`SharedQuota`](crate::SharedQuota)).
     ///
     /// # Errors
     /// When the URL is invalid or Redis cannot be reached now.
@@ -96,18 +96,18 @@ impl RedisStore {
 
     /// The state key of `key` under `quota`: the parameters are part of the name, so two
     /// configurations of one key never read each other's state.
-    fn state_key(&self, key: &str, quota: &Quota) -> String {
+    fn state_key(&self, key: &str, quota: &Quota) -> Result<String, RedisError> {
         let tag = self.tag(key);
-        match quota.model() {
-            Model::Gcra { burst } => {
-                let (interval, tolerance) = gcra_params(quota, burst.get());
+        Ok(match shape(quota)? {
+            Shape::Gcra { burst } => {
+                let (interval, tolerance) = gcra_params(quota, burst);
                 format!("{tag}:gcra:{interval}:{tolerance}")
             }
-            Model::SlidingWindow => {
+            Shape::Sliding => {
                 let window = micros(quota.effective_window()).max(1);
                 format!("{tag}:sliding:{window}:{}", quota.limit())
             }
-        }
+        })
     }
 
     /// Reserves `slots` consecutive send slots of `key` under `quota`: when each may be sent,
@@ -121,12 +121,12 @@ impl RedisStore {
         quota: &Quota,
         slots: u32,
     ) -> Result<Reservation, RedisError> {
-        let state = self.state_key(key, quota);
+        let state = self.state_key(key, quota)?;
         let pause = format!("{}:pause", self.tag(key));
         let mut connection = self.connection.clone();
-        let reply: Vec<i64> = match quota.model() {
-            Model::Gcra { burst } => {
-                let (interval, tolerance) = gcra_params(quota, burst.get());
+        let reply: Vec<i64> = match shape(quota)? {
+            Shape::Gcra { burst } => {
+                let (interval, tolerance) = gcra_params(quota, burst);
                 self.gcra
                     .key(state)
                     .key(pause)
@@ -136,7 +136,7 @@ impl RedisStore {
                     .invoke_async(&mut connection)
                     .await?
             }
-            Model::SlidingWindow => {
+            Shape::Sliding => {
                 let window = micros(quota.effective_window()).max(1);
                 self.sliding
                     .key(&state)
@@ -186,7 +186,7 @@ impl RedisStore {
         if tokens.is_empty() {
             return Ok(0);
         }
-        let mut invocation = self.release.key(self.state_key(key, quota));
+        let mut invocation = self.release.key(self.state_key(key, quota)?);
         if let Model::Gcra { .. } = quota.model() {
             invocation.arg("gcra");
             // Newest first: each restores the TAT the previous one leaves.
@@ -267,6 +267,26 @@ fn escape(text: &str) -> String {
 }
 
 /// A GCRA quota's emission interval and tolerance, in microseconds.
+/// The models a shared quota's scripts implement.
+#[derive(Clone, Copy)]
+enum Shape {
+    Gcra { burst: u32 },
+    Sliding,
+}
+
+/// Which script serves `quota`'s model; a model this crate does not know is a clear error
+/// rather than the wrong arithmetic.
+fn shape(quota: &Quota) -> Result<Shape, RedisError> {
+    match quota.model() {
+        Model::Gcra { burst } => Ok(Shape::Gcra { burst: burst.get() }),
+        Model::SlidingWindow => Ok(Shape::Sliding),
+        _ => Err(RedisError::from((
+            redis::ErrorKind::ClientError,
+            "this quota model cannot be shared through Redis",
+        ))),
+    }
+}
+
 fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     let interval = micros(quota.emission_interval()).max(1);
     (interval, interval.saturating_mul(u64::from(burst - 1)))
@@ -304,7 +324,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
 #[cfg(test)]
 mod tests {
     use super::{escape, parse_reservation, Token};
-    use crate::Quota;
+    use pacer_limit::Quota;
     use proptest::prelude::*;
 
     proptest! {

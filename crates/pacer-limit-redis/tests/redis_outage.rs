@@ -2,7 +2,6 @@
 //! unlimited), a warning says so, and the quota is shared again once Redis is back. Alone in
 //! its binary because it asserts on `tracing` events, which a concurrent test hitting the same
 //! callsites first without a subscriber would hide. Skipped when `redis-server` is missing.
-#![cfg(feature = "redis")]
 
 mod common;
 
@@ -10,8 +9,8 @@ use std::time::Duration;
 
 use common::max_in_any_window;
 use common::shared::{acquire_until, shared_limiter};
-use pacer_limit::redis::{Fallback, SharedQuota};
 use pacer_limit::Quota;
+use pacer_limit_redis::{Fallback, LimiterExt, SharedQuota};
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
 

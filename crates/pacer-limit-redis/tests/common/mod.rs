@@ -1,0 +1,8 @@
+//! Helpers shared by the integration tests: limiters sharing a test's own `redis-server`, and
+//! window checks.
+#![allow(dead_code)]
+
+pub mod shared;
+
+#[allow(unused_imports)]
+pub use pacer_testkit::max_in_any_window;

@@ -1,0 +1,194 @@
+//! Where a key's send slots come from, apart from how waiters queue for them.
+//!
+//! The limiter's core (the FIFO queue, pauses, quota overrides, the head's timer) asks a
+//! [`SlotSource`] for each slot. [`LocalSlots`], the key's own GCRA or sliding-window model, is
+//! the source of every key by default. A limiter built with
+//! [`LimiterBuilder::slot_sources`](crate::LimiterBuilder::slot_sources) takes its slots from
+//! elsewhere too, e.g. a quota kept in Redis and shared with other processes (the
+//! `pacer-limit-redis` crate): the core keeps queueing, pausing and waking exactly as for a
+//! local key, and the source only says when a slot is free.
+//!
+//! A source is called under the limiter's lock: its methods must not block, must not call back
+//! into the limiter, and must not wake heads synchronously (a [`HeadWaker`] is for tasks the
+//! source spawns).
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::model::ModelState;
+use crate::quota::Quota;
+
+/// The outcome of asking a [`SlotSource`] for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Admission {
+    /// A slot is taken now; the send goes out.
+    Granted,
+    /// No slot before this instant: the head of the queue sleeps until then.
+    NotBefore(Instant),
+    /// Slots are on their way (e.g. a reservation in flight): the source wakes the head through
+    /// its [`HeadWaker`] when they arrive, or, should they never come, the head looks again at
+    /// this instant. The limiter's maximum wait does not apply to it.
+    Pending(Instant),
+}
+
+/// Gives out the send slots of one key. See the [module docs](self) for the rules.
+pub trait SlotSource: fmt::Debug + Send + 'static {
+    /// Takes a slot at `now` if one is free. `demand` is how many waiters want a slot, the
+    /// caller among them (at least 1): a source that fetches slots ahead knows how many.
+    fn admit(&mut self, now: Instant, demand: usize) -> Admission;
+
+    /// The earliest instant the `n`-th next send (0-based) could go out, never before `now`:
+    /// exact where the source knows, an estimate at the quota's rate beyond. Queued waiters
+    /// check their maximum wait against it.
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant;
+
+    /// The key admits nothing before `until` (a server's Retry-After, a quota change). Slots
+    /// before it are unusable; after it, sends should leave evenly spaced, not in a herd.
+    fn on_pause(&mut self, until: Instant);
+
+    /// A server asked the key to wait until `until` ([`Limiter::pause_until`](crate::Limiter::pause_until)):
+    /// tell whoever else takes slots from the same quota. Default: nobody else does.
+    fn share_pause(&self, now: Instant, until: Instant) {
+        let _ = (now, until);
+    }
+
+    /// A waiter left the queue, with its slot or giving up; `waiting` remain. A source holding
+    /// slots for more waiters than that may give the surplus back.
+    fn on_leave(&mut self, waiting: usize) {
+        let _ = waiting;
+    }
+
+    /// Whether dropping the source at `now` forgets nothing: the limiter then drops the key.
+    fn is_idle(&self, now: Instant) -> bool;
+}
+
+/// Makes the [`SlotSource`] of each key a limiter creates
+/// ([`LimiterBuilder::slot_sources`](crate::LimiterBuilder::slot_sources)).
+pub trait SlotSources<K>: Send + Sync + 'static {
+    /// The source for `key`, paced by its configured `quota`. `waker` wakes the key's head
+    /// waiter, for slots that arrive later ([`Admission::Pending`]).
+    fn source(&self, key: &K, quota: &Quota, waker: HeadWaker) -> Box<dyn SlotSource>;
+
+    /// `self`, so that the crate that made the sources finds them again on a limiter
+    /// ([`Limiter::slot_sources`](crate::Limiter::slot_sources)), e.g. for its statistics.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// What a [`HeadWaker`] wakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// The head waiter of the source's key.
+    Head,
+    /// The head waiter of every key of the limiter.
+    AllHeads,
+}
+
+/// Wakes the head waiter of the key a [`SlotSource`] serves, so that it asks the source again.
+/// Call it from a task, never from inside a `SlotSource` method (the limiter's lock is held
+/// there). Waking a limiter that was dropped does nothing.
+#[derive(Clone)]
+pub struct HeadWaker {
+    wake: Arc<dyn Fn(Wake) + Send + Sync>,
+}
+
+impl HeadWaker {
+    pub(crate) fn new(wake: impl Fn(Wake) + Send + Sync + 'static) -> Self {
+        Self {
+            wake: Arc::new(wake),
+        }
+    }
+
+    /// Wakes the key's head waiter: slots arrived, or the source can say more now.
+    pub fn wake_head(&self) {
+        (self.wake)(Wake::Head);
+    }
+
+    /// Wakes the head waiter of every key of the limiter, e.g. when slots of every key may
+    /// come sooner than their heads sleep for.
+    pub fn wake_all_heads(&self) {
+        (self.wake)(Wake::AllHeads);
+    }
+}
+
+impl fmt::Debug for HeadWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadWaker").finish_non_exhaustive()
+    }
+}
+
+/// A key's slots from its own model of its [`Quota`] (GCRA or sliding window), in this process
+/// alone: the default source, and what a shared source may fall back on.
+///
+/// ```
+/// use pacer_limit::{Admission, LocalSlots, Quota, SlotSource};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let now = Instant::now();
+/// let mut slots = LocalSlots::new(&Quota::per_second(10).with_margin(Duration::ZERO), now);
+/// assert_eq!(slots.admit(now, 1), Admission::Granted);
+/// assert_eq!(slots.admit(now, 1), Admission::NotBefore(now + Duration::from_millis(100)));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LocalSlots {
+    model: ModelState,
+}
+
+impl LocalSlots {
+    /// A fresh model of `quota` at `now`: nothing sent yet.
+    #[must_use]
+    pub fn new(quota: &Quota, now: Instant) -> Self {
+        Self {
+            model: ModelState::new(quota, now),
+        }
+    }
+
+    /// Whether a send at `now` is admitted, without taking it.
+    pub(crate) fn is_free(&self, now: Instant) -> bool {
+        self.model.earliest(now) <= now
+    }
+
+    /// Records a send at `now`, admitted elsewhere (by a shared source).
+    pub(crate) fn record(&mut self, now: Instant) {
+        self.model.record(now);
+    }
+
+    /// Switches to `quota`, keeping the history (see [`ModelState::requota`]); returns the
+    /// instant before which nothing may be sent when the history cannot carry over.
+    pub(crate) fn requota(&mut self, quota: &Quota, now: Instant) -> Option<Instant> {
+        let (model, not_before) = self.model.requota(quota, now);
+        self.model = model;
+        not_before
+    }
+}
+
+impl SlotSource for LocalSlots {
+    fn admit(&mut self, now: Instant, _demand: usize) -> Admission {
+        let at = self.model.earliest(now);
+        if at <= now {
+            self.model.record(now);
+            Admission::Granted
+        } else {
+            Admission::NotBefore(at)
+        }
+    }
+
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        self.model.nth_earliest(now, n)
+    }
+
+    fn on_pause(&mut self, until: Instant) {
+        self.model.fill_until(until);
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.model.is_idle(now)
+    }
+}
