@@ -35,13 +35,6 @@
 //! | `pacer_throttle_rate_per_second` | gauge | `key` | the rate the key is paced at after adapting (back at its quota once recovered) |
 //! | `pacer_retry_retries_total` | counter | `reason` (`429`, `503`, …, `connection`, `refused`, `timeout`) | retries sent |
 //! | `pacer_retry_gave_up_total` | counter | `why` (`exhausted`, `budget`, `deadline`, `server_wait`, `not_repeatable`), `reason` | retryable failures returned to the caller |
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub
-)]
 
 #[cfg(feature = "limit")]
 #[doc(inline)]

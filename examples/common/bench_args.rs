@@ -1,7 +1,7 @@
 //! The command-line values the pacing benchmarks share (`pace_http`, `real_servers`).
 
 /// `--seconds`: a whole number of seconds per run, from 1 to 600.
-pub fn seconds(value: &str) -> Result<u32, String> {
+pub(crate) fn seconds(value: &str) -> Result<u32, String> {
     value
         .parse()
         .ok()
@@ -10,7 +10,7 @@ pub fn seconds(value: &str) -> Result<u32, String> {
 }
 
 /// `--tasks`: a comma-separated list of task counts, each from 1 to 1000.
-pub fn tasks(value: &str) -> Result<Vec<usize>, String> {
+pub(crate) fn tasks(value: &str) -> Result<Vec<usize>, String> {
     value
         .split(',')
         .map(|n| n.trim().parse().ok().filter(|n| (1..=1000).contains(n)))

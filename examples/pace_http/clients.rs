@@ -18,12 +18,12 @@ use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 use crate::server::Enforcement;
 
-pub type Body = Full<Bytes>;
-pub type PacedClient = BoxCloneService<Request<Body>, Response<Incoming>, BoxError>;
+pub(crate) type Body = Full<Bytes>;
+pub(crate) type PacedClient = BoxCloneService<Request<Body>, Response<Incoming>, BoxError>;
 type HttpClient = Client<HttpConnector, Body>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Contender {
+pub(crate) enum Contender {
     /// pacer as a user who copies `Quota::per_second(100)` gets it: evenly spaced, 1 % margin,
     /// precise wake-ups (on by default under 50 ms spacing), the same for every server.
     PacerDefaults,
@@ -47,7 +47,7 @@ const MARGIN: Duration = Duration::from_millis(10);
 const WIDE_MARGIN: Duration = Duration::from_millis(30);
 
 impl Contender {
-    pub const ALL: [Contender; 6] = [
+    pub(crate) const ALL: [Contender; 6] = [
         Contender::PacerDefaults,
         Contender::Pacer { margin: MARGIN },
         Contender::Pacer {
@@ -58,7 +58,7 @@ impl Contender {
         Contender::Governor,
     ];
 
-    pub fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             Self::PacerDefaults => "pacer, defaults".to_owned(),
             Self::Pacer { margin } => format!("pacer, margin {margin:?}"),
@@ -69,7 +69,7 @@ impl Contender {
     }
 
     /// The short name accepted by `--only`.
-    pub fn family(self) -> &'static str {
+    pub(crate) fn family(self) -> &'static str {
         match self {
             Self::PacerDefaults | Self::Pacer { .. } | Self::PacerTokioTimer { .. } => "pacer",
             Self::TowerBuffer => "tower",
@@ -79,7 +79,7 @@ impl Contender {
 
     /// Whether this contender is worth a row against `enforcement`. The wide margin and the
     /// tokio timer matter on the microsecond-strict server; elsewhere their rows add nothing.
-    pub fn applies_to(self, enforcement: Enforcement) -> bool {
+    pub(crate) fn applies_to(self, enforcement: Enforcement) -> bool {
         match self {
             Self::Pacer { margin } => margin == MARGIN || enforcement == Enforcement::StrictGcra,
             Self::PacerTokioTimer { .. } => enforcement == Enforcement::StrictGcra,
@@ -89,7 +89,12 @@ impl Contender {
 
     /// A fresh client paced to `limit` requests per `window` against a server counting by
     /// `enforcement`.
-    pub fn client(self, enforcement: Enforcement, limit: u32, window: Duration) -> PacedClient {
+    pub(crate) fn client(
+        self,
+        enforcement: Enforcement,
+        limit: u32,
+        window: Duration,
+    ) -> PacedClient {
         let http = http_client();
         match self {
             Self::PacerDefaults => ServiceBuilder::new()

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 /// How the server counts requests against its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Enforcement {
+pub(crate) enum Enforcement {
     /// Never more than `limit` requests in any window; refused requests count too, as in an
     /// HAProxy `http_req_rate` rule, so a client that overshoots keeps itself locked out.
     SlidingWindow,
@@ -31,7 +31,7 @@ pub enum Enforcement {
 }
 
 impl Enforcement {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::SlidingWindow => "sliding window",
             Self::StrictGcra => "strict GCRA (µs)",
@@ -40,11 +40,11 @@ impl Enforcement {
     }
 
     /// Whether the server wants sends evenly spaced rather than allowing a burst of `limit`.
-    pub fn evenly_spaced(self) -> bool {
+    pub(crate) fn evenly_spaced(self) -> bool {
         self != Self::SlidingWindow
     }
 
-    pub const ALL: [Enforcement; 3] = [
+    pub(crate) const ALL: [Enforcement; 3] = [
         Enforcement::SlidingWindow,
         Enforcement::StrictGcra,
         Enforcement::NginxLimitReq,
@@ -53,7 +53,7 @@ impl Enforcement {
 
 /// What the server saw during a run.
 #[derive(Debug, Default)]
-pub struct Score {
+pub(crate) struct Score {
     /// Arrival instants of accepted requests, in order.
     pub accepted: Vec<Instant>,
     /// Requests answered with 429.
@@ -146,7 +146,7 @@ impl Gate {
 
 /// A running server on an ephemeral loopback port.
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     addr: SocketAddr,
     gate: Arc<Mutex<Gate>>,
     stop: oneshot::Sender<()>,
@@ -158,7 +158,7 @@ impl Server {
     ///
     /// The server runs on a thread and runtime of its own, as a real server runs in a process of
     /// its own: the clients' tasks do not delay its view of arrival times.
-    pub fn start(enforcement: Enforcement, limit: usize, window: Duration) -> Self {
+    pub(crate) fn start(enforcement: Enforcement, limit: usize, window: Duration) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
             .set_nonblocking(true)
@@ -200,12 +200,12 @@ impl Server {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops the server and hands over its score.
-    pub fn finish(self) -> Score {
+    pub(crate) fn finish(self) -> Score {
         let _ = self.stop.send(());
         // Dropping the runtime cancels the connection tasks too.
         self.thread.join().expect("server thread");

@@ -26,14 +26,14 @@ use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 /// The request body (the same type as the Customer.io client's).
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 /// A response from the server, or the synthetic 429.
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ResponseBody = Either<Incoming, Full<Bytes>>;
 type HttpClient = Client<HttpConnector, Body>;
 type BoxedService = BoxCloneSyncService<Request<Body>, Response<ResponseBody>, BoxError>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Contender {
+pub(crate) enum Contender {
     /// `pacer::customerio::Client` with its default stack (retry, Track 100/s evenly spaced
     /// with the default 1 % margin, throttle feedback), calling `identify` and `track`.
     CustomerIo,
@@ -53,7 +53,7 @@ pub enum Contender {
 }
 
 impl Contender {
-    pub const ALL: [Contender; 6] = [
+    pub(crate) const ALL: [Contender; 6] = [
         Contender::CustomerIo,
         Contender::ReadmeStack,
         Contender::PerSecondAlone,
@@ -62,7 +62,7 @@ impl Contender {
         Contender::Governor,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::CustomerIo => "Customer.io Client, defaults",
             Self::ReadmeStack => "README stack, defaults",
@@ -74,13 +74,13 @@ impl Contender {
     }
 
     /// Whether `--inject-429-at` applies: the contenders that react to a 429.
-    pub fn takes_injection(self) -> bool {
+    pub(crate) fn takes_injection(self) -> bool {
         matches!(self, Self::CustomerIo | Self::ReadmeStack)
     }
 
     /// A fresh paced client over `transport` for one run, sending to `base_url` as `run`
     /// (its own `Authorization` value, so that the server's limiter state is fresh).
-    pub fn client(self, transport: Transport, base_url: &str, run: u64) -> Paced {
+    pub(crate) fn client(self, transport: Transport, base_url: &str, run: u64) -> Paced {
         let authorization =
             HeaderValue::try_from(format!("Bearer run-{run}")).expect("an ASCII header value");
         let uri = format!("{base_url}/api/v1/customers/events");
@@ -149,7 +149,7 @@ impl Contender {
 
 /// What one request came to, as its caller sees it.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// A 429 reached the caller (after the retries, for the stacks that retry).
     Refused,
@@ -158,7 +158,7 @@ pub enum Outcome {
 
 /// A contender's client, ready to send.
 #[derive(Clone)]
-pub enum Paced {
+pub(crate) enum Paced {
     CustomerIo {
         client: Arc<customerio::Client<ResponseBody>>,
         attributes: Arc<Map<String, Value>>,
@@ -172,7 +172,7 @@ pub enum Paced {
 
 impl Paced {
     /// Sends the `n`th request of task `task` and reads its answer.
-    pub async fn send(&self, task: usize, n: u64) -> Outcome {
+    pub(crate) async fn send(&self, task: usize, n: u64) -> Outcome {
         match self {
             Self::CustomerIo { client, attributes } => {
                 let id = format!("{task}-{n}");
@@ -219,7 +219,7 @@ impl Paced {
 
 /// What the transport saw during a run.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// When each request answered 200 was handed to hyper.
     ok_sent: Mutex<Vec<Instant>>,
     /// 429s from the server.
@@ -230,17 +230,17 @@ pub struct Tally {
 
 impl Tally {
     /// The send instants of the 200s, sorted.
-    pub fn ok_sent(&self) -> Vec<Instant> {
+    pub(crate) fn ok_sent(&self) -> Vec<Instant> {
         let mut sent = self.ok_sent.lock().expect("tally lock").clone();
         sent.sort_unstable();
         sent
     }
 
-    pub fn refused(&self) -> u64 {
+    pub(crate) fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
 
-    pub fn injected(&self) -> Option<Instant> {
+    pub(crate) fn injected(&self) -> Option<Instant> {
         *self.injected.lock().expect("tally lock")
     }
 }
@@ -248,14 +248,14 @@ impl Tally {
 /// hyper's client, counting what it gets back; with `inject_at`, the first request handed to
 /// it at or after that instant is answered 429 (no `Retry-After`) without being sent.
 #[derive(Clone, Debug)]
-pub struct Transport {
+pub(crate) struct Transport {
     http: HttpClient,
     tally: Arc<Tally>,
     inject_at: Option<Instant>,
 }
 
 impl Transport {
-    pub fn new(tally: Arc<Tally>, inject_at: Option<Instant>) -> Self {
+    pub(crate) fn new(tally: Arc<Tally>, inject_at: Option<Instant>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         Self {

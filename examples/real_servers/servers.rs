@@ -17,7 +17,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One server configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServerKind {
+pub(crate) enum ServerKind {
     /// nginx `limit_req` without burst: a request closer than 10 ms (on nginx's millisecond
     /// clock) to the last accepted one is refused.
     Nginx0,
@@ -30,7 +30,7 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    pub const ALL: [ServerKind; 4] = [
+    pub(crate) const ALL: [ServerKind; 4] = [
         ServerKind::Nginx0,
         ServerKind::Nginx5,
         ServerKind::Nginx99,
@@ -38,7 +38,7 @@ impl ServerKind {
     ];
 
     /// The table's name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Nginx0 => "nginx burst=0",
             Self::Nginx5 => "nginx burst=5 nodelay",
@@ -48,7 +48,7 @@ impl ServerKind {
     }
 
     /// The name `--server` takes.
-    pub fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             Self::Nginx0 => "nginx0",
             Self::Nginx5 => "nginx5",
@@ -107,7 +107,7 @@ struct Running {
 
 /// The running servers. Dropping it stops them and removes their directory.
 #[derive(Debug)]
-pub struct Servers {
+pub(crate) struct Servers {
     dir: PathBuf,
     children: Vec<Running>,
     addrs: HashMap<ServerKind, SocketAddr>,
@@ -117,7 +117,7 @@ impl Servers {
     /// Starts the servers `kinds` need (one nginx for all nginx kinds, one HAProxy), each
     /// waited for until it accepts connections. A program that is missing or does not start is
     /// reported with one `SKIPPED` line, and its kinds have no address.
-    pub fn start(kinds: &[ServerKind]) -> Self {
+    pub(crate) fn start(kinds: &[ServerKind]) -> Self {
         let dir = std::env::temp_dir().join(format!("pacer-real-servers-{}", std::process::id()));
         // A leftover of an earlier process with the same pid is ours to replace.
         let _ = fs::remove_dir_all(&dir);
@@ -153,7 +153,7 @@ impl Servers {
     }
 
     /// The base URL of `kind`'s server, when it runs.
-    pub fn url(&self, kind: ServerKind) -> Option<String> {
+    pub(crate) fn url(&self, kind: ServerKind) -> Option<String> {
         self.addrs.get(&kind).map(|addr| format!("http://{addr}"))
     }
 

@@ -16,14 +16,6 @@
 //! attributes or data. An event's `person` containing `@` is an email. An event's own `id`
 //! (`event_id` in CSV) must be a ULID, as Customer.io deduplicates on; without one, an id is
 //! derived from the line and its content, so a retry or a resume never doubles the event.
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
 
 pub mod checkpoint;
 pub mod deadletter;

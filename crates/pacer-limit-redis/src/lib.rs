@@ -45,15 +45,6 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
-
 mod clock;
 mod health;
 mod metrics;

@@ -59,15 +59,6 @@
 //! assert_eq!(limiter.stats().acquired, 150);
 //! # }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod acquire;
 mod bucket;

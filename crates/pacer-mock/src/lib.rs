@@ -29,14 +29,6 @@
 //! assert_eq!(mock.ledger().counts().requests, 0);
 //! # }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
 
 mod config;
 mod ledger;

@@ -67,14 +67,6 @@
 //! assert_eq!(retry.stats().retries, 1);
 //! # }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
 
 mod backoff;
 mod classify;

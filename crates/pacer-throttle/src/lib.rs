@@ -53,14 +53,6 @@
 //! assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(2));
 //! # }
 //! ```
-#![forbid(unsafe_code)]
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    rust_2018_idioms,
-    unreachable_pub,
-    clippy::all
-)]
 
 mod adaptive;
 mod error;

@@ -2,7 +2,7 @@
 //! window checks.
 #![allow(dead_code)]
 
-pub mod shared;
+pub(crate) mod shared;
 
 #[allow(unused_imports)]
-pub use pacer_testkit::max_in_any_window;
+pub(crate) use pacer_testkit::max_in_any_window;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 /// A limiter of `quota` shared through `redis` (prefix `test`, four expected processes),
 /// with `shared` applied to the default settings.
-pub async fn shared_limiter(
+pub(crate) async fn shared_limiter(
     redis: &RedisServer,
     quota: Quota,
     shared: impl Fn(SharedQuota) -> SharedQuota,
@@ -21,7 +21,11 @@ pub async fn shared_limiter(
 }
 
 /// `tasks` tasks per limiter acquire in a loop until `until`; every grant's instant, sorted.
-pub async fn acquire_until(limiters: &[Limiter], tasks: usize, until: Instant) -> Vec<Instant> {
+pub(crate) async fn acquire_until(
+    limiters: &[Limiter],
+    tasks: usize,
+    until: Instant,
+) -> Vec<Instant> {
     let grants = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for limiter in limiters {

@@ -10,13 +10,13 @@ use tokio::time::Instant;
 
 /// The instants at which the inner service was called, in call order.
 #[derive(Clone, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     sends: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Recorder {
     /// A service that records the instant of every call and answers 200 at once.
-    pub fn service(
+    pub(crate) fn service(
         &self,
     ) -> impl tower::Service<
         Request<()>,
@@ -32,23 +32,23 @@ impl Recorder {
         })
     }
 
-    pub fn sends(&self) -> Vec<Instant> {
+    pub(crate) fn sends(&self) -> Vec<Instant> {
         self.sends.lock().unwrap().clone()
     }
 }
 
 #[allow(unused_imports)]
-pub use pacer_testkit::max_in_any_window;
+pub(crate) use pacer_testkit::max_in_any_window;
 
 /// The smallest gap between two consecutive sends.
-pub fn min_gap(sends: &[Instant]) -> Option<Duration> {
+pub(crate) fn min_gap(sends: &[Instant]) -> Option<Duration> {
     let mut sorted = sends.to_vec();
     sorted.sort();
     sorted.windows(2).map(|w| w[1] - w[0]).min()
 }
 
 /// Whether `sends` conform to GCRA with `interval` and `burst`, as a strict server checks them.
-pub fn conforms_to_gcra(sends: &[Instant], interval: Duration, burst: u32) -> bool {
+pub(crate) fn conforms_to_gcra(sends: &[Instant], interval: Duration, burst: u32) -> bool {
     let mut sorted = sends.to_vec();
     sorted.sort();
     let tolerance = interval * (burst - 1);

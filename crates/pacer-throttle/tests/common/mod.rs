@@ -12,11 +12,11 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 /// What the server saw: each request's arrival, caller and whether it was accepted.
 #[derive(Debug, Default)]
-pub struct Log {
+pub(crate) struct Log {
     pub entries: Vec<(Instant, usize, bool)>,
 }
 
-pub fn too_many_requests(retry_after: &str) -> Response<()> {
+pub(crate) fn too_many_requests(retry_after: &str) -> Response<()> {
     Response::builder()
         .status(StatusCode::TOO_MANY_REQUESTS)
         .header("retry-after", retry_after)
@@ -25,14 +25,14 @@ pub fn too_many_requests(retry_after: &str) -> Response<()> {
 }
 
 /// The caller's number travels in a header, so the server can tell callers apart.
-pub fn request(caller: usize) -> Request<()> {
+pub(crate) fn request(caller: usize) -> Request<()> {
     Request::builder()
         .header("x-caller", caller)
         .body(())
         .unwrap()
 }
 
-pub fn caller_of(request: &Request<()>) -> usize {
+pub(crate) fn caller_of(request: &Request<()>) -> usize {
     request.headers()["x-caller"]
         .to_str()
         .unwrap()
@@ -40,15 +40,15 @@ pub fn caller_of(request: &Request<()>) -> usize {
         .unwrap()
 }
 
-pub type Client = tower::util::BoxCloneService<Request<()>, Response<()>, BoxError>;
+pub(crate) type Client = tower::util::BoxCloneService<Request<()>, Response<()>, BoxError>;
 
 /// The round trip of the simulated network, for the tests of dynamics: half of it on the way
 /// to the server, half back. Requests in flight when a refusal arrives are what makes a wrong
 /// quota expensive.
-pub const ROUND_TRIP: Duration = Duration::from_millis(50);
+pub(crate) const ROUND_TRIP: Duration = Duration::from_millis(50);
 
 /// The stack the design prescribes, over `server`: limiter outside, throttle inside.
-pub fn client<F>(limiter: &Limiter, throttle: ThrottleLayer, server: F) -> Client
+pub(crate) fn client<F>(limiter: &Limiter, throttle: ThrottleLayer, server: F) -> Client
 where
     F: FnMut(Request<()>) -> Response<()> + Clone + Send + 'static,
 {
@@ -56,7 +56,7 @@ where
 }
 
 /// The same over a network with `round_trip`.
-pub fn client_over<F>(
+pub(crate) fn client_over<F>(
     limiter: &Limiter,
     throttle: ThrottleLayer,
     server: F,
@@ -87,12 +87,12 @@ where
 }
 
 /// One request from caller 0.
-pub async fn send(client: &Client) -> Result<Response<()>, BoxError> {
+pub(crate) async fn send(client: &Client) -> Result<Response<()>, BoxError> {
     client.clone().oneshot(request(0)).await
 }
 
 /// `callers` tasks sending back to back through clones of `client` until `end`.
-pub async fn run_callers(client: &Client, callers: usize, end: Instant) {
+pub(crate) async fn run_callers(client: &Client, callers: usize, end: Instant) {
     let tasks: Vec<_> = (0..callers)
         .map(|caller| {
             let client = client.clone();
@@ -111,7 +111,12 @@ pub async fn run_callers(client: &Client, callers: usize, end: Instant) {
 }
 
 /// Successful requests per second in `[from, to)` of the run, and the share of refusals.
-pub fn rate_and_refusals(log: &Log, start: Instant, from: Duration, to: Duration) -> (f64, f64) {
+pub(crate) fn rate_and_refusals(
+    log: &Log,
+    start: Instant,
+    from: Duration,
+    to: Duration,
+) -> (f64, f64) {
     let in_span: Vec<_> = log
         .entries
         .iter()
@@ -127,14 +132,14 @@ pub fn rate_and_refusals(log: &Log, start: Instant, from: Duration, to: Duration
 
 /// The rate the key is paced at now, in whole requests per window of its configured quota
 /// (rounded): what a learned rate looks like next to the configured limit.
-pub fn paced_per_window(limiter: &Limiter) -> u32 {
+pub(crate) fn paced_per_window(limiter: &Limiter) -> u32 {
     let window = limiter.configured_quota(&()).effective_window();
     (limiter.quota(&()).rate_per_second() * window.as_secs_f64()).round() as u32
 }
 
 /// Samples [`paced_per_window`] every `every` for `run` from now, in a task of its own: the
 /// key's rate as it adapts, against the time since the start.
-pub fn watch_rate(
+pub(crate) fn watch_rate(
     limiter: &Limiter,
     run: Duration,
     every: Duration,
