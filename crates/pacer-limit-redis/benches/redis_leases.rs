@@ -1,7 +1,7 @@
 //! What sharing a quota through Redis costs per acquire, and what leases buy back.
 //!
 //! ```text
-//! cargo bench -p pacer-limit --features redis --bench redis_leases
+//! cargo bench -p pacer-limit-redis --bench redis_leases
 //! ```
 //!
 //! Starts its own `redis-server` on a loopback port (the Debian package `redis-server`). Two
