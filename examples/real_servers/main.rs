@@ -81,17 +81,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let contenders: Vec<Contender> = Contender::ALL
-        .into_iter()
-        .filter(|contender| {
-            options.only.as_deref().is_none_or(|only| {
-                contender
-                    .name()
-                    .to_lowercase()
-                    .contains(&only.to_lowercase())
-            })
-        })
-        .collect();
+    let contenders = contenders_named(options.only.as_deref());
     if contenders.is_empty() {
         eprintln!("real_servers: no client's name contains {:?}", options.only);
         return ExitCode::from(2);
@@ -107,6 +97,39 @@ async fn main() -> ExitCode {
         println!("No server to run against.");
         return ExitCode::FAILURE;
     }
+    let notes = print_table(&options, &running, &contenders).await;
+    if !notes.is_empty() {
+        println!();
+        for note in notes {
+            println!("- {note}");
+        }
+    }
+    drop(servers);
+    ExitCode::SUCCESS
+}
+
+/// The clients whose name contains `only` (case-insensitive), or all of them.
+fn contenders_named(only: Option<&str>) -> Vec<Contender> {
+    Contender::ALL
+        .into_iter()
+        .filter(|contender| {
+            only.is_none_or(|only| {
+                contender
+                    .name()
+                    .to_lowercase()
+                    .contains(&only.to_lowercase())
+            })
+        })
+        .collect()
+}
+
+/// Runs every client against every server at every task count, one table row per run, and
+/// returns the notes to print under the table.
+async fn print_table(
+    options: &Options,
+    running: &[(ServerKind, String)],
+    contenders: &[Contender],
+) -> Vec<String> {
     println!(
         "Limit: {LIMIT} requests/s per Authorization value; {} s per run, a fresh key per run.\n",
         options.seconds
@@ -115,9 +138,9 @@ async fn main() -> ExitCode {
     println!("|---|---:|---|---:|---:|---:|---:|");
     let mut notes = Vec::new();
     let mut run_number = 0;
-    for (kind, url) in &running {
+    for (kind, url) in running {
         for &tasks in &options.tasks {
-            for &contender in &contenders {
+            for &contender in contenders {
                 run_number += 1;
                 let inject_at = options.inject_at.filter(|_| contender.takes_injection());
                 let result = run(
@@ -139,32 +162,11 @@ async fn main() -> ExitCode {
                     result.errors,
                 );
                 let label = format!("{}, {tasks} tasks, {}", kind.name(), contender.name());
-                if let Some(first) = &result.first_error {
-                    notes.push(format!(
-                        "{label}: {} errors, the first: {first}",
-                        result.errors
-                    ));
-                }
-                if contender.takes_injection() && result.gave_up > 0 {
-                    notes.push(format!(
-                        "{label}: {} requests failed with a 429 after the retries",
-                        result.gave_up
-                    ));
-                }
-                if inject_at.is_some() {
-                    notes.push(format!("{label}: {}", result.injection));
-                }
+                notes.extend(result.notes(&label, contender, inject_at.is_some()));
             }
         }
     }
-    if !notes.is_empty() {
-        println!();
-        for note in notes {
-            println!("- {note}");
-        }
-    }
-    drop(servers);
-    ExitCode::SUCCESS
+    notes
 }
 
 /// What one run came to.
@@ -178,6 +180,30 @@ struct RunResult {
     first_error: Option<String>,
     /// The injection line (empty without one).
     injection: String,
+}
+
+impl RunResult {
+    /// What is worth a line under the table: errors, 429s that reached the caller, and the
+    /// injection's outcome.
+    fn notes(&self, label: &str, contender: Contender, injected: bool) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(first) = &self.first_error {
+            notes.push(format!(
+                "{label}: {} errors, the first: {first}",
+                self.errors
+            ));
+        }
+        if contender.takes_injection() && self.gave_up > 0 {
+            notes.push(format!(
+                "{label}: {} requests failed with a 429 after the retries",
+                self.gave_up
+            ));
+        }
+        if injected {
+            notes.push(format!("{label}: {}", self.injection));
+        }
+        notes
+    }
 }
 
 /// One run: a fresh client and key, `tasks` tasks sending until the deadline.

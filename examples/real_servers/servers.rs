@@ -170,40 +170,7 @@ impl Servers {
             .map_err(|error| format!("no free loopback port: {error}"))?;
         let dir = &self.dir;
         let log = dir.join(format!("{}.stderr", program.binary()));
-        let mut command = Command::new(binary);
-        let mut stop = None;
-        match program {
-            Program::Nginx => {
-                let config = dir.join("nginx.conf");
-                fs::write(&config, nginx_config(dir, &addrs))
-                    .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
-                // -e: the error log before the configuration is read (Debian's default,
-                // /var/log/nginx/error.log, may not be writable).
-                command
-                    .arg("-p")
-                    .arg(dir)
-                    .arg("-e")
-                    .arg(dir.join("error.log"))
-                    .arg("-c")
-                    .arg(&config);
-                // `nginx -s stop` signals the master named by the pid file (SIGTERM), which stops
-                // its worker: killing the master would leave the worker running. Run by the
-                // binary's own path, it needs no `kill` on PATH.
-                let mut stop_command = Command::new(binary);
-                stop_command.args(command.get_args()).args(["-s", "stop"]);
-                stop = Some(stop_command);
-                command.args(["-g", "daemon off;"]);
-            }
-            Program::Haproxy => {
-                let config = dir.join("haproxy.cfg");
-                let [(_, addr)] = addrs[..] else {
-                    unreachable!("one HAProxy kind")
-                };
-                fs::write(&config, haproxy_config(addr))
-                    .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
-                command.arg("-f").arg(&config).arg("-db");
-            }
-        }
+        let (mut command, stop) = command_for(program, binary, dir, &addrs)?;
         let stderr = File::create(&log).map_err(|error| format!("cannot create log: {error}"))?;
         let stdout = stderr
             .try_clone()
@@ -216,28 +183,79 @@ impl Servers {
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
         self.children.push(Running { child, stop });
         let child = &mut self.children.last_mut().expect("just pushed").child;
-        let started = Instant::now();
         for &(_, addr) in &addrs {
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "exited at start ({status}): {}",
-                        last_lines(&log, dir, program)
-                    ));
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                    break;
-                }
-                if started.elapsed() > START_TIMEOUT {
-                    return Err(format!(
-                        "not accepting connections on {addr} after {START_TIMEOUT:?}: {}",
-                        last_lines(&log, dir, program)
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_until_listening(child, addr, || last_lines(&log, dir, program))?;
         }
         Ok(addrs)
+    }
+}
+
+/// The command that starts `program` on `addrs` with its configuration written to `dir`, and
+/// the command that stops it (when killing it would not do).
+fn command_for(
+    program: Program,
+    binary: &Path,
+    dir: &Path,
+    addrs: &[(ServerKind, SocketAddr)],
+) -> Result<(Command, Option<Command>), String> {
+    let mut command = Command::new(binary);
+    match program {
+        Program::Nginx => {
+            let config = dir.join("nginx.conf");
+            fs::write(&config, nginx_config(dir, addrs))
+                .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
+            // -e: the error log before the configuration is read (Debian's default,
+            // /var/log/nginx/error.log, may not be writable).
+            command
+                .arg("-p")
+                .arg(dir)
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .arg("-c")
+                .arg(&config);
+            // `nginx -s stop` signals the master named by the pid file (SIGTERM), which stops
+            // its worker: killing the master would leave the worker running. Run by the
+            // binary's own path, it needs no `kill` on PATH.
+            let mut stop = Command::new(binary);
+            stop.args(command.get_args()).args(["-s", "stop"]);
+            command.args(["-g", "daemon off;"]);
+            Ok((command, Some(stop)))
+        }
+        Program::Haproxy => {
+            let config = dir.join("haproxy.cfg");
+            let [(_, addr)] = addrs[..] else {
+                unreachable!("one HAProxy kind")
+            };
+            fs::write(&config, haproxy_config(addr))
+                .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
+            command.arg("-f").arg(&config).arg("-db");
+            Ok((command, None))
+        }
+    }
+}
+
+/// Waits until `child` accepts connections on `addr`; `log_tail` says why when it exits or
+/// takes longer than [`START_TIMEOUT`].
+fn wait_until_listening(
+    child: &mut std::process::Child,
+    addr: SocketAddr,
+    log_tail: impl Fn() -> String,
+) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited at start ({status}): {}", log_tail()));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(format!(
+                "not accepting connections on {addr} after {START_TIMEOUT:?}: {}",
+                log_tail()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
