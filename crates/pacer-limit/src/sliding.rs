@@ -235,6 +235,7 @@ fn append(runs: &mut Vec<Run>, at: Instant, count: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pacer_testkit::max_in_any_window;
 
     /// `count` greedy sends, each as early as the log allows, from `start`.
     fn saturate(log: &mut SlidingLog, start: Instant, count: usize) -> Vec<Instant> {
@@ -246,18 +247,6 @@ mod tests {
                 t
             })
             .collect()
-    }
-
-    fn max_in_any_window(sends: &[Instant], window: Duration) -> usize {
-        let mut start = 0;
-        let mut most = 0;
-        for end in 0..sends.len() {
-            while sends[end] - sends[start] >= window {
-                start += 1;
-            }
-            most = most.max(end - start + 1);
-        }
-        most
     }
 
     #[test]
