@@ -1,7 +1,6 @@
 //! [`Client`]: the default stack (retry → rate limit per API class → throttle feedback) over any
 //! HTTP service, with one async method per operation.
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,7 +145,7 @@ impl ClientBuilder {
     where
         S: tower::Service<Request<Body>, Response = Response<RB>> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: StdError + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
         RB: Send + 'static,
     {
         let quotas = self.quotas.clone();
@@ -179,8 +178,7 @@ impl ClientBuilder {
                 // Past the limiter: what holds a slot and awaits its answer.
                 .layer_fn(move |inner| CountInFlight::new(inner, Arc::clone(&counted)))
                 .layer(ThrottleLayer::keyed(limiter.clone(), api_class_of))
-                .service(http)
-                .map_err(BoxError::from),
+                .service(http),
         );
         Client {
             service,
@@ -304,7 +302,7 @@ where
             .clone()
             .oneshot(request)
             .await
-            .map_err(Error::Transport)?;
+            .map_err(Error::from)?;
         read(response).await
     }
 

@@ -9,7 +9,7 @@
 //!   panic, never overflow. The result is one [`Throttle`] in the response's extensions.
 //! - **Pausing**: a 429 or 503 with a wait pauses the request's key in the shared limiter, so
 //!   every queued and new request on that key waits. Waits beyond a cap (default 60 s) pause
-//!   for the cap and fail the request with [`Error::WaitTooLong`].
+//!   for the cap and fail the request with [`WaitTooLong`].
 //! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
 //!   spacing; then it lowers the key's rate to just under what the server accepted over the
 //!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the
@@ -53,6 +53,12 @@
 //! assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(2));
 //! # }
 //! ```
+//!
+//! # Errors
+//!
+//! The services fail with a [`BoxError`], as tower's own middleware: a [`WaitTooLong`] of this
+//! layer, a [`RateLimited`](pacer_limit::RateLimited) of the limiter, or the inner service's
+//! error, unchanged. Downcast to tell them apart (`error.downcast_ref::<WaitTooLong>()`).
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -72,7 +78,7 @@ mod service;
 mod throttle;
 
 pub use adaptive::Adaptive;
-pub use error::{Error, WaitTooLong};
+pub use error::{BoxError, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
 pub use service::Throttled;
