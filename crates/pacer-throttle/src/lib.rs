@@ -21,23 +21,24 @@
 //!
 //! # Example
 //!
-//! Place the throttle layer *inside* the rate limiter, next to the HTTP service, and give both
-//! the same [`Limiter`](pacer_limit::Limiter):
+//! [`PaceLayer`] installs the rate limit and, inside it, next to the HTTP service, the throttle
+//! layer, both on the same [`Limiter`](pacer_limit::Limiter) and key (see [`pace`]; the two
+//! layers, [`RateLimitLayer`](pacer_limit::RateLimitLayer) and [`ThrottleLayer`], stay public
+//! for stacks that need a layer between them):
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use pacer_limit::{Limiter, Quota, RateLimitLayer};
-//! use pacer_throttle::{Throttle, ThrottleLayer};
+//! use pacer_limit::{Limiter, Quota};
+//! use pacer_throttle::{PaceLayer, Throttle};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let limiter = Limiter::new(Quota::per_second(100));
 //! let client = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(limiter.clone()))
-//!     .layer(ThrottleLayer::new(limiter.clone()))
+//!     .layer(PaceLayer::new(limiter.clone()))
 //!     .service(tower::service_fn(|_req: Request<()>| async {
 //!         let response = Response::builder()
 //!             .status(StatusCode::TOO_MANY_REQUESTS)
@@ -73,6 +74,7 @@ mod error;
 mod future;
 mod layer;
 mod metrics;
+pub mod pace;
 pub mod parse;
 mod service;
 mod throttle;
@@ -81,5 +83,6 @@ pub use adaptive::Adaptive;
 pub use error::{BoxError, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
+pub use pace::{Pace, PaceLayer};
 pub use service::Throttled;
 pub use throttle::{Paced, Source, Throttle};
