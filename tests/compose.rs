@@ -215,6 +215,9 @@ async fn the_full_stack_retries_a_429_through_the_limiter_over_real_http() {
     assert_eq!(limiter.stats().acquired, 2);
 }
 
+/// Arrival instants of the requests an in-memory server saw.
+type Arrivals = Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>;
+
 /// A scripted in-memory server: answers the n-th request (from 0) with `script[n]` (the last
 /// entry repeats), logging arrival instants.
 fn scripted(
@@ -223,7 +226,7 @@ fn scripted(
     impl tower::Service<Request<()>, Response = Response<()>, Error = Infallible, Future = impl Send>
         + Clone
         + Send,
-    Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+    Arrivals,
 ) {
     let script = Arc::new(script);
     let log = Arc::new(std::sync::Mutex::new(Vec::new()));

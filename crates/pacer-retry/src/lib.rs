@@ -44,7 +44,7 @@
 //! | got a retryable answer (a 503, say) and the layer gave up | none: the answer is returned | — |
 //!
 //! So a client-side `RateLimited` or a `WaitTooLong` from the layers below is always at the top
-//! (with the [`DefaultClassifier`](crate::DefaultClassifier), which retries neither), and
+//! (with the [`DefaultClassifier`], which retries neither), and
 //! [`find`] finds any type wherever it is in the chain.
 //!
 //! # Why not `tower::retry::Retry` with a `Policy`
