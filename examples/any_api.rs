@@ -18,9 +18,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{Limiter, Quota};
 use pacer::retry::RetryLayer;
-use pacer::throttle::ThrottleLayer;
+use pacer::throttle::PaceLayer;
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -101,10 +101,11 @@ async fn main() {
 
     // A wrong guess: 100/s against a server that allows 20/s.
     let limiter = Limiter::new(Quota::per_second(100));
+    // Retry outside, then the pacing: every attempt waits for a slot, and a 429 pauses the
+    // limiter before the retry asks for one.
     let client = ServiceBuilder::new()
         .layer(RetryLayer::new())
-        .layer(RateLimitLayer::new(limiter.clone()))
-        .layer(ThrottleLayer::new(limiter.clone()))
+        .layer(PaceLayer::new(limiter.clone()))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
     let start = Instant::now();

@@ -17,10 +17,10 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use pacer::customerio::{Client, Credentials};
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{Limiter, Quota};
 use pacer::reqwest::ReqwestService;
 use pacer::retry::{Idempotent, RetryLayer};
-use pacer::throttle::ThrottleLayer;
+use pacer::throttle::PaceLayer;
 use pacer_mock::{MockConfig, MockServer};
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -66,8 +66,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let limiter = Limiter::new(Quota::per_second(100));
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::new())
-        .layer(RateLimitLayer::new(limiter.clone()))
-        .layer(ThrottleLayer::new(limiter))
+        .layer(PaceLayer::new(limiter))
         .service(ReqwestService::new(http));
     let url = format!("{}/api/v1/customers/by-hand/events", mock.base_url());
     let throttled_before = mock.ledger().counts().throttled;

@@ -14,6 +14,38 @@
 //!
 //! The mock Customer.io server is the `pacer-mock` crate (and binary).
 //!
+//! # The stack
+//!
+//! Retry outside, then [`PaceLayer`] (the rate limit, with the throttle feedback inside it, on
+//! one shared limiter), then any `tower::Service<http::Request<B>> + Clone`:
+//!
+//! ```
+//! # #[cfg(feature = "retry")]
+//! # {
+//! use pacer::limit::{Limiter, Quota};
+//! use pacer::retry::RetryLayer;
+//! use pacer::PaceLayer;
+//! # let http = tower::service_fn(|_req: http::Request<()>| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(()))
+//! # });
+//!
+//! let limiter = Limiter::new(Quota::per_second(100));
+//! let client = tower::ServiceBuilder::new()
+//!     .layer(RetryLayer::new())
+//!     .layer(PaceLayer::new(limiter.clone()))
+//!     .service(http);
+//! # let _ = client;
+//! # }
+//! ```
+//!
+//! Every layer fails with a `BoxError`, as tower's own middleware; each layer's own failure is
+//! a concrete type to downcast to, and the inner service's error passes through unchanged:
+//! `limit::RateLimited` (refused by the limiter, not sent), `throttle::WaitTooLong` (the
+//! server asked for a wait beyond the cap), `retry::AttemptTimedOut`,
+//! `retry::ServerWaitTooLong` and `retry::RetriesExhausted` (whose source is the last
+//! attempt's error). `retry::find` looks for a type through a source chain; when each is
+//! returned is in the [`retry`](retry#errors) crate docs.
+//!
 //! # Metrics (feature `metrics`)
 //!
 //! Reported through the `metrics` facade, so any exporter (Prometheus, StatsD, OpenTelemetry…)
@@ -47,6 +79,11 @@ pub use pacer_limit_redis as redis;
 #[cfg(feature = "throttle")]
 #[doc(inline)]
 pub use pacer_throttle as throttle;
+
+/// The rate limit and the throttle feedback as one layer, in the right order (also
+/// [`throttle::PaceLayer`]).
+#[cfg(feature = "throttle")]
+pub use pacer_throttle::PaceLayer;
 
 #[cfg(feature = "retry")]
 #[doc(inline)]

@@ -13,9 +13,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pacer::limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use pacer::limit::{Limiter, Quota, RateLimitLayer, RateLimited, Reason};
 use pacer::retry::{Idempotent, RetryLayer};
-use pacer::throttle::{Source, Throttle, ThrottleLayer};
+use pacer::throttle::{PaceLayer, Paced, Source, Throttle};
 use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -136,7 +136,11 @@ async fn a_refused_request_never_reaches_the_server() {
         .clone()
         .oneshot(request(addr, "/v1/campaigns/1/triggers"))
         .await;
-    let Err(Error::RateLimited(limited)) = second else {
+    let Some(limited) = second
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<RateLimited>())
+    else {
         panic!("expected a client-side refusal, got {second:?}");
     };
     assert_eq!(limited.reason(), Reason::MaxWait);
@@ -152,8 +156,7 @@ async fn one_429_slows_every_caller_of_its_key_over_real_http() {
         .max_wait(Duration::from_secs(1))
         .build();
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
-        .layer(ThrottleLayer::keyed(limiter.clone(), api_of))
+        .layer(PaceLayer::keyed(limiter.clone(), api_of))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
     let refused = client
@@ -170,7 +173,11 @@ async fn one_429_slows_every_caller_of_its_key_over_real_http() {
     // Another caller on the same key is held (here: refused at once, since it would wait
     // longer than its 1 s maximum) and never reaches the server...
     let held = client.clone().oneshot(request(addr, "/api/v2/batch")).await;
-    let Err(Error::RateLimited(limited)) = held else {
+    let Some(limited) = held
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<RateLimited>())
+    else {
         panic!("expected the key to be paused, got {held:?}");
     };
     assert!(limited.retry_after().unwrap() > Duration::from_secs(29));
@@ -191,8 +198,7 @@ async fn the_full_stack_retries_a_429_through_the_limiter_over_real_http() {
     let retry = RetryLayer::new();
     let client = ServiceBuilder::new()
         .layer(retry.clone())
-        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
-        .layer(ThrottleLayer::keyed(limiter.clone(), api_of))
+        .layer(PaceLayer::keyed(limiter.clone(), api_of))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
     // A POST is retried only when repeating it is safe, e.g. an event carrying its own id.
@@ -206,5 +212,98 @@ async fn the_full_stack_retries_a_429_through_the_limiter_over_real_http() {
     assert!(start.elapsed() >= Duration::from_millis(50));
     assert_eq!(retry.stats().retries, 1);
     // ...and both attempts went through the limiter: the retry spent a slot of the quota.
+    assert_eq!(limiter.stats().acquired, 2);
+}
+
+/// Arrival instants of the requests an in-memory server saw.
+type Arrivals = Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>;
+
+/// A scripted in-memory server: answers the n-th request (from 0) with `script[n]` (the last
+/// entry repeats), logging arrival instants.
+fn scripted(
+    script: Vec<Response<()>>,
+) -> (
+    impl tower::Service<Request<()>, Response = Response<()>, Error = Infallible, Future = impl Send>
+        + Clone
+        + Send,
+    Arrivals,
+) {
+    let script = Arc::new(script);
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let arrivals = Arc::clone(&log);
+    let service = tower::service_fn(move |_request: Request<()>| {
+        let mut log = log.lock().unwrap();
+        log.push(tokio::time::Instant::now());
+        let model = &script[(log.len() - 1).min(script.len() - 1)];
+        let mut response = Response::new(());
+        *response.status_mut() = model.status();
+        *response.headers_mut() = model.headers().clone();
+        async move { Ok::<_, Infallible>(response) }
+    });
+    (service, arrivals)
+}
+
+fn answer(status: StatusCode, retry_after: Option<&'static str>) -> Response<()> {
+    let mut response = Response::builder().status(status);
+    if let Some(wait) = retry_after {
+        response = response.header("retry-after", wait);
+    }
+    response.body(()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pace_layer_puts_the_throttle_inside_the_rate_limit() {
+    // A 429 with Retry-After: 5 through PaceLayer pauses the key in the limiter before the
+    // response is handed back, so the next caller, on another clone, waits for it.
+    let (server, arrivals) = scripted(vec![
+        answer(StatusCode::TOO_MANY_REQUESTS, Some("5")),
+        answer(StatusCode::OK, None),
+    ]);
+    let limiter = Limiter::new(Quota::per_second(100));
+    let client = ServiceBuilder::new()
+        .layer(PaceLayer::new(limiter.clone()))
+        .service(server);
+    let start = tokio::time::Instant::now();
+    let refused = client.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Tagged by the throttle on its way out through the rate limit.
+    assert!(refused.extensions().get::<Paced>().is_some());
+    assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(5));
+    let next = client.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals[1] - start, Duration::from_secs(5));
+    assert_eq!(limiter.stats().acquired, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_above_pace_layer_waits_for_a_slot_of_the_quota() {
+    // One request per second, no margin; the server fails the first attempt with a 503 and no
+    // Retry-After. The retry's own backoff is 10 ms, but the retry goes back through the
+    // limiter: it waits for the next slot, a second after the first.
+    let (server, arrivals) = scripted(vec![
+        answer(StatusCode::SERVICE_UNAVAILABLE, None),
+        answer(StatusCode::OK, None),
+    ]);
+    let limiter = Limiter::new(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO));
+    let retry = RetryLayer::new().backoff(
+        pacer::retry::Backoff::new(Duration::from_millis(10), Duration::from_millis(10))
+            .jitter(pacer::retry::Jitter::None),
+    );
+    let client = ServiceBuilder::new()
+        .layer(retry.clone())
+        .layer(PaceLayer::new(limiter.clone()).adaptive(pacer::throttle::Adaptive::off()))
+        .service(server);
+    let start = tokio::time::Instant::now();
+    let response = client
+        .oneshot(Request::get("/").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 2);
+    assert_eq!(arrivals[0] - start, Duration::ZERO);
+    assert_eq!(arrivals[1] - start, Duration::from_secs(1));
+    assert_eq!(retry.stats().retries, 1);
     assert_eq!(limiter.stats().acquired, 2);
 }

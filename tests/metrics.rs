@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{Limiter, Quota};
 use pacer::retry::{Idempotent, RetryLayer};
-use pacer::throttle::ThrottleLayer;
+use pacer::throttle::PaceLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// `name{label=value,...}` of every metric, and its value: a counter's count, a gauge's value,
@@ -68,8 +68,7 @@ async fn run_stack() {
     let stack = |retry: RetryLayer| {
         ServiceBuilder::new()
             .layer(retry)
-            .layer(RateLimitLayer::keyed(limiter.clone(), key))
-            .layer(ThrottleLayer::keyed(limiter.clone(), key))
+            .layer(PaceLayer::keyed(limiter.clone(), key))
             .service_fn(server.clone())
     };
     let client = stack(RetryLayer::new().no_budget());

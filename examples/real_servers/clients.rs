@@ -20,7 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use pacer::customerio::{self, Credentials, Event};
 use pacer::limit::{Limiter, Quota, RateLimitLayer};
 use pacer::retry::RetryLayer;
-use pacer::throttle::ThrottleLayer;
+use pacer::throttle::PaceLayer;
 use serde_json::{json, Map, Value};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -102,8 +102,7 @@ impl Contender {
                 BoxCloneSyncService::new(
                     ServiceBuilder::new()
                         .layer(RetryLayer::new())
-                        .layer(RateLimitLayer::new(limiter.clone()))
-                        .layer(ThrottleLayer::new(limiter.clone()))
+                        .layer(PaceLayer::new(limiter))
                         .service(transport)
                         .map_err(BoxError::from),
                 )

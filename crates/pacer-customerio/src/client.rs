@@ -1,14 +1,13 @@
 //! [`Client`]: the default stack (retry → rate limit per API class → throttle feedback) over any
 //! HTTP service, with one async method per operation.
 
-use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use pacer_limit::{Limiter, Quota, RateLimitLayer};
+use pacer_limit::{Limiter, Quota};
 use pacer_retry::RetryLayer;
-use pacer_throttle::ThrottleLayer;
+use pacer_throttle::PaceLayer;
 use serde_json::{Map, Value};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
@@ -141,12 +140,13 @@ impl ClientBuilder {
         Ok(self.build(crate::https_client(roots)?))
     }
 
-    /// Assembles retry → rate limit (keyed by [`ApiClass`]) → throttle feedback over `http`.
+    /// Assembles retry → pacing ([`PaceLayer`]: rate limit keyed by [`ApiClass`], then throttle
+    /// feedback) over `http`.
     pub fn build<S, RB>(self, http: S) -> Client<RB>
     where
         S: tower::Service<Request<Body>, Response = Response<RB>> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
-        S::Error: StdError + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
         RB: Send + 'static,
     {
         let quotas = self.quotas.clone();
@@ -176,12 +176,13 @@ impl ClientBuilder {
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(self.retry.clone())
-                .layer(RateLimitLayer::keyed(limiter.clone(), api_class_of))
-                // Past the limiter: what holds a slot and awaits its answer.
+                .layer(PaceLayer::keyed(limiter.clone(), api_class_of))
+                // Below the pacing, next to the HTTP service: what holds a slot and awaits its
+                // answer. The throttle calls it in the poll in which the limiter hands over the
+                // request, and reads the answer in the poll its head arrives, so this counts
+                // exactly what it did between the two layers.
                 .layer_fn(move |inner| CountInFlight::new(inner, Arc::clone(&counted)))
-                .layer(ThrottleLayer::keyed(limiter.clone(), api_class_of))
-                .service(http)
-                .map_err(BoxError::from),
+                .service(http),
         );
         Client {
             service,
@@ -305,7 +306,7 @@ where
             .clone()
             .oneshot(request)
             .await
-            .map_err(Error::Transport)?;
+            .map_err(Error::from)?;
         read(response).await
     }
 

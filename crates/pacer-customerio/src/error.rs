@@ -110,7 +110,10 @@ pub enum Error {
     },
     /// 401: wrong or missing credentials (the body is plain text; the key is never echoed).
     Unauthorized,
-    /// Throttled (429) and not resolved by retries.
+    /// Throttled (429) and not resolved by retries: the last answer was a 429, or the server
+    /// asked for a wait beyond what the stack accepts (the throttle layer's
+    /// [`WaitTooLong`](pacer_throttle::WaitTooLong) or the retry layer's
+    /// [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong) of a 429).
     Throttled {
         /// The server's Retry-After, if it gave one (none means a daily quota).
         retry_after: Option<Duration>,
@@ -125,6 +128,10 @@ pub enum Error {
     /// The input cannot make a valid request (empty id, id over 150 bytes, missing credentials).
     InvalidInput(String),
     /// The request did not get an answer: connection, timeout, limiter or retry layer errors.
+    /// It holds the stack's error as it came, so it downcasts to its type: a
+    /// [`RateLimited`](pacer_limit::RateLimited) when the client-side limiter refused it (not
+    /// sent), a [`RetriesExhausted`](pacer_retry::RetriesExhausted) after retries, the HTTP
+    /// client's own error otherwise; [`pacer_retry::find`] looks through the whole chain.
     Transport(Box<dyn StdError + Send + Sync>),
 }
 
@@ -152,6 +159,28 @@ impl fmt::Display for Error {
             Error::InvalidInput(why) => write!(f, "invalid input: {why}"),
             Error::Transport(error) => write!(f, "request failed: {error}"),
         }
+    }
+}
+
+impl From<Box<dyn StdError + Send + Sync>> for Error {
+    /// Maps an error of the stack (its `BoxError`) by downcasting: a server's 429 wait that
+    /// is too long (the throttle layer's [`WaitTooLong`](pacer_throttle::WaitTooLong), the
+    /// retry layer's [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong)) becomes
+    /// [`Error::Throttled`] with that wait; anything else [`Error::Transport`], unchanged.
+    fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
+        let throttled = |status: StatusCode, wait: Duration| {
+            (status == StatusCode::TOO_MANY_REQUESTS).then_some(Error::Throttled {
+                retry_after: Some(wait),
+            })
+        };
+        let mapped = if let Some(too_long) = error.downcast_ref::<pacer_throttle::WaitTooLong>() {
+            throttled(too_long.status(), too_long.wait())
+        } else if let Some(too_long) = error.downcast_ref::<pacer_retry::ServerWaitTooLong>() {
+            throttled(too_long.status(), too_long.wait())
+        } else {
+            None
+        };
+        mapped.unwrap_or(Error::Transport(error))
     }
 }
 

@@ -201,3 +201,51 @@ async fn queue_stats_show_waiting_in_flight_and_paused() {
     let done = client.queue_stats(ApiClass::Track);
     assert_eq!((done.waiting, done.in_flight), (0, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn stack_errors_map_by_downcast() {
+    // A 429 asking for longer than the throttle layer's 60 s cap: Throttled, with the wait.
+    let http = tower::service_fn(|_request: Request<Body>| async {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"slow down")));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+            .headers_mut()
+            .insert("retry-after", http::HeaderValue::from_static("600"));
+        Ok::<_, Infallible>(response)
+    });
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let error = client
+        .track("1", pacer_customerio::Event::new("x"))
+        .await
+        .unwrap_err();
+    let Error::Throttled { retry_after } = error else {
+        panic!("expected Throttled, got {error:?}");
+    };
+    assert_eq!(retry_after, Some(Duration::from_secs(600)));
+
+    // The HTTP client's own error: Transport, downcastable to its type.
+    let http = tower::service_fn(|_request: Request<Body>| async {
+        Err::<Response<Full<Bytes>>, _>(std::io::Error::other("certificate expired"))
+    });
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    let error = client
+        .track("1", pacer_customerio::Event::new("x"))
+        .await
+        .unwrap_err();
+    let Error::Transport(transport) = error else {
+        panic!("expected Transport, got {error:?}");
+    };
+    assert_eq!(
+        transport
+            .downcast_ref::<std::io::Error>()
+            .unwrap()
+            .to_string(),
+        "certificate expired"
+    );
+}

@@ -4,6 +4,22 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
+/// A type-erased error, as tower's `BoxError`: what the [`RateLimit`](crate::RateLimit) service
+/// fails with, as tower's own middleware (`Buffer`, `Timeout`, `LoadShed`) do. It is either the
+/// limiter's refusal, a [`RateLimited`], or the inner service's error converted with
+/// `Into<BoxError>` and otherwise untouched. Tell them apart by downcasting:
+///
+/// ```
+/// # use pacer_limit::{BoxError, RateLimited};
+/// fn describe(error: &BoxError) -> String {
+///     match error.downcast_ref::<RateLimited>() {
+///         Some(limited) => format!("not sent, try again in {:?}", limited.retry_after()),
+///         None => format!("the service failed: {error}"),
+///     }
+/// }
+/// ```
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// Why a request was refused without being sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -18,6 +34,10 @@ pub enum Reason {
 /// exceed the quota, and waiting for its turn is not allowed (see
 /// [`LimiterBuilder::max_wait`](crate::LimiterBuilder::max_wait) and
 /// [`LimiterBuilder::max_queue`](crate::LimiterBuilder::max_queue)).
+///
+/// Returned by [`Limiter::acquire`](crate::Limiter::acquire) as is, and by the
+/// [`RateLimit`](crate::RateLimit) service boxed in a [`BoxError`]:
+/// `error.downcast_ref::<RateLimited>()`. The request was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimited {
     retry_after: Option<Duration>,
@@ -61,57 +81,3 @@ impl fmt::Display for RateLimited {
 }
 
 impl StdError for RateLimited {}
-
-/// The error of the [`RateLimit`](crate::RateLimit) service: refused by the limiter, or an error
-/// of the inner service, kept with its type so that layers above can classify it.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error<E> {
-    /// The limiter refused the request; it was not sent.
-    RateLimited(RateLimited),
-    /// The inner service failed, in `poll_ready` or in its response future.
-    Inner(E),
-}
-
-impl<E> Error<E> {
-    /// The limiter's refusal, if that is what this is.
-    #[must_use]
-    pub fn as_rate_limited(&self) -> Option<&RateLimited> {
-        match self {
-            Error::RateLimited(limited) => Some(limited),
-            Error::Inner(_) => None,
-        }
-    }
-
-    /// The inner service's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Error::Inner(inner) => Some(inner),
-            Error::RateLimited(_) => None,
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for Error<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::RateLimited(limited) => limited.fmt(f),
-            Error::Inner(inner) => write!(f, "inner service failed: {inner}"),
-        }
-    }
-}
-
-impl<E: StdError + 'static> StdError for Error<E> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Error::RateLimited(limited) => Some(limited),
-            Error::Inner(inner) => Some(inner),
-        }
-    }
-}
-
-impl<E> From<RateLimited> for Error<E> {
-    fn from(limited: RateLimited) -> Self {
-        Error::RateLimited(limited)
-    }
-}

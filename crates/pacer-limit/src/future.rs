@@ -9,11 +9,15 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::acquire::Acquire;
-use crate::error::Error;
+use crate::error::BoxError;
 use crate::limiter::Key;
 
 pin_project! {
     /// Waits for a slot, then for the inner service's readiness, then for its response.
+    ///
+    /// Fails with a [`RateLimited`](crate::RateLimited) (boxed) when the limiter refuses the
+    /// request, or with the inner service's error, converted into a [`BoxError`] and otherwise
+    /// unchanged.
     pub struct ResponseFuture<S: Service<R>, R, K: Key> {
         #[pin]
         state: State<S::Future, K>,
@@ -41,25 +45,30 @@ impl<S: Service<R>, R, K: Key> ResponseFuture<S, R, K> {
     }
 }
 
-impl<S: Service<R>, R, K: Key> Future for ResponseFuture<S, R, K> {
-    type Output = Result<S::Response, Error<S::Error>>;
+impl<S, R, K> Future for ResponseFuture<S, R, K>
+where
+    S: Service<R>,
+    S::Error: Into<BoxError>,
+    K: Key,
+{
+    type Output = Result<S::Response, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let this = self.as_mut().project();
             match this.state.project() {
                 StateProj::Acquiring { acquire } => {
-                    ready!(acquire.poll(cx)).map_err(Error::RateLimited)?;
+                    ready!(acquire.poll(cx)).map_err(BoxError::from)?;
                     self.as_mut().project().state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    ready!(this.service.poll_ready(cx)).map_err(Error::Inner)?;
+                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
                     let request = this.request.take().expect("the request is taken only once");
                     let future = this.service.call(request);
                     self.as_mut().project().state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => {
-                    return future.poll(cx).map_err(Error::Inner);
+                    return future.poll(cx).map_err(Into::into);
                 }
             }
         }

@@ -79,7 +79,7 @@ mod stats;
 
 pub use acquire::Acquire;
 pub use builder::LimiterBuilder;
-pub use error::{Error, RateLimited, Reason};
+pub use error::{BoxError, RateLimited, Reason};
 pub use future::ResponseFuture;
 pub use key::{GlobalKey, KeyExtractor};
 pub use layer::RateLimitLayer;

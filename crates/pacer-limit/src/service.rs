@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower_service::Service;
 
-use crate::error::Error;
+use crate::error::BoxError;
 use crate::future::ResponseFuture;
 use crate::key::{GlobalKey, KeyExtractor};
 use crate::layer::RateLimitLayer;
@@ -17,6 +17,12 @@ use crate::limiter::{Key, Limiter};
 /// the waiting happens in the [`ResponseFuture`]: first a slot of the key (FIFO), then the inner
 /// service's own readiness, then the call. Each call uses a fresh clone of the inner service,
 /// which is why `S: Clone`; the clone is driven to readiness before it is called.
+///
+/// # Errors
+/// A [`BoxError`], as tower's own middleware: a [`RateLimited`](crate::RateLimited) when the
+/// limiter refused the request (it was not sent), or the inner service's error, converted with
+/// `Into<BoxError>` and otherwise unchanged (an inner `BoxError` passes through as it is), so
+/// `error.downcast_ref::<RateLimited>()` or `downcast_ref::<std::io::Error>()` tells them apart.
 #[derive(Debug)]
 pub struct RateLimit<S, K = (), X = GlobalKey> {
     inner: S,
@@ -84,11 +90,12 @@ impl<S: Clone, K, X: Clone> Clone for RateLimit<S, K, X> {
 impl<S, B, K, X> Service<Request<B>> for RateLimit<S, K, X>
 where
     S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
     K: Key,
     X: KeyExtractor<B, Key = K>,
 {
     type Response = S::Response;
-    type Error = Error<S::Error>;
+    type Error = BoxError;
     type Future = ResponseFuture<S, Request<B>, K>;
 
     #[inline]

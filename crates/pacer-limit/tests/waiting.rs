@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Recorder;
 use http::Request;
-use pacer_limit::{Error, Limiter, Quota, RateLimitLayer, Reason};
+use pacer_limit::{Limiter, Quota, RateLimitLayer, RateLimited, Reason};
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 use tower::{Layer, ServiceExt};
@@ -251,7 +251,11 @@ async fn a_request_that_would_wait_too_long_fails_at_once() {
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 3);
     for result in &results[3..] {
-        let Err(Error::RateLimited(limited)) = result else {
+        let Some(limited) = result
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<RateLimited>())
+        else {
             panic!("expected a refusal, got {result:?}");
         };
         assert_eq!(limited.reason(), Reason::MaxWait);

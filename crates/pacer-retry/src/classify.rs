@@ -33,7 +33,8 @@ impl RetryReason {
 }
 
 /// Decides whether a result is worth another attempt. Implemented by [`DefaultClassifier`] and
-/// by any `Fn(&Result<Response<B>, E>) -> Option<RetryReason>`.
+/// by any `Fn(&Result<Response<B>, E>) -> Option<RetryReason>`. The [`Retry`](crate::Retry)
+/// service classifies its attempts with `E` = [`BoxError`](crate::BoxError).
 pub trait Classify<B, E> {
     /// `Some(reason)` to retry (when the request may be repeated), `None` to return the result.
     fn classify(&self, result: &Result<Response<B>, E>) -> Option<RetryReason>;
@@ -68,8 +69,8 @@ impl DefaultClassifier {
     ];
 }
 
-impl<B, E: StdError + 'static> Classify<B, E> for DefaultClassifier {
-    fn classify(&self, result: &Result<Response<B>, E>) -> Option<RetryReason> {
+impl<B> Classify<B, crate::BoxError> for DefaultClassifier {
+    fn classify(&self, result: &Result<Response<B>, crate::BoxError>) -> Option<RetryReason> {
         match result {
             Ok(response) => {
                 let status = response.status();
@@ -77,7 +78,7 @@ impl<B, E: StdError + 'static> Classify<B, E> for DefaultClassifier {
                     .contains(&status)
                     .then_some(RetryReason::Status(status))
             }
-            Err(error) => classify_error(error),
+            Err(error) => classify_error(&**error),
         }
     }
 }

@@ -1,60 +1,248 @@
-//! Errors of the retry layer.
+//! Errors of the retry layer, and [`find`] for a typed error anywhere in a source chain.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-/// The error of the [`Retry`](crate::Retry) service.
-#[derive(Debug)]
+use http::StatusCode;
+
+use crate::classify::RetryReason;
+
+/// A type-erased error, as tower's `BoxError` (the same type as `pacer_limit::BoxError` and
+/// [`pacer_throttle::BoxError`]): what the [`Retry`](crate::Retry) service fails with. Which
+/// error it holds when is in the [crate docs](crate#errors).
+pub use pacer_throttle::BoxError;
+
+/// The layer's per-attempt timeout (see
+/// [`RetryLayer::attempt_timeout`](crate::RetryLayer::attempt_timeout)) cancelled an attempt
+/// and the layer did not retry it. After retries, it is the [`source`](StdError::source) of a
+/// [`RetriesExhausted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Error<E> {
-    /// The inner service's error from the last attempt, returned as it was when it was not
-    /// worth retrying or when retries ran out (attempts, budget or deadline).
-    Inner(E),
-    /// The last attempt did not finish within the per-attempt timeout.
-    TimedOut {
-        /// Attempts made, the timed-out one included.
-        attempts: u32,
-    },
-    /// The server asked for a wait longer than the layer accepts to sleep.
-    ServerWaitTooLong {
-        /// What the server asked for.
-        wait: Duration,
-        /// The longest wait the layer honours.
-        max: Duration,
-    },
+pub struct AttemptTimedOut {
+    attempt: u32,
+    timeout: Duration,
 }
 
-impl<E> Error<E> {
-    /// The inner service's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Error::Inner(inner) => Some(inner),
-            _ => None,
-        }
+impl AttemptTimedOut {
+    pub(crate) fn new(attempt: u32, timeout: Duration) -> Self {
+        Self { attempt, timeout }
+    }
+
+    /// Which attempt timed out, counting from 1 (the first attempt).
+    #[must_use]
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The per-attempt timeout it exceeded.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+impl fmt::Display for AttemptTimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "attempt {} did not finish within {:?}",
+            self.attempt, self.timeout
+        )
+    }
+}
+
+impl StdError for AttemptTimedOut {}
+
+/// The server answered with a retryable status and asked for a wait (Retry-After, or a reset
+/// with nothing remaining) longer than the layer accepts to sleep (see
+/// [`RetryLayer::max_server_wait`](crate::RetryLayer::max_server_wait)); the answer is dropped
+/// and the request ends with this error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerWaitTooLong {
+    status: StatusCode,
+    wait: Duration,
+    max: Duration,
+    attempts: u32,
+}
+
+impl ServerWaitTooLong {
+    pub(crate) fn new(status: StatusCode, wait: Duration, max: Duration, attempts: u32) -> Self {
+        Self {
+            status,
+            wait,
+            max,
+            attempts,
+        }
+    }
+
+    /// The status of the answer (429 or 503, say).
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The wait the server asked for.
+    #[must_use]
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The longest wait the layer honours.
+    #[must_use]
+    pub fn max(&self) -> Duration {
+        self.max
+    }
+
+    /// Attempts made, the last one included.
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+impl fmt::Display for ServerWaitTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server answered {} and asked to wait {:?} before retrying, beyond the {:?} limit; gave up after {} attempt(s)",
+            self.status, self.wait, self.max, self.attempts
+        )
+    }
+}
+
+impl StdError for ServerWaitTooLong {}
+
+/// Why the retry layer stopped retrying a retryable failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GaveUp {
+    /// The attempt limit ([`RetryLayer::max_attempts`](crate::RetryLayer::max_attempts)).
+    Attempts,
+    /// Another attempt would end past the deadline
+    /// ([`RetryLayer::max_elapsed`](crate::RetryLayer::max_elapsed) or a
+    /// [`Deadline`](crate::Deadline)).
+    Deadline,
+    /// The retry budget shared by the layer's clones was spent.
+    Budget,
+    /// The last failure may have reached the server and the request may not be repeated (a
+    /// POST without an idempotency mark).
+    NotRepeatable,
+}
+
+impl GaveUp {
+    fn describe(self) -> &'static str {
         match self {
-            Error::Inner(inner) => write!(f, "inner service failed: {inner}"),
-            Error::TimedOut { attempts } => {
-                write!(f, "attempt {attempts} timed out; gave up")
-            }
-            Error::ServerWaitTooLong { wait, max } => write!(
-                f,
-                "server asked to wait {wait:?} before retrying, beyond the {max:?} limit; gave up"
-            ),
+            GaveUp::Attempts => "the attempt limit was reached",
+            GaveUp::Deadline => "another attempt would end past the deadline",
+            GaveUp::Budget => "the retry budget is spent",
+            GaveUp::NotRepeatable => "the request may not be repeated",
         }
     }
 }
 
-impl<E: StdError + 'static> StdError for Error<E> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Error::Inner(inner) => Some(inner),
-            _ => None,
+/// The request was retried at least once, and the layer then gave up on a retryable failure.
+/// Its [`source`](StdError::source) is the last attempt's error: the inner service's error as
+/// it was, or an [`AttemptTimedOut`].
+///
+/// A request that failed on its first attempt and was not retried fails with that attempt's
+/// error unwrapped, and a failure not worth retrying is never wrapped: see
+/// the [crate docs](crate#errors) for the whole table, and [`find`] to look for a type in the
+/// chain.
+#[derive(Debug)]
+pub struct RetriesExhausted {
+    attempts: u32,
+    reason: RetryReason,
+    why: GaveUp,
+    last: BoxError,
+}
+
+impl RetriesExhausted {
+    pub(crate) fn new(attempts: u32, reason: RetryReason, why: GaveUp, last: BoxError) -> Self {
+        Self {
+            attempts,
+            reason,
+            why,
+            last,
         }
     }
+
+    /// Attempts made, the first and the last included (at least 2).
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// What made the last attempt retryable.
+    #[must_use]
+    pub fn reason(&self) -> RetryReason {
+        self.reason
+    }
+
+    /// Why the layer stopped.
+    #[must_use]
+    pub fn why(&self) -> GaveUp {
+        self.why
+    }
+
+    /// The last attempt's error (also its [`source`](StdError::source)).
+    #[must_use]
+    pub fn last_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        &*self.last
+    }
+
+    /// Unwraps the last attempt's error.
+    #[must_use]
+    pub fn into_last_error(self) -> BoxError {
+        self.last
+    }
+}
+
+impl fmt::Display for RetriesExhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gave up after {} attempts ({}): {}",
+            self.attempts,
+            self.why.describe(),
+            self.last
+        )
+    }
+}
+
+impl StdError for RetriesExhausted {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.last)
+    }
+}
+
+/// The first error of type `T` in `error`'s source chain, `error` itself included: e.g. the
+/// `std::io::Error` under a [`RetriesExhausted`] and a hyper error, or a `RateLimited` wherever
+/// a custom classifier or another layer wrapped it.
+///
+/// ```
+/// use pacer_retry::{find, AttemptTimedOut, BoxError, RetriesExhausted};
+///
+/// fn timed_out(error: &BoxError) -> bool {
+///     find::<AttemptTimedOut>(&**error).is_some()
+/// }
+/// fn retried(error: &BoxError) -> Option<u32> {
+///     find::<RetriesExhausted>(&**error).map(RetriesExhausted::attempts)
+/// }
+/// let io: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+/// assert!(find::<std::io::Error>(&*io).is_some());
+/// assert!(!timed_out(&io));
+/// assert_eq!(retried(&io), None);
+/// ```
+#[must_use]
+pub fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = error.source();
+    }
+    None
 }

@@ -16,7 +16,7 @@ use tower::retry::budget::Budget;
 use tower_service::Service;
 
 use crate::classify::{Classify, RetryReason};
-use crate::error::Error;
+use crate::error::{AttemptTimedOut, BoxError, GaveUp, RetriesExhausted, ServerWaitTooLong};
 use crate::layer::Shared;
 use crate::metrics;
 use crate::request::{copy_request, ReplayBody};
@@ -114,10 +114,11 @@ fn attempt_timeout<C, P>(shared: &Shared<C, P>) -> Option<Pin<Box<Sleep>>> {
 impl<S, B, RB, C, P> Future for ResponseFuture<S, B, C, P>
 where
     S: Service<Request<B>, Response = Response<RB>>,
-    C: Classify<RB, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<RB, BoxError>,
     P: ReplayBody<B>,
 {
-    type Output = Result<Response<RB>, Error<S::Error>>;
+    type Output = Result<Response<RB>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -125,7 +126,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { attempt, timeout } => {
                     let outcome = match attempt.poll(cx) {
-                        Poll::Ready(result) => Some(result),
+                        Poll::Ready(result) => Some(result.map_err(Into::into)),
                         Poll::Pending => match timeout {
                             Some(timeout) => {
                                 ready!(timeout.as_mut().poll(cx));
@@ -157,7 +158,8 @@ where
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    ready!(this.service.poll_ready(cx)).map_err(Error::Inner)?;
+                    // A readiness error is not an attempt's: it passes through unchanged.
+                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
                     let template = this.template.as_ref().expect("a retry has a template");
                     let body = this
                         .shared
@@ -180,18 +182,41 @@ fn give_up(counter: &std::sync::atomic::AtomicU64, why: &'static str, reason: &R
     metrics::gave_up(why, reason);
 }
 
+/// What the caller gets when the layer stops after attempt number `attempts`: an answer as
+/// it is; the attempt's error (or an [`AttemptTimedOut`] when `outcome` is `None`) unwrapped
+/// when the request was sent once or the failure is not retryable (`gave_up` is `None`), in a
+/// [`RetriesExhausted`] when it was retried and the layer gave up on a retryable failure.
+fn give_back<RB>(
+    outcome: Option<Result<Response<RB>, BoxError>>,
+    attempts: u32,
+    timeout: Option<Duration>,
+    gave_up: Option<(GaveUp, RetryReason)>,
+) -> Result<Response<RB>, BoxError> {
+    let last = match outcome {
+        Some(Ok(response)) => return Ok(response),
+        Some(Err(error)) => error,
+        None => Box::new(AttemptTimedOut::new(attempts, timeout.unwrap_or_default())),
+    };
+    match gave_up {
+        Some((why, reason)) if attempts > 1 => {
+            Err(Box::new(RetriesExhausted::new(attempts, reason, why, last)))
+        }
+        _ => Err(last),
+    }
+}
+
 /// Decides after attempt number `attempts`; `outcome` is `None` when it timed out.
-fn decide<RB, E, C, P>(
+fn decide<RB, C, P>(
     shared: &Shared<C, P>,
-    outcome: Option<Result<Response<RB>, E>>,
+    outcome: Option<Result<Response<RB>, BoxError>>,
     attempts: u32,
     replayable: bool,
     repeatable: bool,
     deadline: Option<Instant>,
     previous_delay: &mut Duration,
-) -> Decision<Result<Response<RB>, Error<E>>>
+) -> Decision<Result<Response<RB>, BoxError>>
 where
-    C: Classify<RB, E>,
+    C: Classify<RB, BoxError>,
 {
     let counters = &shared.state.counters;
     let config = &shared.config;
@@ -199,13 +224,11 @@ where
         None => Some(RetryReason::Timeout),
         Some(result) => shared.classifier.classify(result),
     };
-    let give_back = |outcome: Option<Result<Response<RB>, E>>| match outcome {
-        Some(result) => result.map_err(Error::Inner),
-        None => Err(Error::TimedOut { attempts }),
-    };
+    let timeout = config.attempt_timeout;
     let Some(reason) = reason else {
-        return Decision::Return(give_back(outcome));
+        return Decision::Return(give_back(outcome, attempts, timeout, None));
     };
+    let gave_up = |why| Some((why, reason));
     if !replayable || !(repeatable || reason.request_not_processed()) {
         give_up(&counters.not_repeatable, "not_repeatable", &reason);
         tracing::debug!(
@@ -214,24 +237,28 @@ where
             replayable,
             "retryable failure, but the request may not be repeated"
         );
-        return Decision::Return(give_back(outcome));
+        let why = gave_up(GaveUp::NotRepeatable);
+        return Decision::Return(give_back(outcome, attempts, timeout, why));
     }
     if attempts >= config.max_attempts {
         give_up(&counters.exhausted, "exhausted", &reason);
         tracing::info!(?reason, attempts, "gave up: attempts exhausted");
-        return Decision::Return(give_back(outcome));
+        let why = gave_up(GaveUp::Attempts);
+        return Decision::Return(give_back(outcome, attempts, timeout, why));
     }
-    let server_wait = match &outcome {
-        Some(Ok(response)) => server_wait(response.headers(), response.extensions()),
-        _ => None,
+    let (server_wait, status) = match &outcome {
+        Some(Ok(response)) => (
+            server_wait(response.headers(), response.extensions()),
+            Some(response.status()),
+        ),
+        _ => (None, None),
     };
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {
         give_up(&counters.server_wait_too_long, "server_wait", &reason);
         tracing::warn!(?wait, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
-        return Decision::Return(Err(Error::ServerWaitTooLong {
-            wait,
-            max: config.max_server_wait,
-        }));
+        let status = status.expect("a server wait comes with an answer");
+        let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait, attempts);
+        return Decision::Return(Err(Box::new(too_long)));
     }
     // A refusal a throttle layer fed back to its limiter: the retry waits for the key's next
     // slot at the slowed rate, which is the backoff. Another would only idle the slot.
@@ -255,13 +282,15 @@ where
             ?delay,
             "gave up: the next attempt would end past the deadline"
         );
-        return Decision::Return(give_back(outcome));
+        let why = gave_up(GaveUp::Deadline);
+        return Decision::Return(give_back(outcome, attempts, timeout, why));
     }
     if let Some(budget) = &shared.state.budget {
         if !budget.withdraw() {
             give_up(&counters.budget_spent, "budget", &reason);
             tracing::info!(?reason, attempts, "gave up: retry budget spent");
-            return Decision::Return(give_back(outcome));
+            let why = gave_up(GaveUp::Budget);
+            return Decision::Return(give_back(outcome, attempts, timeout, why));
         }
     }
     Counters::bump(&counters.retries);

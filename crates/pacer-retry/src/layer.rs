@@ -114,6 +114,9 @@ impl<C, P> RetryLayer<C, P> {
     }
 
     /// Cancels an attempt that takes longer than `timeout` and counts it as a retryable timeout.
+    /// When the layer does not retry it, the request fails with an
+    /// [`AttemptTimedOut`](crate::AttemptTimedOut) (the [`source`](std::error::Error::source)
+    /// of a [`RetriesExhausted`](crate::RetriesExhausted) after retries).
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.config.attempt_timeout = Some(timeout);
         self
@@ -121,7 +124,7 @@ impl<C, P> RetryLayer<C, P> {
 
     /// The longest server-requested wait (Retry-After, or a reset with nothing remaining) that
     /// is honoured (default 60 s). A longer one ends the request with
-    /// [`Error::ServerWaitTooLong`](crate::Error::ServerWaitTooLong): sleeping for a day is
+    /// [`ServerWaitTooLong`](crate::ServerWaitTooLong): sleeping for a day is
     /// never what the caller wanted.
     pub fn max_server_wait(mut self, max: Duration) -> Self {
         self.config.max_server_wait = max;

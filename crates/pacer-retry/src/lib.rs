@@ -9,7 +9,7 @@
 //!   (default), equal, decorrelated or no [`Jitter`]; the hint is the response's
 //!   [`Throttle`](pacer_throttle::Throttle) (Retry-After, or a reset with nothing remaining).
 //!   A hint beyond `max_server_wait` (60 s) ends the request with
-//!   [`Error::ServerWaitTooLong`]. A refusal the throttle layer fed back to its limiter
+//!   [`ServerWaitTooLong`]. A refusal the throttle layer fed back to its limiter
 //!   (marked [`Paced`](pacer_throttle::Paced)) waits only for the hint: the retry then waits
 //!   for the key's next slot at its slowed rate, which is the backoff.
 //! - **When to stop**: `max_attempts` (3, the first included), a total deadline
@@ -27,6 +27,25 @@
 //! inner service must be `Clone`, as hyper-util's client and every pacer layer are. Put the
 //! layer *outside* the rate limiter: every attempt then waits for, and spends, a slot of the
 //! quota.
+//!
+//! # Errors
+//!
+//! The service fails with a [`BoxError`], as tower's own middleware (`Buffer`, `Timeout`,
+//! `LoadShed`); the inner service needs only `S::Error: Into<BoxError>`, so the pacer layers
+//! and any tower service stack under it. What the error holds, and how to tell:
+//!
+//! | the request | the error | downcast to |
+//! |---|---|---|
+//! | failed in a way not worth retrying: an inner error the classifier does not retry, a limiter's refusal, a throttle's wait too long | the inner error, unchanged | its own type: [`RateLimited`](https://docs.rs/pacer-limit/latest/pacer_limit/struct.RateLimited.html), [`WaitTooLong`](pacer_throttle::WaitTooLong), `std::io::Error`, … |
+//! | failed on its first attempt in a retryable way and was not retried (attempt limit, budget, deadline, not repeatable) | the inner error, unchanged | its own type |
+//! | timed out on its first attempt and was not retried | [`AttemptTimedOut`] | [`AttemptTimedOut`] |
+//! | was retried, then the layer gave up on a retryable failure | [`RetriesExhausted`]; its [`source`](std::error::Error::source) is the last attempt's error (the inner error, or an [`AttemptTimedOut`]) | [`RetriesExhausted`], or [`find`] for the last error |
+//! | got an answer asking for a wait beyond `max_server_wait` | [`ServerWaitTooLong`] (the answer is dropped) | [`ServerWaitTooLong`] |
+//! | got a retryable answer (a 503, say) and the layer gave up | none: the answer is returned | — |
+//!
+//! So a client-side `RateLimited` or a `WaitTooLong` from the layers below is always at the top
+//! (with the [`DefaultClassifier`], which retries neither), and
+//! [`find`] finds any type wherever it is in the chain.
 //!
 //! # Why not `tower::retry::Retry` with a `Policy`
 //! The budget is tower's own [`TpsBudget`](tower::retry::budget::TpsBudget). The service is our
@@ -80,7 +99,7 @@ mod stats;
 
 pub use backoff::{Backoff, Jitter};
 pub use classify::{classify_error, Classify, DefaultClassifier, RetryReason};
-pub use error::Error;
+pub use error::{find, AttemptTimedOut, BoxError, GaveUp, RetriesExhausted, ServerWaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use request::{is_repeatable, CloneBody, Deadline, Idempotent, NoReplay, ReplayBody};

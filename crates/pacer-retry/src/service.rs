@@ -9,13 +9,20 @@ use tower::retry::budget::Budget;
 use tower_service::Service;
 
 use crate::classify::Classify;
-use crate::error::Error;
+use crate::error::BoxError;
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 use crate::request::{copy_request, is_repeatable, Deadline, ReplayBody};
 use crate::stats::Counters;
 
 /// The service built by [`RetryLayer`](crate::RetryLayer).
+///
+/// # Errors
+/// A [`BoxError`], as tower's own middleware: the inner service's error unchanged, or one of
+/// this layer's [`AttemptTimedOut`](crate::AttemptTimedOut),
+/// [`ServerWaitTooLong`](crate::ServerWaitTooLong) and
+/// [`RetriesExhausted`](crate::RetriesExhausted); which when is in the
+/// [crate docs](crate#errors).
 #[derive(Debug)]
 pub struct Retry<S, C, P> {
     inner: S,
@@ -50,15 +57,16 @@ impl<S: Clone, C, P> Clone for Retry<S, C, P> {
 impl<S, B, RB, C, P> Service<Request<B>> for Retry<S, C, P>
 where
     S: Service<Request<B>, Response = Response<RB>> + Clone,
-    C: Classify<RB, S::Error>,
+    S::Error: Into<BoxError>,
+    C: Classify<RB, BoxError>,
     P: ReplayBody<B>,
 {
     type Response = Response<RB>;
-    type Error = Error<S::Error>;
+    type Error = BoxError;
     type Future = ResponseFuture<S, B, C, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Request, Response, StatusCode};
-use pacer_retry::{Backoff, Deadline, Error, Idempotent, Jitter, RetryLayer};
+use pacer_retry::{
+    find, AttemptTimedOut, Backoff, Deadline, GaveUp, Idempotent, Jitter, RetriesExhausted,
+    RetryLayer, RetryReason, ServerWaitTooLong,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::time::Instant;
@@ -62,7 +65,7 @@ fn with_header(code: u16, name: &'static str, value: String) -> Result<Response<
         .unwrap())
 }
 
-type Client = tower::util::BoxCloneService<Request<String>, Response<()>, Error<std::io::Error>>;
+type Client = tower::util::BoxCloneService<Request<String>, Response<()>, BoxError>;
 
 fn client(layer: RetryLayer, server: &Scripted) -> Client {
     let server = server.clone();
@@ -176,11 +179,13 @@ async fn a_server_wait_beyond_the_limit_gives_up_at_once() {
     let server = Scripted::new(vec![with_header(429, "retry-after", "86400".into())]);
     let start = Instant::now();
     let error = client(seeded(), &server).oneshot(get()).await.unwrap_err();
-    let Error::ServerWaitTooLong { wait, max } = error else {
+    let Some(too_long) = error.downcast_ref::<ServerWaitTooLong>() else {
         panic!("expected ServerWaitTooLong, got {error:?}");
     };
-    assert!(wait > Duration::from_secs(60));
-    assert_eq!(max, Duration::from_secs(60));
+    assert!(too_long.wait() > Duration::from_secs(60));
+    assert_eq!(too_long.max(), Duration::from_secs(60));
+    assert_eq!(too_long.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(too_long.attempts(), 1);
     assert_eq!(server.arrivals().len(), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -193,12 +198,52 @@ async fn attempts_are_capped_and_the_last_result_returned() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(server.arrivals().len(), 4);
     assert_eq!(layer.stats().exhausted, 1);
-    // Errors come back as the inner error, source chain intact.
+    // Errors come back in a RetriesExhausted whose source is the last attempt's error.
     let server = Scripted::new(vec![Err("reset")]);
     let error = client(seeded(), &server).oneshot(get()).await.unwrap_err();
-    let inner = error.into_inner().unwrap();
+    let exhausted = error.downcast_ref::<RetriesExhausted>().unwrap();
+    assert_eq!(exhausted.attempts(), 3);
+    assert_eq!(exhausted.why(), GaveUp::Attempts);
+    assert_eq!(exhausted.reason(), RetryReason::Connection);
+    let inner = exhausted
+        .last_error()
+        .downcast_ref::<std::io::Error>()
+        .unwrap();
     assert_eq!(inner.kind(), std::io::ErrorKind::ConnectionReset);
+    let source = std::error::Error::source(exhausted).unwrap();
+    assert!(source.is::<std::io::Error>());
+    assert_eq!(
+        find::<std::io::Error>(&*error).unwrap().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
     assert_eq!(server.arrivals().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_error_of_a_request_sent_once_or_not_worth_retrying_is_unwrapped() {
+    // Sent once: a POST that may not be repeated, after a reset.
+    let server = Scripted::new(vec![Err("reset")]);
+    let post = Request::post("/").body(String::new()).unwrap();
+    let error = client(seeded(), &server).oneshot(post).await.unwrap_err();
+    let inner = error.downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(inner.kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(server.arrivals().len(), 1);
+    // Sent once: no retries allowed.
+    let server = Scripted::new(vec![Err("reset")]);
+    let error = client(seeded().max_attempts(1), &server)
+        .oneshot(get())
+        .await
+        .unwrap_err();
+    assert!(error.is::<std::io::Error>(), "{error:?}");
+    // Retried once, then a failure not worth retrying: returned as it is.
+    let server = Scripted::new(vec![status(503), Err("certificate expired")]);
+    let error = client(seeded(), &server).oneshot(get()).await.unwrap_err();
+    assert!(error.downcast_ref::<RetriesExhausted>().is_none());
+    assert_eq!(
+        error.downcast_ref::<std::io::Error>().unwrap().to_string(),
+        "certificate expired"
+    );
+    assert_eq!(server.arrivals().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,10 +408,27 @@ async fn a_slow_attempt_is_cut_and_retried() {
         .call(get())
         .await
         .unwrap_err();
-    assert!(
-        matches!(error, Error::TimedOut { attempts: 2 }),
-        "{error:?}"
-    );
+    let exhausted = error.downcast_ref::<RetriesExhausted>().unwrap();
+    assert_eq!(exhausted.attempts(), 2);
+    assert_eq!(exhausted.reason(), RetryReason::Timeout);
+    let timed_out = find::<AttemptTimedOut>(&*error).unwrap();
+    assert_eq!(timed_out.attempt(), 2);
+    assert_eq!(timed_out.timeout(), Duration::from_secs(1));
+
+    // A single attempt that hangs fails with the timeout itself.
+    let mut once = ServiceBuilder::new()
+        .layer(
+            seeded()
+                .attempt_timeout(Duration::from_secs(1))
+                .max_attempts(1),
+        )
+        .service_fn(|_request: Request<String>| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, Infallible>(Response::new(()))
+        });
+    let error = once.ready().await.unwrap().call(get()).await.unwrap_err();
+    let timed_out = error.downcast_ref::<AttemptTimedOut>().unwrap();
+    assert_eq!(timed_out.attempt(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,9 +6,19 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+/// A type-erased error, as tower's `BoxError` (the same type as [`pacer_limit::BoxError`]): what
+/// the [`Throttled`](crate::Throttled) service fails with. It is either a [`WaitTooLong`] or the
+/// inner service's error, converted with `Into<BoxError>` and otherwise untouched: downcast it to
+/// tell them apart.
+pub use pacer_limit::BoxError;
+
 /// The server refused a request and asked for a wait longer than the layer's cap. The key was
 /// paused for the cap only, so one lying or misconfigured server cannot stall the process for a
 /// day; the request fails rather than look like it could be retried soon.
+///
+/// The [`Throttled`](crate::Throttled) service returns it boxed in a [`BoxError`]:
+/// `error.downcast_ref::<WaitTooLong>()`. `pacer-retry`'s default classifier does not retry it, so it
+/// reaches the top of a full stack as it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WaitTooLong {
     pub(crate) status: StatusCode,
@@ -47,41 +57,3 @@ impl fmt::Display for WaitTooLong {
 }
 
 impl StdError for WaitTooLong {}
-
-/// The error of the [`Throttled`](crate::Throttled) service.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error<E> {
-    /// The server asked for a wait beyond the cap.
-    WaitTooLong(WaitTooLong),
-    /// The inner service failed.
-    Inner(E),
-}
-
-impl<E> Error<E> {
-    /// The inner service's error, if that is what this is.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Error::Inner(inner) => Some(inner),
-            Error::WaitTooLong(_) => None,
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for Error<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::WaitTooLong(too_long) => too_long.fmt(f),
-            Error::Inner(inner) => write!(f, "inner service failed: {inner}"),
-        }
-    }
-}
-
-impl<E: StdError + 'static> StdError for Error<E> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Error::WaitTooLong(too_long) => Some(too_long),
-            Error::Inner(inner) => Some(inner),
-        }
-    }
-}

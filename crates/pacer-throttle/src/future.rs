@@ -10,11 +10,14 @@ use pacer_limit::Key;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use crate::error::Error;
+use crate::error::BoxError;
 use crate::service::Shared;
 
 pin_project! {
     /// Waits for the inner response, then applies its throttle signals to the shared limiter.
+    ///
+    /// Fails with a [`WaitTooLong`](crate::WaitTooLong) (boxed) when the server asked for a wait beyond the cap, or
+    /// with the inner service's error, converted into a [`BoxError`] and otherwise unchanged.
     pub struct ResponseFuture<F, K> {
         #[pin]
         inner: F,
@@ -47,20 +50,21 @@ impl<F, K: std::fmt::Debug> std::fmt::Debug for ResponseFuture<F, K> {
 impl<F, K, B, E> Future for ResponseFuture<F, K>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
     K: Key,
 {
-    type Output = Result<Response<B>, Error<E>>;
+    type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx)).map_err(Error::Inner)?;
+        let mut response = ready!(this.inner.poll(cx)).map_err(Into::into)?;
         let key = this
             .key
             .take()
             .expect("ResponseFuture polled after completion");
         match this.shared.observe(&key, *this.sent_at, &mut response) {
             Ok(()) => Poll::Ready(Ok(response)),
-            Err(too_long) => Poll::Ready(Err(Error::WaitTooLong(too_long))),
+            Err(too_long) => Poll::Ready(Err(BoxError::from(too_long))),
         }
     }
 }

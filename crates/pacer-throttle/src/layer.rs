@@ -71,7 +71,7 @@ impl<K: Key, X> ThrottleLayer<K, X> {
     }
 
     /// The longest pause one response may impose (default 60 s). A refusal asking for longer
-    /// pauses the key for `max` and fails with [`Error::WaitTooLong`](crate::Error::WaitTooLong).
+    /// pauses the key for `max` and fails with [`WaitTooLong`](crate::WaitTooLong).
     pub fn max_pause(mut self, max: Duration) -> Self {
         self.config.max_pause = max;
         self

@@ -9,7 +9,7 @@
 //!   panic, never overflow. The result is one [`Throttle`] in the response's extensions.
 //! - **Pausing**: a 429 or 503 with a wait pauses the request's key in the shared limiter, so
 //!   every queued and new request on that key waits. Waits beyond a cap (default 60 s) pause
-//!   for the cap and fail the request with [`Error::WaitTooLong`].
+//!   for the cap and fail the request with [`WaitTooLong`].
 //! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
 //!   spacing; then it lowers the key's rate to just under what the server accepted over the
 //!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the
@@ -21,23 +21,24 @@
 //!
 //! # Example
 //!
-//! Place the throttle layer *inside* the rate limiter, next to the HTTP service, and give both
-//! the same [`Limiter`](pacer_limit::Limiter):
+//! [`PaceLayer`] installs the rate limit and, inside it, next to the HTTP service, the throttle
+//! layer, both on the same [`Limiter`](pacer_limit::Limiter) and key (see [`pace`]; the two
+//! layers, [`RateLimitLayer`](pacer_limit::RateLimitLayer) and [`ThrottleLayer`], stay public
+//! for stacks that need a layer between them):
 //!
 //! ```
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use pacer_limit::{Limiter, Quota, RateLimitLayer};
-//! use pacer_throttle::{Throttle, ThrottleLayer};
+//! use pacer_limit::{Limiter, Quota};
+//! use pacer_throttle::{PaceLayer, Throttle};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! let limiter = Limiter::new(Quota::per_second(100));
 //! let client = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(limiter.clone()))
-//!     .layer(ThrottleLayer::new(limiter.clone()))
+//!     .layer(PaceLayer::new(limiter.clone()))
 //!     .service(tower::service_fn(|_req: Request<()>| async {
 //!         let response = Response::builder()
 //!             .status(StatusCode::TOO_MANY_REQUESTS)
@@ -53,19 +54,27 @@
 //! assert_eq!(limiter.estimated_wait(&()), Duration::from_secs(2));
 //! # }
 //! ```
+//!
+//! # Errors
+//!
+//! The services fail with a [`BoxError`], as tower's own middleware: a [`WaitTooLong`] of this
+//! layer, a [`RateLimited`](pacer_limit::RateLimited) of the limiter, or the inner service's
+//! error, unchanged. Downcast to tell them apart (`error.downcast_ref::<WaitTooLong>()`).
 
 mod adaptive;
 mod error;
 mod future;
 mod layer;
 mod metrics;
+pub mod pace;
 pub mod parse;
 mod service;
 mod throttle;
 
 pub use adaptive::Adaptive;
-pub use error::{Error, WaitTooLong};
+pub use error::{BoxError, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
+pub use pace::{Pace, PaceLayer};
 pub use service::Throttled;
 pub use throttle::{Paced, Source, Throttle};

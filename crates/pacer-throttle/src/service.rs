@@ -11,12 +11,17 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::adaptive::{Change, InForce, KeyRate};
-use crate::error::{Error, WaitTooLong};
+use crate::error::{BoxError, WaitTooLong};
 use crate::future::ResponseFuture;
 use crate::layer::Config;
 use crate::parse;
 
 /// The service built by [`ThrottleLayer`](crate::ThrottleLayer).
+///
+/// # Errors
+/// A [`BoxError`], as tower's own middleware: a [`WaitTooLong`] when the server refused the
+/// request and asked for a wait beyond the layer's cap, or the inner service's error, converted
+/// with `Into<BoxError>` and otherwise unchanged.
 #[derive(Debug)]
 pub struct Throttled<S, K = (), X = pacer_limit::GlobalKey> {
     inner: S,
@@ -62,15 +67,16 @@ impl<S: Clone, K, X: Clone> Clone for Throttled<S, K, X> {
 impl<S, B, RB, K, X> Service<Request<B>> for Throttled<S, K, X>
 where
     S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
     K: Key,
     X: KeyExtractor<B, Key = K>,
 {
     type Response = Response<RB>;
-    type Error = Error<S::Error>;
+    type Error = BoxError;
     type Future = ResponseFuture<S::Future, K>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Error::Inner)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
