@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use pacer_customerio::{Client, Error, Event};
+use pacer_customerio::{Client, Error, Event, MAX_BATCH_OPERATIONS_BYTES, MAX_OPERATION_BYTES};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -135,8 +135,6 @@ struct Outcome {
     fatal: Option<String>,
 }
 
-/// The largest v2 batch body, with room for the envelope.
-const MAX_BATCH_BYTES: usize = 500 * 1024 - 64;
 /// How long a partly filled unit waits for more records before it is sent.
 const LINGER: Duration = Duration::from_millis(50);
 /// How often the checkpoint is written.
@@ -376,37 +374,68 @@ fn save(
 
 /// Adds `item` to the unit being packed; returns a full unit to send.
 fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) -> Option<Unit> {
+    let Item {
+        line,
+        end,
+        record,
+        raw,
+    } = item;
     let mut ready = None;
-    match item.record {
+    match record.and_then(|record| Packed::new(record, line, plan.mode)) {
         Err(reason) => {
             if plan.strict {
                 // Deliver what came before, then stop: the checkpoint ends before this line.
-                fatal.get_or_insert_with(|| format!("line {}: {reason} (--strict)", item.line));
+                fatal.get_or_insert_with(|| format!("line {line}: {reason} (--strict)"));
                 return Some(std::mem::take(unit)).filter(|unit| !unit.is_empty());
             }
-            unit.invalid.push((item.line, item.raw, reason));
+            unit.invalid.push((line, raw, reason));
         }
-        Ok(record) => match plan.mode {
-            Mode::Single => {
-                if unit.valid() > 0 {
-                    ready = Some(std::mem::take(unit));
-                }
-                unit.records.push((item.line, item.raw, record));
+        Ok(Packed::Record(record)) => {
+            if unit.valid() > 0 {
+                ready = Some(std::mem::take(unit));
             }
-            Mode::Batch => {
-                let operation = Bytes::from(record.to_operation(item.line).to_string());
-                let size = operation.len() + 1;
-                if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_BYTES {
-                    ready = Some(std::mem::take(unit));
-                }
-                unit.bytes += size;
-                unit.operations.push((item.line, operation));
+            unit.records.push((line, raw, record));
+        }
+        Ok(Packed::Operation(operation)) => {
+            let size = operation.len() + 1;
+            if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_OPERATIONS_BYTES {
+                ready = Some(std::mem::take(unit));
             }
-        },
+            unit.bytes += size;
+            unit.operations.push((line, operation));
+        }
     }
-    unit.end = item.end;
-    unit.end_line = item.line;
+    unit.end = end;
+    unit.end_line = line;
     ready
+}
+
+/// A valid record as its mode sends it.
+enum Packed {
+    /// Single mode: the record, for its v1 request.
+    Record(Record),
+    /// Batch mode: its encoded v2 operation.
+    Operation(Bytes),
+}
+
+impl Packed {
+    /// Batch mode encodes the record at once. An operation over Customer.io's 32 KB is an
+    /// invalid record by itself; sent, it would have the whole batch refused.
+    fn new(record: Record, line: u64, mode: Mode) -> Result<Self, String> {
+        match mode {
+            Mode::Single => Ok(Self::Record(record)),
+            Mode::Batch => {
+                let operation = Bytes::from(record.to_operation(line).to_string());
+                if operation.len() > MAX_OPERATION_BYTES {
+                    return Err(format!(
+                        "the operation is {} bytes, over Customer.io's {MAX_OPERATION_BYTES}-byte limit",
+                        operation.len()
+                    ));
+                }
+                Ok(Self::Operation(operation))
+            }
+        }
+    }
 }
 
 fn dispatch(
@@ -587,5 +616,61 @@ fn count_lines(path: &std::path::Path) -> std::io::Result<u64> {
             return Ok(lines);
         }
         lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn plan(mode: Mode) -> Plan {
+        Plan {
+            input: None,
+            format: Format::Ndjson,
+            mode,
+            concurrency: 1,
+            batch_size: 1000,
+            strict: false,
+            dry_run: true,
+            dead_letter: PathBuf::from("unused.dead.ndjson"),
+            checkpoint: None,
+            resume: false,
+            quiet: true,
+        }
+    }
+
+    fn item(line: u64, json: &str) -> Item {
+        Item {
+            line,
+            end: line * 100,
+            record: Record::from_json(json),
+            raw: json.to_owned(),
+        }
+    }
+
+    /// 40 attributes of 1000 bytes are each within Customer.io's limits, but their operation
+    /// is over 32 KB: that record alone is invalid, its neighbours still go.
+    #[test]
+    fn an_operation_over_32_kb_is_invalid_alone() {
+        let big: Map<String, Value> = (0..40)
+            .map(|n| (format!("a{n}"), Value::String("x".repeat(1000))))
+            .collect();
+        let big = serde_json::json!({"id": "2", "attributes": big}).to_string();
+        let (plan, mut unit, mut fatal) = (plan(Mode::Batch), Unit::default(), None);
+        for (line, json) in [
+            (1, r#"{"id":"1"}"#),
+            (2, big.as_str()),
+            (3, r#"{"id":"3"}"#),
+        ] {
+            assert!(pack(&mut unit, item(line, json), &plan, &mut fatal).is_none());
+        }
+        assert_eq!(fatal, None);
+        assert_eq!(unit.operations.len(), 2);
+        assert_eq!(unit.invalid.len(), 1);
+        let (line, _, reason) = &unit.invalid[0];
+        assert_eq!(*line, 2);
+        assert!(reason.contains("32768-byte"), "{reason}");
+        assert_eq!((unit.end, unit.end_line), (300, 3));
     }
 }
