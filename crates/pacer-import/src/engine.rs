@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::body::Incoming;
 use pacer_customerio::{Client, Error, Event, MAX_BATCH_OPERATIONS_BYTES, MAX_OPERATION_BYTES};
+use pacer_retry::{Backoff, Jitter};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -141,6 +144,14 @@ const LINGER: Duration = Duration::from_millis(50);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Extra rounds for a unit whose retries ran out on transient failures, before giving up.
 const UNIT_ROUNDS: u32 = 4;
+
+/// The pause before each extra round: pacer-retry's exponential backoff from 2 s to 16 s (the
+/// 2, 4, 8, 16 s the rounds waited before), with equal jitter: half of each pause fixed, half
+/// drawn. Units that failed together (one outage) then come back spread out rather than in the
+/// same instant, and none comes back almost at once.
+fn round_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(2), Duration::from_secs(16)).jitter(Jitter::Equal)
+}
 
 /// Runs the import. `stop` resolves when the user asks to stop (Ctrl-C).
 ///
@@ -578,12 +589,16 @@ fn is_permanent(error: &Error) -> bool {
 }
 
 /// Retries an operation whose transient failures outlasted the stack's retries, a few rounds
-/// with growing pauses; unauthorized fails at once (nothing will change).
+/// with growing, jittered pauses ([`round_backoff`]); unauthorized fails at once (nothing will
+/// change).
 async fn with_rounds<T, F, Fut>(mut operation: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let backoff = round_backoff();
+    // Seeded from the OS only once a round is needed: most operations never need one.
+    let mut rng: Option<SmallRng> = None;
     let mut round = 0;
     loop {
         match operation().await {
@@ -598,7 +613,9 @@ where
             Err(error) => {
                 round += 1;
                 tracing::warn!(%error, round, "retrying a unit after transient failures");
-                tokio::time::sleep(Duration::from_secs(1 << round)).await;
+                let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
+                let pause = backoff.delay(round - 1, backoff.base(), rng);
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -646,6 +663,54 @@ mod tests {
             end: line * 100,
             record: Record::from_json(json),
             raw: json.to_owned(),
+        }
+    }
+
+    /// Two units failing together through every round: each pause stays within the old
+    /// 2ⁿ s bound and above half of it, and the two units' pauses differ (jitter).
+    #[tokio::test(start_paused = true)]
+    async fn extra_rounds_wait_jittered_bounded_pauses() {
+        async fn pauses() -> Vec<Duration> {
+            let mut calls = Vec::new();
+            let result: Result<(), Error> = with_rounds(|| {
+                calls.push(tokio::time::Instant::now());
+                async { Err(Error::Transport("connection reset".into())) }
+            })
+            .await;
+            assert!(matches!(result, Err(Error::Transport(_))));
+            calls.windows(2).map(|pair| pair[1] - pair[0]).collect()
+        }
+        let (first, second) = tokio::join!(pauses(), pauses());
+        for pauses in [&first, &second] {
+            assert_eq!(pauses.len(), UNIT_ROUNDS as usize, "{pauses:?}");
+            for (round, pause) in pauses.iter().enumerate() {
+                let bound = Duration::from_secs(2 << round);
+                // The timer wheel rounds a pause up to the next millisecond.
+                assert!(
+                    *pause >= bound / 2 && *pause <= bound + Duration::from_millis(1),
+                    "round {round}: {pause:?} outside {:?}..={bound:?}",
+                    bound / 2
+                );
+            }
+        }
+        assert_ne!(first, second, "two units paused in lockstep");
+    }
+
+    /// Permanent and unauthorized failures take no extra round.
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_take_no_round() {
+        for error in [Error::Unauthorized, Error::InvalidInput("no".into())] {
+            let started = tokio::time::Instant::now();
+            let mut error = Some(error);
+            let mut calls = 0;
+            let result: Result<(), Error> = with_rounds(|| {
+                calls += 1;
+                std::future::ready(Err(error.take().expect("called once")))
+            })
+            .await;
+            assert!(result.is_err());
+            assert_eq!(calls, 1);
+            assert_eq!(started.elapsed(), Duration::ZERO);
         }
     }
 
