@@ -164,38 +164,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, String> {
     let started = Instant::now();
-    let input_len = plan
-        .input
-        .as_ref()
-        .and_then(|path| std::fs::metadata(path).ok())
-        .map_or(0, |meta| meta.len());
-    let mut checkpoint = Checkpoint {
-        input: plan
-            .input
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        input_len,
-        format: Some(plan.format),
-        ..Checkpoint::default()
-    };
-    if plan.resume {
-        let path = plan
-            .checkpoint
-            .as_ref()
-            .ok_or("--resume needs an input file, not stdin")?;
-        if path.exists() {
-            let saved = Checkpoint::load(path)?;
-            if saved.input_len != input_len || saved.format != Some(plan.format) {
-                return Err(format!(
-                    "the checkpoint {} is for a different input (size {} vs {input_len}); remove it to start over",
-                    path.display(),
-                    saved.input_len
-                ));
-            }
-            checkpoint = saved;
-        }
-    }
+    let mut checkpoint = starting_checkpoint(plan)?;
     let start = Start {
         offset: checkpoint.offset,
         line: checkpoint.line,
@@ -210,12 +179,66 @@ pub async fn run(
         .filter(|_| !plan.quiet)
         .and_then(|path| count_lines(path).ok())
         .map(|lines| lines.saturating_sub(checkpoint.line));
-    let mut dead = DeadLetters::open(&plan.dead_letter)?;
+    let dead = DeadLetters::open(&plan.dead_letter)?;
     let mut progress = Progress::new(total, Arc::clone(&counters), plan.quiet);
+    let (mut items, reader) = spawn_reader(input);
 
-    // Reading happens on a thread of its own: file I/O blocks, and memory stays bounded by the
-    // channel.
-    let (items_tx, mut items) = mpsc::channel::<Result<Item, String>>(4096);
+    let mut pipeline = Pipeline::new(plan, client.as_ref(), &counters, checkpoint, dead);
+    pipeline.drive(&mut items, stop, &mut progress).await?;
+    drop(items);
+    let _ = reader.join();
+    pipeline.save()?;
+    progress.finish();
+    Ok(pipeline.summary(started))
+}
+
+/// The checkpoint to start from: a fresh one for this input, or with `--resume` the saved one,
+/// if it is for this same input.
+fn starting_checkpoint(plan: &Plan) -> Result<Checkpoint, String> {
+    let input_len = plan
+        .input
+        .as_ref()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |meta| meta.len());
+    let fresh = Checkpoint {
+        input: plan
+            .input
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        input_len,
+        format: Some(plan.format),
+        ..Checkpoint::default()
+    };
+    if !plan.resume {
+        return Ok(fresh);
+    }
+    let path = plan
+        .checkpoint
+        .as_ref()
+        .ok_or("--resume needs an input file, not stdin")?;
+    if !path.exists() {
+        return Ok(fresh);
+    }
+    let saved = Checkpoint::load(path)?;
+    if saved.input_len != input_len || saved.format != Some(plan.format) {
+        return Err(format!(
+            "the checkpoint {} is for a different input (size {} vs {input_len}); remove it to start over",
+            path.display(),
+            saved.input_len
+        ));
+    }
+    Ok(saved)
+}
+
+/// Reads on a thread of its own: file I/O blocks, and memory stays bounded by the channel.
+fn spawn_reader(
+    input: Input,
+) -> (
+    mpsc::Receiver<Result<Item, String>>,
+    std::thread::JoinHandle<()>,
+) {
+    let (items_tx, items) = mpsc::channel::<Result<Item, String>>(4096);
     let reader = std::thread::spawn(move || {
         let mut input = input;
         loop {
@@ -232,111 +255,215 @@ pub async fn run(
             }
         }
     });
+    (items, reader)
+}
 
-    let mut summary = Summary {
-        delivered: checkpoint.delivered,
-        dead_lettered: checkpoint.dead_lettered,
-        invalid: checkpoint.invalid,
-        ..Summary::default()
-    };
-    let mut in_flight: JoinSet<Outcome> = JoinSet::new();
-    let mut finished: BTreeMap<u64, Outcome> = BTreeMap::new();
-    let mut next_seq = 0_u64;
-    let mut acked_seq = 0_u64;
-    let mut unit = Unit::default();
-    let mut input_done = false;
-    let mut stopping = false;
-    let mut fatal: Option<String> = None;
-    let mut invalid_input = false;
-    let mut last_checkpoint = Instant::now();
-    let mut stop = std::pin::pin!(stop);
+/// What woke the pipeline up.
+enum Wake {
+    /// The user asked to stop.
+    Stop,
+    /// A unit finished (or its task failed).
+    Finished(Result<Outcome, tokio::task::JoinError>),
+    /// The reader's next item; `None` at the end of the input.
+    Item(Option<Result<Item, String>>),
+    /// The input paused with a unit partly packed.
+    Linger,
+}
 
-    loop {
-        let room = in_flight.len() < plan.concurrency;
-        let packed = !unit.is_empty();
+/// The import's state between reading, sending and acknowledging.
+struct Pipeline<'a> {
+    plan: &'a Plan,
+    client: Option<&'a Client<Incoming>>,
+    counters: &'a Counters,
+    checkpoint: Checkpoint,
+    dead: DeadLetters,
+    summary: Summary,
+    in_flight: JoinSet<Outcome>,
+    /// Finished units waiting for the ones before them.
+    finished: BTreeMap<u64, Outcome>,
+    next_seq: u64,
+    acked_seq: u64,
+    /// The unit being packed.
+    unit: Unit,
+    input_done: bool,
+    stopping: bool,
+    fatal: Option<String>,
+    invalid_input: bool,
+    last_checkpoint: Instant,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(
+        plan: &'a Plan,
+        client: Option<&'a Client<Incoming>>,
+        counters: &'a Counters,
+        checkpoint: Checkpoint,
+        dead: DeadLetters,
+    ) -> Self {
+        let summary = Summary {
+            delivered: checkpoint.delivered,
+            dead_lettered: checkpoint.dead_lettered,
+            invalid: checkpoint.invalid,
+            ..Summary::default()
+        };
+        Self {
+            plan,
+            client,
+            counters,
+            checkpoint,
+            dead,
+            summary,
+            in_flight: JoinSet::new(),
+            finished: BTreeMap::new(),
+            next_seq: 0,
+            acked_seq: 0,
+            unit: Unit::default(),
+            input_done: false,
+            stopping: false,
+            fatal: None,
+            invalid_input: false,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// Reads, sends and acknowledges until the input is done and delivered, or a stop (Ctrl-C,
+    /// a fatal error) has drained what is in flight.
+    async fn drive(
+        &mut self,
+        items: &mut mpsc::Receiver<Result<Item, String>>,
+        stop: impl Future<Output = ()>,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let wake = self.wait(items, &mut stop).await;
+            self.handle(wake)?;
+            if self.input_done && !self.stopping && !self.unit.is_empty() {
+                self.dispatch_packed();
+            }
+            self.acknowledge_finished()?;
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.save()?;
+                self.last_checkpoint = Instant::now();
+            }
+            progress.tick(self.retries(), self.plan.quiet);
+            let unsent = !self.unit.is_empty();
+            if (self.input_done || self.stopping)
+                && self.in_flight.is_empty()
+                && (self.stopping || !unsent)
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn wait(
+        &mut self,
+        items: &mut mpsc::Receiver<Result<Item, String>>,
+        stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Wake {
+        let room = self.in_flight.len() < self.plan.concurrency;
+        let packed = !self.unit.is_empty();
         tokio::select! {
             biased;
-            () = &mut stop, if !stopping => stopping = true,
-            joined = in_flight.join_next(), if !in_flight.is_empty() => {
-                let outcome = joined
-                    .expect("a non-empty set yields")
-                    .map_err(|error| format!("a sending task failed: {error}"))?;
+            () = stop, if !self.stopping => Wake::Stop,
+            joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                Wake::Finished(joined.expect("a non-empty set yields"))
+            }
+            item = items.recv(), if !self.input_done && !self.stopping && room => Wake::Item(item),
+            () = tokio::time::sleep(LINGER), if packed && room && !self.stopping => Wake::Linger,
+        }
+    }
+
+    fn handle(&mut self, wake: Wake) -> Result<(), String> {
+        match wake {
+            Wake::Stop => self.stopping = true,
+            Wake::Finished(joined) => {
+                let outcome = joined.map_err(|error| format!("a sending task failed: {error}"))?;
                 if let Some(error) = &outcome.fatal {
-                    fatal.get_or_insert_with(|| error.clone());
-                    stopping = true;
+                    self.fatal.get_or_insert_with(|| error.clone());
+                    self.stopping = true;
                 }
-                finished.insert(outcome.seq, outcome);
+                self.finished.insert(outcome.seq, outcome);
             }
-            item = items.recv(), if !input_done && !stopping && room => match item {
-                None => input_done = true,
-                Some(Err(error)) => return Err(error),
-                Some(Ok(item)) => {
-                    if let Some(full) = pack(&mut unit, item, plan, &mut fatal) {
-                        dispatch(&mut in_flight, full, plan, client.as_ref(), &mut next_seq);
-                    }
-                    // Only an invalid record under --strict makes pack stop the import.
-                    if fatal.is_some() {
-                        stopping = true;
-                        invalid_input = true;
-                    }
+            Wake::Item(None) => self.input_done = true,
+            Wake::Item(Some(Err(error))) => return Err(error),
+            Wake::Item(Some(Ok(item))) => {
+                if let Some(full) = pack(&mut self.unit, item, self.plan, &mut self.fatal) {
+                    self.dispatch(full);
                 }
-            },
+                // Only an invalid record under --strict makes pack stop the import.
+                if self.fatal.is_some() {
+                    self.stopping = true;
+                    self.invalid_input = true;
+                }
+            }
             // The input paused with a unit partly packed: send it rather than wait.
-            () = tokio::time::sleep(LINGER), if packed && room && !stopping => {
-                dispatch(&mut in_flight, std::mem::take(&mut unit), plan, client.as_ref(), &mut next_seq);
-            }
+            Wake::Linger => self.dispatch_packed(),
         }
-        if input_done && !stopping && !unit.is_empty() {
-            dispatch(
-                &mut in_flight,
-                std::mem::take(&mut unit),
-                plan,
-                client.as_ref(),
-                &mut next_seq,
-            );
-        }
-        // Acknowledge the contiguous prefix of finished units.
-        while let Some(outcome) = finished.remove(&acked_seq) {
+        Ok(())
+    }
+
+    fn dispatch_packed(&mut self) {
+        let unit = std::mem::take(&mut self.unit);
+        self.dispatch(unit);
+    }
+
+    fn dispatch(&mut self, unit: Unit) {
+        dispatch(
+            &mut self.in_flight,
+            unit,
+            self.plan,
+            self.client,
+            &mut self.next_seq,
+        );
+    }
+
+    /// Acknowledges the contiguous prefix of finished units.
+    fn acknowledge_finished(&mut self) -> Result<(), String> {
+        while let Some(outcome) = self.finished.remove(&self.acked_seq) {
             if outcome.fatal.is_some() {
                 // Not acknowledged, nor anything after it: a resume sends them again.
-                finished.clear();
+                self.finished.clear();
                 break;
             }
-            acknowledge(&outcome, &mut summary, &mut dead, &counters)?;
-            checkpoint.offset = outcome.end;
-            checkpoint.line = outcome.end_line;
-            acked_seq += 1;
+            acknowledge(&outcome, &mut self.summary, &mut self.dead, self.counters)?;
+            self.checkpoint.offset = outcome.end;
+            self.checkpoint.line = outcome.end_line;
+            self.acked_seq += 1;
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            save(&mut checkpoint, &summary, &mut dead, plan)?;
-            last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<(), String> {
+        save(
+            &mut self.checkpoint,
+            &self.summary,
+            &mut self.dead,
+            self.plan,
+        )
+    }
+
+    fn retries(&self) -> u64 {
+        self.client.map_or(0, |c| c.retry_layer().stats().retries)
+    }
+
+    /// The summary of a finished run, with a fatal error (if any) reported.
+    fn summary(self, started: Instant) -> Summary {
+        if let Some(error) = &self.fatal {
+            eprintln!("pacer-import: stopped: {error}");
         }
-        let retries = client
-            .as_ref()
-            .map_or(0, |c| c.retry_layer().stats().retries);
-        progress.tick(retries, plan.quiet);
-        let unsent = !unit.is_empty();
-        if (input_done || stopping) && in_flight.is_empty() && (stopping || !unsent) {
-            break;
+        Summary {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            throttled: self.counters.throttled.load(Ordering::Relaxed),
+            retries: self.retries(),
+            elapsed_s: started.elapsed(),
+            aborted: self.stopping,
+            peak_rss_mib: peak_rss_mib(),
+            invalid_input: self.invalid_input,
+            ..self.summary
         }
     }
-    drop(items);
-    let _ = reader.join();
-    save(&mut checkpoint, &summary, &mut dead, plan)?;
-    progress.finish();
-    if let Some(error) = &fatal {
-        eprintln!("pacer-import: stopped: {error}");
-    }
-    summary.requests = counters.requests.load(Ordering::Relaxed);
-    summary.throttled = counters.throttled.load(Ordering::Relaxed);
-    summary.retries = client
-        .as_ref()
-        .map_or(0, |c| c.retry_layer().stats().retries);
-    summary.elapsed_s = started.elapsed();
-    summary.aborted = stopping;
-    summary.peak_rss_mib = peak_rss_mib();
-    summary.invalid_input = invalid_input;
-    Ok(summary)
 }
 
 /// Writes a finished unit's dead letters and counts it.
