@@ -20,7 +20,9 @@
 //! The request body is read into memory before it is handed to reqwest (the pacer stack already
 //! holds it to replay retries), so reqwest sends it with a `Content-Length`. The response body
 //! is reqwest's, streamed. Errors keep reqwest's as their [`source`](std::error::Error::source),
-//! so the retry layer finds the `io::Error` of a refused or reset connection in the chain.
+//! so the retry layer recognises it by type: this feature turns on pacer-retry's `reqwest`
+//! feature, whose classifier reads `reqwest::Error::is_timeout` and `is_connect` (a refused
+//! connection is retried even for a POST; a timeout only for a request that may be repeated).
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -39,6 +39,7 @@ mod error;
 #[cfg(feature = "https")]
 mod https;
 mod in_flight;
+mod limits;
 mod requests;
 mod response;
 mod secret;
@@ -51,9 +52,13 @@ pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
 pub use https::{https_client, HttpsClient, Roots};
+pub use limits::{
+    check_attributes, check_event_id, check_identifier, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
+    MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
+    MAX_VALUE_BYTES,
+};
 pub use requests::{
     BatchEntries, Body, Event, EventKind, Identifier, MessageId, Requests, SendEmail,
-    MAX_BATCH_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
 pub use response::{read, Answer};
 pub use secret::{Credentials, Secret};

@@ -10,21 +10,16 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::{ApiClass, Endpoints};
-use crate::encode::{is_ulid, path_segment, ulid};
+use crate::encode::{path_segment, ulid};
 use crate::error::Error;
+use crate::limits::{
+    check_event_id, check_identifier, envelope_bytes, MAX_BATCH_BYTES, MAX_OPERATION_BYTES,
+    MAX_TRANSACTIONAL_BYTES,
+};
 use crate::secret::Credentials;
 
 /// The body type of every request.
 pub type Body = Full<Bytes>;
-
-/// Customer.io's identifier limit.
-pub const MAX_ID_BYTES: usize = 150;
-/// One Track v2 operation or Pipelines call.
-pub const MAX_OPERATION_BYTES: usize = 32 * 1024;
-/// One Track v2 or Pipelines batch request.
-pub const MAX_BATCH_BYTES: usize = 500 * 1024;
-/// A transactional message without attachments.
-pub const MAX_TRANSACTIONAL_BYTES: usize = 1024 * 1024;
 
 /// What kind of activity an event records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -558,17 +553,7 @@ fn authorization(credentials: &Credentials, class: ApiClass) -> Result<HeaderVal
 
 /// Validates and encodes a person identifier for a path.
 fn person(id: &str) -> Result<String, Error> {
-    if id.is_empty() {
-        return Err(Error::InvalidInput(
-            "a person identifier is required".into(),
-        ));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Error::InvalidInput(format!(
-            "identifier of {} bytes is over Customer.io's {MAX_ID_BYTES}-byte limit",
-            id.len()
-        )));
-    }
+    check_identifier("the person identifier", id).map_err(Error::InvalidInput)?;
     Ok(path_segment(id))
 }
 
@@ -576,12 +561,7 @@ fn person(id: &str) -> Result<String, Error> {
 fn with_id(mut event: Event) -> Result<Event, Error> {
     match &event.id {
         None => event.id = Some(ulid()),
-        Some(id) if !is_ulid(id) => {
-            return Err(Error::InvalidInput(format!(
-                "event id {id:?} is not a ULID (26 characters of Crockford base32), which Customer.io requires"
-            )))
-        }
-        Some(_) => {}
+        Some(id) => check_event_id(id).map_err(Error::InvalidInput)?,
     }
     Ok(event)
 }
@@ -625,8 +605,8 @@ fn chunks(items: &[Value], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
 
 /// As [`chunks`], for items already encoded as JSON.
 fn chunks_encoded(items: &[Bytes], field: &str) -> Result<Vec<(Bytes, usize)>, Error> {
-    // `{"batch":[` + `]}` and the commas between items.
-    let envelope = field.len() + 7;
+    // `{"batch":[` + `]}`; each item is counted with a comma after it.
+    let envelope = envelope_bytes(field);
     let mut bodies = Vec::new();
     let mut current: Vec<&[u8]> = Vec::new();
     let mut size = envelope;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use pacer_customerio::{Client, Error, Event};
+use pacer_customerio::{Client, Error, Event, MAX_BATCH_OPERATIONS_BYTES, MAX_OPERATION_BYTES};
+use pacer_retry::{Backoff, Jitter};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -135,14 +138,20 @@ struct Outcome {
     fatal: Option<String>,
 }
 
-/// The largest v2 batch body, with room for the envelope.
-const MAX_BATCH_BYTES: usize = 500 * 1024 - 64;
 /// How long a partly filled unit waits for more records before it is sent.
 const LINGER: Duration = Duration::from_millis(50);
 /// How often the checkpoint is written.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Extra rounds for a unit whose retries ran out on transient failures, before giving up.
 const UNIT_ROUNDS: u32 = 4;
+
+/// The pause before each extra round: pacer-retry's exponential backoff from 2 s to 16 s (the
+/// 2, 4, 8, 16 s the rounds waited before), with equal jitter: half of each pause fixed, half
+/// drawn. Units that failed together (one outage) then come back spread out rather than in the
+/// same instant, and none comes back almost at once.
+fn round_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(2), Duration::from_secs(16)).jitter(Jitter::Equal)
+}
 
 /// Runs the import. `stop` resolves when the user asks to stop (Ctrl-C).
 ///
@@ -155,38 +164,7 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, String> {
     let started = Instant::now();
-    let input_len = plan
-        .input
-        .as_ref()
-        .and_then(|path| std::fs::metadata(path).ok())
-        .map_or(0, |meta| meta.len());
-    let mut checkpoint = Checkpoint {
-        input: plan
-            .input
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default(),
-        input_len,
-        format: Some(plan.format),
-        ..Checkpoint::default()
-    };
-    if plan.resume {
-        let path = plan
-            .checkpoint
-            .as_ref()
-            .ok_or("--resume needs an input file, not stdin")?;
-        if path.exists() {
-            let saved = Checkpoint::load(path)?;
-            if saved.input_len != input_len || saved.format != Some(plan.format) {
-                return Err(format!(
-                    "the checkpoint {} is for a different input (size {} vs {input_len}); remove it to start over",
-                    path.display(),
-                    saved.input_len
-                ));
-            }
-            checkpoint = saved;
-        }
-    }
+    let mut checkpoint = starting_checkpoint(plan)?;
     let start = Start {
         offset: checkpoint.offset,
         line: checkpoint.line,
@@ -201,12 +179,66 @@ pub async fn run(
         .filter(|_| !plan.quiet)
         .and_then(|path| count_lines(path).ok())
         .map(|lines| lines.saturating_sub(checkpoint.line));
-    let mut dead = DeadLetters::open(&plan.dead_letter)?;
+    let dead = DeadLetters::open(&plan.dead_letter)?;
     let mut progress = Progress::new(total, Arc::clone(&counters), plan.quiet);
+    let (mut items, reader) = spawn_reader(input);
 
-    // Reading happens on a thread of its own: file I/O blocks, and memory stays bounded by the
-    // channel.
-    let (items_tx, mut items) = mpsc::channel::<Result<Item, String>>(4096);
+    let mut pipeline = Pipeline::new(plan, client.as_ref(), &counters, checkpoint, dead);
+    pipeline.drive(&mut items, stop, &mut progress).await?;
+    drop(items);
+    let _ = reader.join();
+    pipeline.save()?;
+    progress.finish();
+    Ok(pipeline.summary(started))
+}
+
+/// The checkpoint to start from: a fresh one for this input, or with `--resume` the saved one,
+/// if it is for this same input.
+fn starting_checkpoint(plan: &Plan) -> Result<Checkpoint, String> {
+    let input_len = plan
+        .input
+        .as_ref()
+        .and_then(|path| std::fs::metadata(path).ok())
+        .map_or(0, |meta| meta.len());
+    let fresh = Checkpoint {
+        input: plan
+            .input
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        input_len,
+        format: Some(plan.format),
+        ..Checkpoint::default()
+    };
+    if !plan.resume {
+        return Ok(fresh);
+    }
+    let path = plan
+        .checkpoint
+        .as_ref()
+        .ok_or("--resume needs an input file, not stdin")?;
+    if !path.exists() {
+        return Ok(fresh);
+    }
+    let saved = Checkpoint::load(path)?;
+    if saved.input_len != input_len || saved.format != Some(plan.format) {
+        return Err(format!(
+            "the checkpoint {} is for a different input (size {} vs {input_len}); remove it to start over",
+            path.display(),
+            saved.input_len
+        ));
+    }
+    Ok(saved)
+}
+
+/// Reads on a thread of its own: file I/O blocks, and memory stays bounded by the channel.
+fn spawn_reader(
+    input: Input,
+) -> (
+    mpsc::Receiver<Result<Item, String>>,
+    std::thread::JoinHandle<()>,
+) {
+    let (items_tx, items) = mpsc::channel::<Result<Item, String>>(4096);
     let reader = std::thread::spawn(move || {
         let mut input = input;
         loop {
@@ -223,111 +255,215 @@ pub async fn run(
             }
         }
     });
+    (items, reader)
+}
 
-    let mut summary = Summary {
-        delivered: checkpoint.delivered,
-        dead_lettered: checkpoint.dead_lettered,
-        invalid: checkpoint.invalid,
-        ..Summary::default()
-    };
-    let mut in_flight: JoinSet<Outcome> = JoinSet::new();
-    let mut finished: BTreeMap<u64, Outcome> = BTreeMap::new();
-    let mut next_seq = 0_u64;
-    let mut acked_seq = 0_u64;
-    let mut unit = Unit::default();
-    let mut input_done = false;
-    let mut stopping = false;
-    let mut fatal: Option<String> = None;
-    let mut invalid_input = false;
-    let mut last_checkpoint = Instant::now();
-    let mut stop = std::pin::pin!(stop);
+/// What woke the pipeline up.
+enum Wake {
+    /// The user asked to stop.
+    Stop,
+    /// A unit finished (or its task failed).
+    Finished(Result<Outcome, tokio::task::JoinError>),
+    /// The reader's next item; `None` at the end of the input.
+    Item(Option<Result<Item, String>>),
+    /// The input paused with a unit partly packed.
+    Linger,
+}
 
-    loop {
-        let room = in_flight.len() < plan.concurrency;
-        let packed = !unit.is_empty();
+/// The import's state between reading, sending and acknowledging.
+struct Pipeline<'a> {
+    plan: &'a Plan,
+    client: Option<&'a Client<Incoming>>,
+    counters: &'a Counters,
+    checkpoint: Checkpoint,
+    dead: DeadLetters,
+    summary: Summary,
+    in_flight: JoinSet<Outcome>,
+    /// Finished units waiting for the ones before them.
+    finished: BTreeMap<u64, Outcome>,
+    next_seq: u64,
+    acked_seq: u64,
+    /// The unit being packed.
+    unit: Unit,
+    input_done: bool,
+    stopping: bool,
+    fatal: Option<String>,
+    invalid_input: bool,
+    last_checkpoint: Instant,
+}
+
+impl<'a> Pipeline<'a> {
+    fn new(
+        plan: &'a Plan,
+        client: Option<&'a Client<Incoming>>,
+        counters: &'a Counters,
+        checkpoint: Checkpoint,
+        dead: DeadLetters,
+    ) -> Self {
+        let summary = Summary {
+            delivered: checkpoint.delivered,
+            dead_lettered: checkpoint.dead_lettered,
+            invalid: checkpoint.invalid,
+            ..Summary::default()
+        };
+        Self {
+            plan,
+            client,
+            counters,
+            checkpoint,
+            dead,
+            summary,
+            in_flight: JoinSet::new(),
+            finished: BTreeMap::new(),
+            next_seq: 0,
+            acked_seq: 0,
+            unit: Unit::default(),
+            input_done: false,
+            stopping: false,
+            fatal: None,
+            invalid_input: false,
+            last_checkpoint: Instant::now(),
+        }
+    }
+
+    /// Reads, sends and acknowledges until the input is done and delivered, or a stop (Ctrl-C,
+    /// a fatal error) has drained what is in flight.
+    async fn drive(
+        &mut self,
+        items: &mut mpsc::Receiver<Result<Item, String>>,
+        stop: impl Future<Output = ()>,
+        progress: &mut Progress,
+    ) -> Result<(), String> {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let wake = self.wait(items, &mut stop).await;
+            self.handle(wake)?;
+            if self.input_done && !self.stopping && !self.unit.is_empty() {
+                self.dispatch_packed();
+            }
+            self.acknowledge_finished()?;
+            if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                self.save()?;
+                self.last_checkpoint = Instant::now();
+            }
+            progress.tick(self.retries(), self.plan.quiet);
+            let unsent = !self.unit.is_empty();
+            if (self.input_done || self.stopping)
+                && self.in_flight.is_empty()
+                && (self.stopping || !unsent)
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn wait(
+        &mut self,
+        items: &mut mpsc::Receiver<Result<Item, String>>,
+        stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Wake {
+        let room = self.in_flight.len() < self.plan.concurrency;
+        let packed = !self.unit.is_empty();
         tokio::select! {
             biased;
-            () = &mut stop, if !stopping => stopping = true,
-            joined = in_flight.join_next(), if !in_flight.is_empty() => {
-                let outcome = joined
-                    .expect("a non-empty set yields")
-                    .map_err(|error| format!("a sending task failed: {error}"))?;
+            () = stop, if !self.stopping => Wake::Stop,
+            joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                Wake::Finished(joined.expect("a non-empty set yields"))
+            }
+            item = items.recv(), if !self.input_done && !self.stopping && room => Wake::Item(item),
+            () = tokio::time::sleep(LINGER), if packed && room && !self.stopping => Wake::Linger,
+        }
+    }
+
+    fn handle(&mut self, wake: Wake) -> Result<(), String> {
+        match wake {
+            Wake::Stop => self.stopping = true,
+            Wake::Finished(joined) => {
+                let outcome = joined.map_err(|error| format!("a sending task failed: {error}"))?;
                 if let Some(error) = &outcome.fatal {
-                    fatal.get_or_insert_with(|| error.clone());
-                    stopping = true;
+                    self.fatal.get_or_insert_with(|| error.clone());
+                    self.stopping = true;
                 }
-                finished.insert(outcome.seq, outcome);
+                self.finished.insert(outcome.seq, outcome);
             }
-            item = items.recv(), if !input_done && !stopping && room => match item {
-                None => input_done = true,
-                Some(Err(error)) => return Err(error),
-                Some(Ok(item)) => {
-                    if let Some(full) = pack(&mut unit, item, plan, &mut fatal) {
-                        dispatch(&mut in_flight, full, plan, client.as_ref(), &mut next_seq);
-                    }
-                    // Only an invalid record under --strict makes pack stop the import.
-                    if fatal.is_some() {
-                        stopping = true;
-                        invalid_input = true;
-                    }
+            Wake::Item(None) => self.input_done = true,
+            Wake::Item(Some(Err(error))) => return Err(error),
+            Wake::Item(Some(Ok(item))) => {
+                if let Some(full) = pack(&mut self.unit, item, self.plan, &mut self.fatal) {
+                    self.dispatch(full);
                 }
-            },
+                // Only an invalid record under --strict makes pack stop the import.
+                if self.fatal.is_some() {
+                    self.stopping = true;
+                    self.invalid_input = true;
+                }
+            }
             // The input paused with a unit partly packed: send it rather than wait.
-            () = tokio::time::sleep(LINGER), if packed && room && !stopping => {
-                dispatch(&mut in_flight, std::mem::take(&mut unit), plan, client.as_ref(), &mut next_seq);
-            }
+            Wake::Linger => self.dispatch_packed(),
         }
-        if input_done && !stopping && !unit.is_empty() {
-            dispatch(
-                &mut in_flight,
-                std::mem::take(&mut unit),
-                plan,
-                client.as_ref(),
-                &mut next_seq,
-            );
-        }
-        // Acknowledge the contiguous prefix of finished units.
-        while let Some(outcome) = finished.remove(&acked_seq) {
+        Ok(())
+    }
+
+    fn dispatch_packed(&mut self) {
+        let unit = std::mem::take(&mut self.unit);
+        self.dispatch(unit);
+    }
+
+    fn dispatch(&mut self, unit: Unit) {
+        dispatch(
+            &mut self.in_flight,
+            unit,
+            self.plan,
+            self.client,
+            &mut self.next_seq,
+        );
+    }
+
+    /// Acknowledges the contiguous prefix of finished units.
+    fn acknowledge_finished(&mut self) -> Result<(), String> {
+        while let Some(outcome) = self.finished.remove(&self.acked_seq) {
             if outcome.fatal.is_some() {
                 // Not acknowledged, nor anything after it: a resume sends them again.
-                finished.clear();
+                self.finished.clear();
                 break;
             }
-            acknowledge(&outcome, &mut summary, &mut dead, &counters)?;
-            checkpoint.offset = outcome.end;
-            checkpoint.line = outcome.end_line;
-            acked_seq += 1;
+            acknowledge(&outcome, &mut self.summary, &mut self.dead, self.counters)?;
+            self.checkpoint.offset = outcome.end;
+            self.checkpoint.line = outcome.end_line;
+            self.acked_seq += 1;
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            save(&mut checkpoint, &summary, &mut dead, plan)?;
-            last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<(), String> {
+        save(
+            &mut self.checkpoint,
+            &self.summary,
+            &mut self.dead,
+            self.plan,
+        )
+    }
+
+    fn retries(&self) -> u64 {
+        self.client.map_or(0, |c| c.retry_layer().stats().retries)
+    }
+
+    /// The summary of a finished run, with a fatal error (if any) reported.
+    fn summary(self, started: Instant) -> Summary {
+        if let Some(error) = &self.fatal {
+            eprintln!("pacer-import: stopped: {error}");
         }
-        let retries = client
-            .as_ref()
-            .map_or(0, |c| c.retry_layer().stats().retries);
-        progress.tick(retries, plan.quiet);
-        let unsent = !unit.is_empty();
-        if (input_done || stopping) && in_flight.is_empty() && (stopping || !unsent) {
-            break;
+        Summary {
+            requests: self.counters.requests.load(Ordering::Relaxed),
+            throttled: self.counters.throttled.load(Ordering::Relaxed),
+            retries: self.retries(),
+            elapsed_s: started.elapsed(),
+            aborted: self.stopping,
+            peak_rss_mib: peak_rss_mib(),
+            invalid_input: self.invalid_input,
+            ..self.summary
         }
     }
-    drop(items);
-    let _ = reader.join();
-    save(&mut checkpoint, &summary, &mut dead, plan)?;
-    progress.finish();
-    if let Some(error) = &fatal {
-        eprintln!("pacer-import: stopped: {error}");
-    }
-    summary.requests = counters.requests.load(Ordering::Relaxed);
-    summary.throttled = counters.throttled.load(Ordering::Relaxed);
-    summary.retries = client
-        .as_ref()
-        .map_or(0, |c| c.retry_layer().stats().retries);
-    summary.elapsed_s = started.elapsed();
-    summary.aborted = stopping;
-    summary.peak_rss_mib = peak_rss_mib();
-    summary.invalid_input = invalid_input;
-    Ok(summary)
 }
 
 /// Writes a finished unit's dead letters and counts it.
@@ -376,37 +512,68 @@ fn save(
 
 /// Adds `item` to the unit being packed; returns a full unit to send.
 fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) -> Option<Unit> {
+    let Item {
+        line,
+        end,
+        record,
+        raw,
+    } = item;
     let mut ready = None;
-    match item.record {
+    match record.and_then(|record| Packed::new(record, line, plan.mode)) {
         Err(reason) => {
             if plan.strict {
                 // Deliver what came before, then stop: the checkpoint ends before this line.
-                fatal.get_or_insert_with(|| format!("line {}: {reason} (--strict)", item.line));
+                fatal.get_or_insert_with(|| format!("line {line}: {reason} (--strict)"));
                 return Some(std::mem::take(unit)).filter(|unit| !unit.is_empty());
             }
-            unit.invalid.push((item.line, item.raw, reason));
+            unit.invalid.push((line, raw, reason));
         }
-        Ok(record) => match plan.mode {
-            Mode::Single => {
-                if unit.valid() > 0 {
-                    ready = Some(std::mem::take(unit));
-                }
-                unit.records.push((item.line, item.raw, record));
+        Ok(Packed::Record(record)) => {
+            if unit.valid() > 0 {
+                ready = Some(std::mem::take(unit));
             }
-            Mode::Batch => {
-                let operation = Bytes::from(record.to_operation(item.line).to_string());
-                let size = operation.len() + 1;
-                if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_BYTES {
-                    ready = Some(std::mem::take(unit));
-                }
-                unit.bytes += size;
-                unit.operations.push((item.line, operation));
+            unit.records.push((line, raw, record));
+        }
+        Ok(Packed::Operation(operation)) => {
+            let size = operation.len() + 1;
+            if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_OPERATIONS_BYTES {
+                ready = Some(std::mem::take(unit));
             }
-        },
+            unit.bytes += size;
+            unit.operations.push((line, operation));
+        }
     }
-    unit.end = item.end;
-    unit.end_line = item.line;
+    unit.end = end;
+    unit.end_line = line;
     ready
+}
+
+/// A valid record as its mode sends it.
+enum Packed {
+    /// Single mode: the record, for its v1 request.
+    Record(Record),
+    /// Batch mode: its encoded v2 operation.
+    Operation(Bytes),
+}
+
+impl Packed {
+    /// Batch mode encodes the record at once. An operation over Customer.io's 32 KB is an
+    /// invalid record by itself; sent, it would have the whole batch refused.
+    fn new(record: Record, line: u64, mode: Mode) -> Result<Self, String> {
+        match mode {
+            Mode::Single => Ok(Self::Record(record)),
+            Mode::Batch => {
+                let operation = Bytes::from(record.to_operation(line).to_string());
+                if operation.len() > MAX_OPERATION_BYTES {
+                    return Err(format!(
+                        "the operation is {} bytes, over Customer.io's {MAX_OPERATION_BYTES}-byte limit",
+                        operation.len()
+                    ));
+                }
+                Ok(Self::Operation(operation))
+            }
+        }
+    }
 }
 
 fn dispatch(
@@ -549,12 +716,16 @@ fn is_permanent(error: &Error) -> bool {
 }
 
 /// Retries an operation whose transient failures outlasted the stack's retries, a few rounds
-/// with growing pauses; unauthorized fails at once (nothing will change).
+/// with growing, jittered pauses ([`round_backoff`]); unauthorized fails at once (nothing will
+/// change).
 async fn with_rounds<T, F, Fut>(mut operation: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let backoff = round_backoff();
+    // Seeded from the OS only once a round is needed: most operations never need one.
+    let mut rng: Option<SmallRng> = None;
     let mut round = 0;
     loop {
         match operation().await {
@@ -569,7 +740,9 @@ where
             Err(error) => {
                 round += 1;
                 tracing::warn!(%error, round, "retrying a unit after transient failures");
-                tokio::time::sleep(Duration::from_secs(1 << round)).await;
+                let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
+                let pause = backoff.delay(round - 1, backoff.base(), rng);
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -587,5 +760,109 @@ fn count_lines(path: &std::path::Path) -> std::io::Result<u64> {
             return Ok(lines);
         }
         lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn plan(mode: Mode) -> Plan {
+        Plan {
+            input: None,
+            format: Format::Ndjson,
+            mode,
+            concurrency: 1,
+            batch_size: 1000,
+            strict: false,
+            dry_run: true,
+            dead_letter: PathBuf::from("unused.dead.ndjson"),
+            checkpoint: None,
+            resume: false,
+            quiet: true,
+        }
+    }
+
+    fn item(line: u64, json: &str) -> Item {
+        Item {
+            line,
+            end: line * 100,
+            record: Record::from_json(json),
+            raw: json.to_owned(),
+        }
+    }
+
+    /// Two units failing together through every round: each pause stays within the old
+    /// 2ⁿ s bound and above half of it, and the two units' pauses differ (jitter).
+    #[tokio::test(start_paused = true)]
+    async fn extra_rounds_wait_jittered_bounded_pauses() {
+        async fn pauses() -> Vec<Duration> {
+            let mut calls = Vec::new();
+            let result: Result<(), Error> = with_rounds(|| {
+                calls.push(tokio::time::Instant::now());
+                async { Err(Error::Transport("connection reset".into())) }
+            })
+            .await;
+            assert!(matches!(result, Err(Error::Transport(_))));
+            calls.windows(2).map(|pair| pair[1] - pair[0]).collect()
+        }
+        let (first, second) = tokio::join!(pauses(), pauses());
+        for pauses in [&first, &second] {
+            assert_eq!(pauses.len(), UNIT_ROUNDS as usize, "{pauses:?}");
+            for (round, pause) in pauses.iter().enumerate() {
+                let bound = Duration::from_secs(2 << round);
+                // The timer wheel rounds a pause up to the next millisecond.
+                assert!(
+                    *pause >= bound / 2 && *pause <= bound + Duration::from_millis(1),
+                    "round {round}: {pause:?} outside {:?}..={bound:?}",
+                    bound / 2
+                );
+            }
+        }
+        assert_ne!(first, second, "two units paused in lockstep");
+    }
+
+    /// Permanent and unauthorized failures take no extra round.
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_take_no_round() {
+        for error in [Error::Unauthorized, Error::InvalidInput("no".into())] {
+            let started = tokio::time::Instant::now();
+            let mut error = Some(error);
+            let mut calls = 0;
+            let result: Result<(), Error> = with_rounds(|| {
+                calls += 1;
+                std::future::ready(Err(error.take().expect("called once")))
+            })
+            .await;
+            assert!(result.is_err());
+            assert_eq!(calls, 1);
+            assert_eq!(started.elapsed(), Duration::ZERO);
+        }
+    }
+
+    /// 40 attributes of 1000 bytes are each within Customer.io's limits, but their operation
+    /// is over 32 KB: that record alone is invalid, its neighbours still go.
+    #[test]
+    fn an_operation_over_32_kb_is_invalid_alone() {
+        let big: Map<String, Value> = (0..40)
+            .map(|n| (format!("a{n}"), Value::String("x".repeat(1000))))
+            .collect();
+        let big = serde_json::json!({"id": "2", "attributes": big}).to_string();
+        let (plan, mut unit, mut fatal) = (plan(Mode::Batch), Unit::default(), None);
+        for (line, json) in [
+            (1, r#"{"id":"1"}"#),
+            (2, big.as_str()),
+            (3, r#"{"id":"3"}"#),
+        ] {
+            assert!(pack(&mut unit, item(line, json), &plan, &mut fatal).is_none());
+        }
+        assert_eq!(fatal, None);
+        assert_eq!(unit.operations.len(), 2);
+        assert_eq!(unit.invalid.len(), 1);
+        let (line, _, reason) = &unit.invalid[0];
+        assert_eq!(*line, 2);
+        assert!(reason.contains("32768-byte"), "{reason}");
+        assert_eq!((unit.end, unit.end_line), (300, 3));
     }
 }

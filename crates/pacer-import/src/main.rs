@@ -119,60 +119,7 @@ async fn main() -> ExitCode {
 }
 
 async fn import(cli: Cli) -> Result<ExitCode, String> {
-    let input = match (cli.generate, &cli.input) {
-        (Some(records), path) => {
-            let path = path.clone().unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("pacer-import-{}.ndjson", std::process::id()))
-            });
-            generate(&path, records)
-                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
-            eprintln!("generated {records} records in {}", path.display());
-            Some(path)
-        }
-        (None, Some(path)) if path.as_os_str() == "-" => None,
-        (None, Some(path)) => Some(path.clone()),
-        (None, None) => {
-            return Err("give an input file, `-` for standard input, or --generate N".into())
-        }
-    };
-    if let Some(path) = &input {
-        if !path.is_file() {
-            return Err(format!("cannot read {}: no such file", path.display()));
-        }
-    }
-    let format = cli
-        .format
-        .unwrap_or_else(|| input.as_deref().map_or(Format::Ndjson, Format::of));
-    let beside = |suffix: &str| {
-        input.as_ref().map_or_else(
-            || PathBuf::from(format!("pacer-import{suffix}")),
-            |path| {
-                let mut name = path.as_os_str().to_owned();
-                name.push(suffix);
-                PathBuf::from(name)
-            },
-        )
-    };
-    let plan = Plan {
-        checkpoint: cli
-            .checkpoint
-            .clone()
-            .or_else(|| input.as_deref().map(Checkpoint::path_for)),
-        dead_letter: cli
-            .dead_letter
-            .clone()
-            .unwrap_or_else(|| beside(".dead.ndjson")),
-        input,
-        format,
-        mode: cli.mode,
-        concurrency: cli.concurrency.max(1),
-        batch_size: cli.batch_size.clamp(1, 10_000),
-        strict: cli.strict,
-        dry_run: cli.dry_run,
-        resume: cli.resume,
-        quiet: cli.quiet || cli.json,
-    };
-
+    let plan = plan(&cli, input(&cli)?);
     let counters = Arc::new(Counters::default());
     let mock = if cli.mock && !cli.dry_run {
         Some(
@@ -200,7 +147,75 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
         let shared_by = cli.redis.is_some().then_some(cli.processes);
         eprintln!("{}", pace_line(&summary, &track_quota(&cli), shared_by));
     }
-    Ok(if summary.invalid_input {
+    Ok(exit_code(&summary))
+}
+
+/// The input file (`None` for standard input), generated first with `--generate`.
+fn input(cli: &Cli) -> Result<Option<PathBuf>, String> {
+    let input = match (cli.generate, &cli.input) {
+        (Some(records), path) => {
+            let path = path.clone().unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("pacer-import-{}.ndjson", std::process::id()))
+            });
+            generate(&path, records)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            eprintln!("generated {records} records in {}", path.display());
+            Some(path)
+        }
+        (None, Some(path)) if path.as_os_str() == "-" => None,
+        (None, Some(path)) => Some(path.clone()),
+        (None, None) => {
+            return Err("give an input file, `-` for standard input, or --generate N".into())
+        }
+    };
+    if let Some(path) = &input {
+        if !path.is_file() {
+            return Err(format!("cannot read {}: no such file", path.display()));
+        }
+    }
+    Ok(input)
+}
+
+/// The engine's plan from the options: the format, and the files beside the input.
+fn plan(cli: &Cli, input: Option<PathBuf>) -> Plan {
+    let format = cli
+        .format
+        .unwrap_or_else(|| input.as_deref().map_or(Format::Ndjson, Format::of));
+    let beside = |suffix: &str| {
+        input.as_ref().map_or_else(
+            || PathBuf::from(format!("pacer-import{suffix}")),
+            |path| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                PathBuf::from(name)
+            },
+        )
+    };
+    Plan {
+        checkpoint: cli
+            .checkpoint
+            .clone()
+            .or_else(|| input.as_deref().map(Checkpoint::path_for)),
+        dead_letter: cli
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| beside(".dead.ndjson")),
+        input,
+        format,
+        mode: cli.mode,
+        concurrency: cli.concurrency.max(1),
+        batch_size: cli.batch_size.clamp(1, 10_000),
+        strict: cli.strict,
+        dry_run: cli.dry_run,
+        resume: cli.resume,
+        quiet: cli.quiet || cli.json,
+    }
+}
+
+/// 2 for an invalid record under --strict, 3 aborted, 1 with records dead-lettered or invalid,
+/// 0 all delivered.
+fn exit_code(summary: &Summary) -> ExitCode {
+    if summary.invalid_input {
         ExitCode::from(2)
     } else if summary.aborted {
         ExitCode::from(3)
@@ -208,7 +223,7 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// The default stack over HTTPS, counting requests and 429s on the way.

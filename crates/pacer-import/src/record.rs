@@ -1,13 +1,7 @@
 //! One input record (a person or an event), its validation, and what it becomes on the wire.
 
+use pacer_customerio::{check_attributes, check_event_id, check_identifier};
 use serde_json::{json, Map, Value};
-
-/// Customer.io's identifier limit.
-const MAX_ID_BYTES: usize = 150;
-/// Customer.io's attribute value limit.
-const MAX_VALUE_BYTES: usize = 1000;
-/// Customer.io's limit of attributes per call.
-const MAX_ATTRIBUTES: usize = 300;
 
 /// A person to add or update, or an event to record.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,38 +155,9 @@ impl Record {
         Self::from_json(&Value::Object(object).to_string())
     }
 
+    /// Customer.io's limits (shared with the client, in pacer-customerio) and what a record
+    /// needs besides.
     fn validate(&self) -> Result<(), String> {
-        let check_id = |what: &str, id: &str| {
-            if id.is_empty() {
-                Err(format!("{what} is empty"))
-            } else if id.len() > MAX_ID_BYTES {
-                Err(format!(
-                    "{what} is {} bytes, over the {MAX_ID_BYTES}-byte limit",
-                    id.len()
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        let check_values = |values: &Map<String, Value>| {
-            if values.len() > MAX_ATTRIBUTES {
-                return Err(format!(
-                    "{} attributes, over the limit of {MAX_ATTRIBUTES}",
-                    values.len()
-                ));
-            }
-            for (name, value) in values {
-                let size = value
-                    .as_str()
-                    .map_or_else(|| value.to_string().len(), str::len);
-                if size > MAX_VALUE_BYTES {
-                    return Err(format!(
-                        "value of {name:?} is {size} bytes, over the {MAX_VALUE_BYTES}-byte limit"
-                    ));
-                }
-            }
-            Ok(())
-        };
         match self {
             Record::Person {
                 id,
@@ -203,12 +168,12 @@ impl Record {
                     return Err("a person needs an id or an email".into());
                 }
                 if let Some(id) = id {
-                    check_id("id", id)?;
+                    check_identifier("id", id)?;
                 }
                 if let Some(email) = email {
-                    check_id("email", email)?;
+                    check_identifier("email", email)?;
                 }
-                check_values(attributes)
+                check_attributes(attributes)
             }
             Record::Event {
                 person,
@@ -217,14 +182,9 @@ impl Record {
                 timestamp,
                 data,
             } => {
-                check_id("person", person)?;
-                if id
-                    .as_deref()
-                    .is_some_and(|id| !pacer_customerio::is_ulid(id))
-                {
-                    return Err(
-                        "the event id must be a ULID (26 characters of Crockford base32), as Customer.io requires".into(),
-                    );
+                check_identifier("person", person)?;
+                if let Some(id) = id {
+                    check_event_id(id)?;
                 }
                 if name.trim().is_empty() {
                     return Err("the event name is empty".into());
@@ -232,7 +192,7 @@ impl Record {
                 if timestamp.is_some_and(|t| t > 9_999_999_999) {
                     return Err("timestamp must be unix seconds (10 digits at most)".into());
                 }
-                check_values(data)
+                check_attributes(data)
             }
         }
     }

@@ -166,24 +166,65 @@ async fn handle(
         state.ledger.lock().counts.unauthorized += 1;
         return Ok(Reply::unauthorized().into_response());
     }
-    if let Some(limit) = state.config.limit_of(endpoint.class()) {
-        let workspace = &state.config.site_id;
-        let verdict = state
-            .limits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(workspace, endpoint.class(), limit, Instant::now());
-        if let Err(wait) = verdict {
-            state.ledger.lock().counts.throttled += 1;
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Ok(
-                Reply::throttled(limit.limit, limit.window.as_secs().max(1), seconds)
-                    .into_response(),
-            );
-        }
+    if let Some(throttled) = throttle(state, &endpoint) {
+        return Ok(throttled.into_response());
     }
-    let faults = state.config.faults;
-    let (delay, drop_before, fault, drop_after) = {
+    let faults = Faults::roll(state);
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    if faults.drop_before {
+        state.ledger.lock().counts.dropped += 1;
+        return Err(Dropped);
+    }
+    if let Some(status) = faults.status {
+        state.ledger.lock().counts.faults += 1;
+        return Ok(Reply::track_error(status, "injected fault").into_response());
+    }
+    let reply = endpoint.apply(&parts.headers, &body, &mut state.ledger.lock());
+    if faults.drop_after {
+        state.ledger.lock().counts.dropped += 1;
+        return Err(Dropped);
+    }
+    Ok(reply.into_response())
+}
+
+/// The 429 of an endpoint's rate limit, when the request is over it.
+fn throttle(state: &State, endpoint: &Endpoint) -> Option<Reply> {
+    let limit = state.config.limit_of(endpoint.class())?;
+    let workspace = &state.config.site_id;
+    let verdict = state
+        .limits
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(workspace, endpoint.class(), limit, Instant::now());
+    let wait = verdict.err()?;
+    state.ledger.lock().counts.throttled += 1;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Some(Reply::throttled(
+        limit.limit,
+        limit.window.as_secs().max(1),
+        seconds,
+    ))
+}
+
+/// The faults injected into one request, drawn from the seeded generator.
+struct Faults {
+    /// Latency plus jitter, before anything else.
+    delay: std::time::Duration,
+    /// Drop the connection without applying the request.
+    drop_before: bool,
+    /// Answer with this status without applying the request.
+    status: Option<StatusCode>,
+    /// Apply the request, then drop the connection.
+    drop_after: bool,
+}
+
+impl Faults {
+    /// Draws in a fixed order (jitter, status, drop before, drop after), so a seed replays the
+    /// same faults.
+    fn roll(state: &State) -> Self {
+        let faults = state.config.faults;
         let mut rng = state.rng.lock().unwrap_or_else(|e| e.into_inner());
         let jitter = if faults.jitter.is_zero() {
             std::time::Duration::ZERO
@@ -191,37 +232,20 @@ async fn handle(
             faults.jitter.mul_f64(rng.random::<f64>())
         };
         let roll: f64 = rng.random();
-        let fault = if roll < faults.server_errors {
+        let status = if roll < faults.server_errors {
             Some(StatusCode::INTERNAL_SERVER_ERROR)
         } else if roll < faults.server_errors + faults.unavailable {
             Some(StatusCode::SERVICE_UNAVAILABLE)
         } else {
             None
         };
-        (
-            faults.latency + jitter,
-            rng.random::<f64>() < faults.drop_before,
-            fault,
-            rng.random::<f64>() < faults.drop_after,
-        )
-    };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        Self {
+            delay: faults.latency + jitter,
+            drop_before: rng.random::<f64>() < faults.drop_before,
+            status,
+            drop_after: rng.random::<f64>() < faults.drop_after,
+        }
     }
-    if drop_before {
-        state.ledger.lock().counts.dropped += 1;
-        return Err(Dropped);
-    }
-    if let Some(status) = fault {
-        state.ledger.lock().counts.faults += 1;
-        return Ok(Reply::track_error(status, "injected fault").into_response());
-    }
-    let reply = endpoint.apply(&parts.headers, &body, &mut state.ledger.lock());
-    if drop_after {
-        state.ledger.lock().counts.dropped += 1;
-        return Err(Dropped);
-    }
-    Ok(reply.into_response())
 }
 
 /// Checks the credentials an endpoint needs.

@@ -13,7 +13,8 @@ pub enum RetryReason {
     Status(StatusCode),
     /// The connection broke or closed early: the server may have processed the request.
     Connection,
-    /// The connection could not be made: the request never reached the server.
+    /// The connection could not be made, or hyper canceled the request before writing any of
+    /// it: the request never reached the server.
     Refused,
     /// The attempt timed out.
     Timeout,
@@ -49,10 +50,9 @@ where
     }
 }
 
-/// Retries 429, 408, 500, 502, 503 and 504, and errors whose source chain holds an
-/// [`io::Error`] of a broken or refused connection or a timeout, or a message saying the
-/// connection closed before the response was complete (hyper's "incomplete message"). Never
-/// other 4xx, and never body or decoding errors: repeating those changes nothing.
+/// Retries 429, 408, 500, 502, 503 and 504, and the transport failures [`classify_error`]
+/// finds in an error's source chain. Never other 4xx, and never body or decoding errors:
+/// repeating those changes nothing.
 #[derive(Clone, Copy, Debug, Default)]
 #[non_exhaustive]
 pub struct DefaultClassifier;
@@ -83,44 +83,102 @@ impl<B> Classify<B, crate::BoxError> for DefaultClassifier {
     }
 }
 
-/// Walks `error`'s source chain for a transient transport failure.
+/// Walks `error`'s source chain for a transient transport failure, recognised by type (never
+/// by its text), the first error of the chain that says anything deciding:
+///
+/// | in the chain | reason |
+/// | --- | --- |
+/// | [`io::Error`] `TimedOut` / `ConnectionRefused` / `ConnectionReset`, `ConnectionAborted`, `NotConnected`, `BrokenPipe`, `UnexpectedEof` (any other kind: not retried) | `Timeout` / `Refused` / `Connection` |
+/// | `tokio::time::error::Elapsed` | `Timeout` |
+/// | `reqwest::Error` with `is_timeout()` / `is_connect()` (feature `reqwest`) | `Timeout` / as a connect error |
+/// | `hyper_util::client::legacy::Error` with `is_connect()` (feature `hyper`) | the cause's reason, else `Refused` |
+/// | `hyper::Error` with `is_timeout()` / `is_incomplete_message()` / `is_canceled()` / `is_closed()` (feature `hyper`) | `Timeout` / `Connection` / `Refused` / `Connection` |
+///
+/// A canceled hyper request is one hyper never started writing (its connection closed or was
+/// not ready), so it counts as not processed; a closed channel may be mid-request, so it
+/// counts as a broken connection. Any other error is looked through to its source.
 pub fn classify_error(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<io::Error>() {
-            return match io.kind() {
-                io::ErrorKind::TimedOut => Some(RetryReason::Timeout),
-                io::ErrorKind::ConnectionRefused => Some(RetryReason::Refused),
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::NotConnected
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::UnexpectedEof => Some(RetryReason::Connection),
-                _ => None,
-            };
-        }
-        if error.is::<tokio::time::error::Elapsed>() {
-            return Some(RetryReason::Timeout);
-        }
-        // hyper names these in its Display; matching the text keeps us free of a hyper
-        // dependency and works through any wrapper that keeps the source chain.
-        let text = error.to_string();
-        if text.contains("operation timed out") {
-            return Some(RetryReason::Timeout);
-        }
-        if text.contains("error trying to connect") {
-            // The cause further down may say more (a timeout, say); without one, refused.
-            return Some(
-                error
-                    .source()
-                    .and_then(classify_error)
-                    .unwrap_or(RetryReason::Refused),
-            );
-        }
-        if text.contains("connection closed before message completed") {
-            return Some(RetryReason::Connection);
+        if let Some(verdict) = verdict_of(error) {
+            return verdict;
         }
         current = error.source();
     }
     None
+}
+
+/// What one error of a chain decides: `Some(verdict)` ends the walk (`Some(None)`: not worth
+/// another attempt), `None` looks at its source.
+fn verdict_of(error: &(dyn StdError + 'static)) -> Option<Option<RetryReason>> {
+    if let Some(io) = error.downcast_ref::<io::Error>() {
+        return Some(io_reason(io));
+    }
+    if error.is::<tokio::time::error::Elapsed>() {
+        return Some(Some(RetryReason::Timeout));
+    }
+    #[cfg(feature = "reqwest")]
+    if let Some(reason) = reqwest_reason(error) {
+        return Some(Some(reason));
+    }
+    #[cfg(feature = "hyper")]
+    if let Some(reason) = hyper_reason(error) {
+        return Some(Some(reason));
+    }
+    None
+}
+
+fn io_reason(error: &io::Error) -> Option<RetryReason> {
+    match error.kind() {
+        io::ErrorKind::TimedOut => Some(RetryReason::Timeout),
+        io::ErrorKind::ConnectionRefused => Some(RetryReason::Refused),
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::NotConnected
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => Some(RetryReason::Connection),
+        _ => None,
+    }
+}
+
+/// A connection that could not be made: its cause may say more (a timeout, say); without one
+/// that does, the request never left, so it is refused.
+#[cfg(any(feature = "hyper", feature = "reqwest"))]
+fn connect_reason(error: &(dyn StdError + 'static)) -> RetryReason {
+    error
+        .source()
+        .and_then(classify_error)
+        .unwrap_or(RetryReason::Refused)
+}
+
+/// reqwest's own timeout (its private `TimedOut` in the chain) and connect failures.
+#[cfg(feature = "reqwest")]
+fn reqwest_reason(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
+    let error = error.downcast_ref::<reqwest::Error>()?;
+    if error.is_timeout() {
+        Some(RetryReason::Timeout)
+    } else if error.is_connect() {
+        Some(connect_reason(error))
+    } else {
+        None
+    }
+}
+
+#[cfg(feature = "hyper")]
+fn hyper_reason(error: &(dyn StdError + 'static)) -> Option<RetryReason> {
+    if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+        // Other kinds (send request, canceled, channel closed) hold the hyper::Error that says
+        // which, as their source.
+        return client.is_connect().then(|| connect_reason(client));
+    }
+    let error = error.downcast_ref::<hyper::Error>()?;
+    if error.is_timeout() {
+        Some(RetryReason::Timeout)
+    } else if error.is_incomplete_message() || error.is_closed() {
+        Some(RetryReason::Connection)
+    } else if error.is_canceled() {
+        Some(RetryReason::Refused)
+    } else {
+        None
+    }
 }

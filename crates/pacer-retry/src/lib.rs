@@ -4,7 +4,9 @@
 //!
 //! - **What is retried** ([`DefaultClassifier`], or your own [`Classify`]): 429, 408, 500, 502,
 //!   503, 504, refused/reset/aborted connections, timeouts, incomplete messages; never other 4xx
-//!   and never body or decoding errors.
+//!   and never body or decoding errors. Transport errors are recognised by type in the source
+//!   chain ([`classify_error`]): `io::Error` kinds, tokio's `Elapsed`, hyper's and hyper-util's
+//!   predicates (feature `hyper`, on by default) and reqwest's (feature `reqwest`).
 //! - **How long to wait**: `max(backoff, server hint)`. [`Backoff`] is exponential with full
 //!   (default), equal, decorrelated or no [`Jitter`]; the hint is the response's
 //!   [`Throttle`](pacer_throttle::Throttle) (Retry-After, or a reset with nothing remaining).

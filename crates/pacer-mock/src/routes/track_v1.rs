@@ -24,17 +24,7 @@ fn run(endpoint: &Endpoint, body: &[u8], ledger: &mut LedgerState) -> Result<Rep
             StatusCode::OK,
             &json!({"url": "https://track.customer.io", "region": "us", "environment_id": 1}),
         )),
-        Endpoint::Identify(id) => {
-            check_id(id)?;
-            check_attributes(&object)?;
-            let person = ledger.person(id);
-            if person.suppressed {
-                // Suppressed identifiers are not re-added; Customer.io answers 200 regardless.
-                return Ok(Reply::ok());
-            }
-            person.attributes.extend(object);
-            Ok(Reply::ok())
-        }
+        Endpoint::Identify(id) => identify(id, object, ledger),
         Endpoint::DeleteCustomer(id) => {
             check_id(id)?;
             ledger.people.remove(id);
@@ -49,17 +39,7 @@ fn run(endpoint: &Endpoint, body: &[u8], ledger: &mut LedgerState) -> Result<Rep
             ledger.record_event(event(None, &object)?);
             Ok(Reply::ok())
         }
-        Endpoint::AddDevice(id) => {
-            check_id(id)?;
-            let token = object
-                .get("device")
-                .and_then(|device| device.get("id"))
-                .and_then(Value::as_str)
-                .filter(|token| !token.is_empty())
-                .ok_or("device.id is required")?;
-            ledger.person(id).devices.insert(token.to_owned());
-            Ok(Reply::ok())
-        }
+        Endpoint::AddDevice(id) => add_device(id, &object, ledger),
         Endpoint::DeleteDevice(id, device) => {
             check_id(id)?;
             if let Some(person) = ledger.people.get_mut(id) {
@@ -79,38 +59,79 @@ fn run(endpoint: &Endpoint, body: &[u8], ledger: &mut LedgerState) -> Result<Rep
             ledger.person(id).suppressed = false;
             Ok(Reply::ok())
         }
-        Endpoint::Merge => {
-            let primary = single_identifier(&object, "primary")?;
-            let secondary = single_identifier(&object, "secondary")?;
-            let Some(merged) = ledger.people.remove(&secondary) else {
-                return Ok(Reply::ok());
-            };
-            let person = ledger
-                .people
-                .get_mut(&primary)
-                .ok_or("the primary person must exist")?;
-            for (name, value) in merged.attributes {
-                person.attributes.entry(name).or_insert(value);
-            }
-            person.devices.extend(merged.devices);
-            Ok(Reply::ok())
-        }
-        Endpoint::SubmitForm(_) => {
-            let data = object
-                .get("data")
-                .and_then(Value::as_object)
-                .ok_or("data is required")?;
-            let keys = ["email", "id"]
-                .iter()
-                .filter(|key| data.contains_key(**key))
-                .count();
-            if keys != 1 || !data.values().all(Value::is_string) {
-                return Err("data must hold exactly one of email or id, and only strings".into());
-            }
-            Ok(Reply::no_content())
-        }
+        Endpoint::Merge => merge(&object, ledger),
+        Endpoint::SubmitForm(_) => submit_form(&object),
         _ => Err("not a Track v1 endpoint".into()),
     }
+}
+
+/// `PUT /api/v1/customers/{id}`: adds or updates the person's attributes.
+fn identify(
+    id: &str,
+    attributes: Map<String, Value>,
+    ledger: &mut LedgerState,
+) -> Result<Reply, String> {
+    check_id(id)?;
+    check_attributes(&attributes)?;
+    let person = ledger.person(id);
+    if person.suppressed {
+        // Suppressed identifiers are not re-added; Customer.io answers 200 regardless.
+        return Ok(Reply::ok());
+    }
+    person.attributes.extend(attributes);
+    Ok(Reply::ok())
+}
+
+/// `PUT /api/v1/customers/{id}/devices`: `device.id` is the token.
+fn add_device(
+    id: &str,
+    object: &Map<String, Value>,
+    ledger: &mut LedgerState,
+) -> Result<Reply, String> {
+    check_id(id)?;
+    let token = object
+        .get("device")
+        .and_then(|device| device.get("id"))
+        .and_then(Value::as_str)
+        .filter(|token| !token.is_empty())
+        .ok_or("device.id is required")?;
+    ledger.person(id).devices.insert(token.to_owned());
+    Ok(Reply::ok())
+}
+
+/// `POST /api/v1/merge_customers`: the secondary's attributes (where the primary has none) and
+/// devices move to the primary, which must exist; a missing secondary is a no-op.
+fn merge(object: &Map<String, Value>, ledger: &mut LedgerState) -> Result<Reply, String> {
+    let primary = single_identifier(object, "primary")?;
+    let secondary = single_identifier(object, "secondary")?;
+    let Some(merged) = ledger.people.remove(&secondary) else {
+        return Ok(Reply::ok());
+    };
+    let person = ledger
+        .people
+        .get_mut(&primary)
+        .ok_or("the primary person must exist")?;
+    for (name, value) in merged.attributes {
+        person.attributes.entry(name).or_insert(value);
+    }
+    person.devices.extend(merged.devices);
+    Ok(Reply::ok())
+}
+
+/// `POST /api/v1/forms/{id}/submit`: `data` holds exactly one of `email` or `id`, all strings.
+fn submit_form(object: &Map<String, Value>) -> Result<Reply, String> {
+    let data = object
+        .get("data")
+        .and_then(Value::as_object)
+        .ok_or("data is required")?;
+    let keys = ["email", "id"]
+        .iter()
+        .filter(|key| data.contains_key(**key))
+        .count();
+    if keys != 1 || !data.values().all(Value::is_string) {
+        return Err("data must hold exactly one of email or id, and only strings".into());
+    }
+    Ok(Reply::no_content())
 }
 
 fn check_id(id: &str) -> Result<(), String> {
