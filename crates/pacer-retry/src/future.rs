@@ -205,6 +205,25 @@ fn give_back<RB>(
     }
 }
 
+/// The backoff before the attempt after number `attempts`: none after a refusal a throttle
+/// layer fed back to its limiter (the retry waits for the key's next slot at the slowed rate,
+/// which is the backoff; another would only idle the slot), otherwise the jittered delay.
+fn backoff_after<RB, C, P>(
+    shared: &Shared<C, P>,
+    response: Option<&Response<RB>>,
+    attempts: u32,
+    previous_delay: Duration,
+) -> Duration {
+    if response.is_some_and(|r| r.extensions().get::<Paced>().is_some()) {
+        return Duration::ZERO;
+    }
+    let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
+    shared
+        .config
+        .backoff
+        .delay(attempts - 1, previous_delay, &mut **rng)
+}
+
 /// Decides after attempt number `attempts`; `outcome` is `None` when it timed out.
 fn decide<RB, C, P>(
     shared: &Shared<C, P>,
@@ -246,32 +265,21 @@ where
         let why = gave_up(GaveUp::Attempts);
         return Decision::Return(give_back(outcome, attempts, timeout, why));
     }
-    let (server_wait, status) = match &outcome {
-        Some(Ok(response)) => (
-            server_wait(response.headers(), response.extensions()),
-            Some(response.status()),
-        ),
-        _ => (None, None),
+    let response = match &outcome {
+        Some(Ok(response)) => Some(response),
+        _ => None,
     };
+    let server_wait = response.and_then(|r| server_wait(r.headers(), r.extensions()));
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {
         give_up(&counters.server_wait_too_long, "server_wait", &reason);
         tracing::warn!(?wait, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
-        let status = status.expect("a server wait comes with an answer");
+        let status = response
+            .expect("a server wait comes with an answer")
+            .status();
         let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait, attempts);
         return Decision::Return(Err(Box::new(too_long)));
     }
-    // A refusal a throttle layer fed back to its limiter: the retry waits for the key's next
-    // slot at the slowed rate, which is the backoff. Another would only idle the slot.
-    let paced =
-        matches!(&outcome, Some(Ok(response)) if response.extensions().get::<Paced>().is_some());
-    let backoff = if paced {
-        Duration::ZERO
-    } else {
-        let mut rng = shared.rng.lock().unwrap_or_else(|e| e.into_inner());
-        config
-            .backoff
-            .delay(attempts - 1, *previous_delay, &mut **rng)
-    };
+    let backoff = backoff_after(shared, response, attempts, *previous_delay);
     // Never sleep less than the server asked.
     let delay = backoff.max(server_wait.unwrap_or_default());
     if deadline.is_some_and(|deadline| Instant::now() + delay >= deadline) {
