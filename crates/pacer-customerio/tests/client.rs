@@ -202,6 +202,27 @@ async fn queue_stats_show_waiting_in_flight_and_paused() {
     assert_eq!((done.waiting, done.in_flight), (0, 0));
 }
 
+/// The error of one `track` through the default stack over `http`.
+async fn track_error_over<S, E>(http: S) -> Error
+where
+    S: tower::Service<Request<Body>, Response = Response<Full<Bytes>>, Error = E>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    E: Into<tower::BoxError>,
+{
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .build(http);
+    client
+        .track("1", pacer_customerio::Event::new("x"))
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test(start_paused = true)]
 async fn stack_errors_map_by_downcast() {
     // A 429 asking for longer than the throttle layer's 60 s cap: Throttled, with the wait.
@@ -213,14 +234,7 @@ async fn stack_errors_map_by_downcast() {
             .insert("retry-after", http::HeaderValue::from_static("600"));
         Ok::<_, Infallible>(response)
     });
-    let client = Client::builder()
-        .base_url("http://customerio.test")
-        .credentials(credentials())
-        .build(http);
-    let error = client
-        .track("1", pacer_customerio::Event::new("x"))
-        .await
-        .unwrap_err();
+    let error = track_error_over(http).await;
     let Error::Throttled { retry_after } = error else {
         panic!("expected Throttled, got {error:?}");
     };
@@ -230,14 +244,7 @@ async fn stack_errors_map_by_downcast() {
     let http = tower::service_fn(|_request: Request<Body>| async {
         Err::<Response<Full<Bytes>>, _>(std::io::Error::other("certificate expired"))
     });
-    let client = Client::builder()
-        .base_url("http://customerio.test")
-        .credentials(credentials())
-        .build(http);
-    let error = client
-        .track("1", pacer_customerio::Event::new("x"))
-        .await
-        .unwrap_err();
+    let error = track_error_over(http).await;
     let Error::Transport(transport) = error else {
         panic!("expected Transport, got {error:?}");
     };

@@ -27,43 +27,58 @@ pub(crate) fn dispatch(
     true
 }
 
-/// One lease request: the reply is delivered to the key's slots, then its head waiter is woken
-/// and asks again, which sends the next request while waiters remain without a slot.
-async fn lease(slots: Weak<Mutex<KeySlots>>, waker: HeadWaker, request: RefillRequest) {
+/// Lease requests for one key while its waiters lack slots: each reply is delivered to the
+/// key's slots, which decide on the next request at once; the key's head waiter is woken to
+/// take what arrived.
+async fn lease(slots: Weak<Mutex<KeySlots>>, waker: HeadWaker, mut request: RefillRequest) {
     // Should this task end early (its runtime shut down), the key must not wait for it forever.
     let mut guard = Undelivered {
         slots: slots.clone(),
         waker: waker.clone(),
         armed: true,
     };
-    let outcome = reserve(&request).await;
-    let received = Instant::now();
-    let core = Arc::clone(&request.core);
-    let wake_all = match &outcome {
-        Ok(reservation) => {
-            // Slots mapped through a tighter anchor come due sooner than heads slept for.
-            let sooner = core.observe_clock(reservation.redis_now_micros, received);
-            let recovered = core.succeeded(reservation.slots.len(), received);
-            recovered || sooner > Duration::from_millis(1)
+    loop {
+        let outcome = reserve(&request).await;
+        let received = Instant::now();
+        let core = Arc::clone(&request.core);
+        let wake_all = match &outcome {
+            Ok(reservation) => {
+                // Slots mapped through a tighter anchor come due sooner than heads slept for.
+                let sooner = core.observe_clock(reservation.redis_now_micros, received);
+                let recovered = core.succeeded(reservation.slots.len(), received);
+                recovered || sooner > Duration::from_millis(1)
+            }
+            Err(error) => {
+                core.failed(error, received);
+                false
+            }
+        };
+        let Some(key_slots) = slots.upgrade() else {
+            // The key's bucket is gone: the limiter was dropped.
+            guard.armed = false;
+            give_back_all(&request, outcome.ok());
+            return;
+        };
+        let next = {
+            let mut state = lock(&key_slots);
+            state.deliver(outcome.ok(), request.requested_at);
+            state.chain(received)
+        };
+        drop(key_slots);
+        if wake_all {
+            // Heads sleeping on a local share's schedule, or on a looser clock anchor, may
+            // take their slots sooner.
+            waker.wake_all_heads();
+        } else {
+            waker.wake_head();
         }
-        Err(error) => {
-            core.failed(error, received);
-            false
+        match next {
+            Some(next) => request = next,
+            None => {
+                guard.armed = false;
+                return;
+            }
         }
-    };
-    guard.armed = false;
-    let Some(slots) = slots.upgrade() else {
-        // The key's bucket is gone: the limiter was dropped.
-        give_back_all(&request, outcome.ok());
-        return;
-    };
-    lock(&slots).deliver(outcome.ok(), request.requested_at);
-    if wake_all {
-        // Heads sleeping on a local share's schedule, or on a looser clock anchor, may take
-        // their slots sooner.
-        waker.wake_all_heads();
-    } else {
-        waker.wake_head();
     }
 }
 

@@ -126,6 +126,11 @@ pub(crate) struct KeySlots {
     local: Option<LocalShare>,
     /// The last send on the local share: Redis must hear of it on return (see `request`).
     last_local_send: Option<Instant>,
+    /// How many waiters wanted a slot when the limiter last asked (or one left): a delivery
+    /// asks again at once for those still without one, without waiting for the head's turn.
+    demand: usize,
+    /// The key's pause (from the limiter): no reservation is chained before it ends.
+    paused_until: Option<Instant>,
 }
 
 impl KeySlots {
@@ -140,6 +145,8 @@ impl KeySlots {
             requested: None,
             local: None,
             last_local_send: None,
+            demand: 0,
+            paused_until: None,
         }
     }
 
@@ -151,6 +158,7 @@ impl KeySlots {
     /// away. `demand` is how many waiters want a slot (the head among them); slots are
     /// requested for those that have none.
     fn admit(&mut self, now: Instant, demand: usize) -> Admission {
+        self.demand = demand;
         self.expire(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
         let mode = self.core.mode();
@@ -278,8 +286,21 @@ impl KeySlots {
         }
     }
 
+    /// After a delivery at `now`: the next request for the waiters still without a slot, if
+    /// any and the key is not paused. The lease task sends it at once, so a busy key keeps one
+    /// reservation in flight rather than waiting for its head to be polled.
+    pub(crate) fn chain(&mut self, now: Instant) -> Option<RefillRequest> {
+        if self.paused_until.is_some_and(|until| until > now) {
+            return None;
+        }
+        let mode = self.core.mode();
+        self.request_more(mode, now, self.demand);
+        self.take_request()
+    }
+
     /// Slots further ahead than the waiters need go back to Redis (a waiter gave up).
     fn release_surplus(&mut self, demand: usize) {
+        self.demand = demand;
         if self.leases.len() > demand {
             let surplus: Vec<Lease> = self.leases.drain(demand..).collect();
             self.give_back(&surplus);
@@ -288,6 +309,7 @@ impl KeySlots {
 
     /// Slots before `until` (a pause) are unusable: give them back.
     fn release_before(&mut self, until: Instant) {
+        self.paused_until = Some(until);
         let unusable = self
             .leases
             .iter()

@@ -133,19 +133,26 @@ async fn a_server_closing_mid_head_is_an_incomplete_message() {
     assert_eq!(classify_wrapped(error), Some(RetryReason::Connection));
 }
 
-/// hyper hands back a request its connection never started as canceled: nothing reached the
-/// server, so even a POST may go again.
-#[tokio::test]
-async fn a_request_on_a_dropped_connection_is_canceled_and_refused() {
+/// A hyper HTTP/1 sender whose connection task was dropped before it sent anything.
+async fn sender_whose_connection_was_dropped(
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
     let address = silent_server().await;
     let stream = TcpStream::connect(address.trim_start_matches("http://").trim_end_matches('/'))
         .await
         .unwrap();
-    let (mut sender, connection) =
+    let (sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
             .unwrap();
     drop(connection);
+    sender
+}
+
+/// hyper hands back a request its connection never started as canceled: nothing reached the
+/// server, so even a POST may go again.
+#[tokio::test]
+async fn a_request_on_a_dropped_connection_is_canceled_and_refused() {
+    let mut sender = sender_whose_connection_was_dropped().await;
     let request = Request::post("/").body(Empty::new()).unwrap();
     let error = sender.send_request(request).await.unwrap_err();
     assert!(error.is_canceled(), "{error:?}");
@@ -156,15 +163,7 @@ async fn a_request_on_a_dropped_connection_is_canceled_and_refused() {
 
 #[tokio::test]
 async fn waiting_on_a_dropped_connection_is_closed() {
-    let address = silent_server().await;
-    let stream = TcpStream::connect(address.trim_start_matches("http://").trim_end_matches('/'))
-        .await
-        .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .unwrap();
-    drop(connection);
+    let mut sender = sender_whose_connection_was_dropped().await;
     let error = sender.ready().await.unwrap_err();
     assert!(error.is_closed(), "{error:?}");
     assert_eq!(classify_wrapped(error), Some(RetryReason::Connection));
