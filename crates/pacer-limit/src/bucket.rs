@@ -81,8 +81,11 @@ impl Bucket {
             return Admission::NotBefore(until);
         }
         // A rate learned at run time paces this process below the shared quota.
-        if self.overridden && !self.local.is_free(now) {
-            return Admission::NotBefore(self.local.nth_earliest(now, 0));
+        if self.overridden {
+            let at = self.local.nth_earliest(now, 0);
+            if at > now {
+                return Admission::NotBefore(at);
+            }
         }
         let admission = shared.admit(now, self.waiters.len().max(1));
         if admission == Admission::Granted {

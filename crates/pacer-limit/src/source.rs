@@ -150,11 +150,6 @@ impl LocalSlots {
         }
     }
 
-    /// Whether a send at `now` is admitted, without taking it.
-    pub(crate) fn is_free(&self, now: Instant) -> bool {
-        self.model.earliest(now) <= now
-    }
-
     /// Records a send at `now`, admitted elsewhere (by a shared source).
     pub(crate) fn record(&mut self, now: Instant) {
         self.model.record(now);

@@ -166,22 +166,15 @@ async fn a_waiter_that_gives_up_tells_the_source() {
     assert_eq!(limiter.stats().cancelled, 1);
 }
 
-#[test]
-fn local_slots_are_the_default_source() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let now = Instant::now();
-        let quota = Quota::per_second(4).with_margin(Duration::ZERO);
-        let mut slots = LocalSlots::new(&quota, now);
-        assert_eq!(slots.admit(now, 1), Admission::Granted);
-        let next = now + Duration::from_millis(250);
-        assert_eq!(slots.nth_earliest(now, 0), next);
-        slots.on_pause(now + Duration::from_secs(1));
-        assert!(slots.nth_earliest(now, 0) >= now + Duration::from_secs(1));
-        assert!(!slots.is_idle(now));
-    });
+#[tokio::test(start_paused = true)]
+async fn local_slots_are_the_default_source() {
+    let now = Instant::now();
+    let quota = Quota::per_second(4).with_margin(Duration::ZERO);
+    let mut slots = LocalSlots::new(&quota, now);
+    assert_eq!(slots.admit(now, 1), Admission::Granted);
+    let next = now + Duration::from_millis(250);
+    assert_eq!(slots.nth_earliest(now, 0), next);
+    slots.on_pause(now + Duration::from_secs(1));
+    assert!(slots.nth_earliest(now, 0) >= now + Duration::from_secs(1));
+    assert!(!slots.is_idle(now));
 }
