@@ -173,9 +173,13 @@ impl From<Box<dyn StdError + Send + Sync>> for Error {
                 retry_after: Some(wait),
             })
         };
-        let mapped = if let Some(too_long) = error.downcast_ref::<pacer_throttle::WaitTooLong>() {
+        // Anywhere in the chain: a classifier that retries them wraps them in RetriesExhausted.
+        let mapped = if let Some(too_long) =
+            pacer_retry::find::<pacer_throttle::WaitTooLong>(&*error)
+        {
             throttled(too_long.status(), too_long.wait())
-        } else if let Some(too_long) = error.downcast_ref::<pacer_retry::ServerWaitTooLong>() {
+        } else if let Some(too_long) = pacer_retry::find::<pacer_retry::ServerWaitTooLong>(&*error)
+        {
             throttled(too_long.status(), too_long.wait())
         } else {
             None

@@ -201,12 +201,13 @@ impl RetriesExhausted {
 
 impl fmt::Display for RetriesExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The last error is the `source()`, not part of this message: a printer that walks the
+        // chain (anyhow's `{:#}`, tracing) shows it once.
         write!(
             f,
-            "gave up after {} attempts ({}): {}",
+            "gave up after {} attempts ({})",
             self.attempts,
-            self.why.describe(),
-            self.last
+            self.why.describe()
         )
     }
 }
