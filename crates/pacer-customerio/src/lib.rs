@@ -10,6 +10,9 @@
 //!   [`Idempotent`](pacer_retry::Idempotent) mark; sizes are checked before sending.
 //! - [`read`] turns an answer into an [`Answer`] or a typed [`Error`] from any of Customer.io's
 //!   four error envelopes (or its plain-text 401).
+//! - [`Operation`], [`Packer`] and [`BatchOutcome`] are Track v2 batches typed: operations with
+//!   a documented JSON schema, one request filled up to the limits, and each entry of a 207
+//!   mapped to delivered, retry or refused ([`Client::send_packed`]).
 //! - [`Client`] assembles the default stack (retry → rate limit per [`ApiClass`] → throttle
 //!   feedback) over [`https_client`] or any HTTP service, with one method per operation.
 //!
@@ -33,6 +36,7 @@
 //! ```
 
 mod api;
+mod batch;
 mod client;
 mod encode;
 mod error;
@@ -45,6 +49,7 @@ mod response;
 mod secret;
 
 pub use api::{ApiClass, Endpoints, Region};
+pub use batch::{is_retryable_entry, BatchOutcome, EntryOutcome, Operation, Packer, Pushed};
 pub use client::{
     api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, Stack,
 };

@@ -155,7 +155,18 @@ fn apply_person(
     if action == "merge" {
         return Ok(());
     }
-    let id = person_identifier(operation)?;
+    // An anonymous event names no person: `anonymous_id` stands in for `identifiers`.
+    let anonymous = matches!(action, "event" | "page" | "screen")
+        && !operation.contains_key("identifiers")
+        && operation
+            .get("anonymous_id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES);
+    let id = if anonymous {
+        String::new()
+    } else {
+        person_identifier(operation)?
+    };
     let attributes = operation
         .get("attributes")
         .and_then(Value::as_object)
@@ -176,7 +187,7 @@ fn apply_person(
         "event" | "page" | "screen" => {
             let name = text(operation, "name")?;
             ledger.record_event(Event {
-                customer: Some(id),
+                customer: (!anonymous).then_some(id),
                 name: name.to_owned(),
                 id: operation
                     .get("id")
