@@ -8,6 +8,7 @@
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
 //! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
+//! | `outbox` | [`pacer-outbox`](outbox) | enqueue without waiting; deliver as paced Track v2 batches (in memory, or Redis Streams with `redis`) |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
 //! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
 //! | `redis` | [`pacer-limit-redis`](redis) | one quota shared by many processes through Redis |
@@ -92,6 +93,10 @@ pub use pacer_retry as retry;
 #[cfg(feature = "customerio")]
 #[doc(inline)]
 pub use pacer_customerio as customerio;
+
+#[cfg(feature = "outbox")]
+#[doc(inline)]
+pub use pacer_outbox as outbox;
 
 #[cfg(feature = "reqwest")]
 pub mod reqwest;

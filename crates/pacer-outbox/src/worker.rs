@@ -1,0 +1,329 @@
+//! Delivery: pack stored operations into batch requests (up to the size limits, or after the
+//! linger), several in flight, each through the client's stack (one Track slot each); settle
+//! each entry by Customer.io's answer. Nothing is acknowledged before Customer.io accepted it.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pacer_customerio::{BatchOutcome, EntryOutcome, Error, Packer, Pushed};
+use pacer_retry::{Backoff, Jitter};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::metrics;
+use crate::store::{now_ms, Entry, Store};
+
+/// Sends one packed request and says what became of each entry.
+pub(crate) type Sender = Arc<
+    dyn Fn(Vec<Bytes>) -> Pin<Box<dyn Future<Output = Result<BatchOutcome, Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Where the outbox is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Taking and delivering.
+    Running,
+    /// No more enqueues; flush without lingering.
+    Closing,
+    /// The shutdown deadline passed: give up retrying, put back what is not delivered.
+    Stopping,
+}
+
+/// How delivery behaves.
+#[derive(Clone, Debug)]
+pub(crate) struct Delivery {
+    pub(crate) linger: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) max_operations: Option<usize>,
+    pub(crate) backoff: Backoff,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(25),
+            concurrency: 8,
+            max_operations: None,
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
+                .jitter(Jitter::Equal),
+        }
+    }
+}
+
+/// Counters shared by the enqueue and delivery sides.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) dead: AtomicU64,
+    pub(crate) requests: AtomicU64,
+}
+
+/// What every delivery task shares.
+pub(crate) struct Shared {
+    pub(crate) delivery: Delivery,
+    pub(crate) sender: Sender,
+    pub(crate) counters: Counters,
+    pub(crate) phase: watch::Receiver<Phase>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("delivery", &self.delivery)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long an idle worker waits for entries before looking at the phase again.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// Entries taken from the store at once.
+const TAKE_AT_ONCE: usize = 1024;
+
+/// Delivers from `store` until the outbox closes (memory: drained; Redis: what this process
+/// holds, nothing more is read) or stops.
+pub(crate) async fn run(store: Store, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(shared.delivery.concurrency.max(1)));
+    let mut phase = shared.phase.clone();
+    let drain_on_close = matches!(store, Store::Memory(_));
+    let mut carry: VecDeque<Entry> = VecDeque::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        if *phase.borrow() == Phase::Stopping {
+            break;
+        }
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = phase.wait_for(|p| *p == Phase::Stopping) => continue,
+        };
+        let closing = *phase.borrow() >= Phase::Closing;
+        let may_read = !closing || drain_on_close;
+        let (batch, fill, read_nothing) =
+            fill_batch(&store, &shared, &mut carry, &mut phase, may_read).await;
+        if batch.is_empty() {
+            drop(permit);
+            if closing && carry.is_empty() && (read_nothing || !may_read) {
+                break;
+            }
+            continue;
+        }
+        if let Some(oldest) = batch.iter().map(|entry| entry.enqueued_ms).min() {
+            metrics::lag(Duration::from_millis(now_ms().saturating_sub(oldest)));
+        }
+        metrics::batch(batch.len(), fill);
+        tracing::debug!(operations = batch.len(), fill, "outbox batch packed");
+        let (store, shared) = (store.clone(), Arc::clone(&shared));
+        tasks.spawn(async move {
+            deliver(&store, &shared, batch).await;
+            drop(permit);
+        });
+    }
+    store.release(carry.into_iter().collect()).await;
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Packs one request: from what was carried over, then from the store, until it is full or
+/// the linger has passed since its first entry. Returns the entries, the fill, and whether the
+/// store had nothing to give.
+async fn fill_batch(
+    store: &Store,
+    shared: &Shared,
+    carry: &mut VecDeque<Entry>,
+    phase: &mut watch::Receiver<Phase>,
+    may_read: bool,
+) -> (Vec<Entry>, f64, bool) {
+    let mut packer = Packer::new();
+    if let Some(max) = shared.delivery.max_operations {
+        packer = packer.max_operations(max);
+    }
+    let mut batch = Vec::new();
+    let mut deadline = None;
+    let mut read_nothing = false;
+    loop {
+        while let Some(entry) = carry.pop_front() {
+            match packer.push(entry.operation.clone()) {
+                Pushed::Packed => batch.push(entry),
+                Pushed::Full(_) => {
+                    carry.push_front(entry);
+                    return (batch, packer.fill(), false);
+                }
+                Pushed::TooLarge(_) => {
+                    // The enqueue side refuses these; one can only come from a store written
+                    // by something else.
+                    let reason = "the operation is over Customer.io's 32 KB limit".to_owned();
+                    shared.counters.dead.fetch_add(1, Ordering::Relaxed);
+                    metrics::dead(1);
+                    store.dead(vec![(entry, reason)]).await;
+                }
+                _ => unreachable!("Pushed has no other variant"),
+            }
+        }
+        let closing = *phase.borrow() >= Phase::Closing;
+        if packer.is_full() || !may_read || (closing && read_nothing) {
+            return (batch, packer.fill(), read_nothing);
+        }
+        let now = tokio::time::Instant::now();
+        let wait = if batch.is_empty() {
+            if closing {
+                Duration::ZERO
+            } else {
+                IDLE_POLL
+            }
+        } else if closing {
+            Duration::ZERO
+        } else {
+            let deadline = *deadline.get_or_insert(now + shared.delivery.linger);
+            deadline.saturating_duration_since(now)
+        };
+        if !batch.is_empty() && wait.is_zero() && read_nothing {
+            return (batch, packer.fill(), read_nothing);
+        }
+        let taken = tokio::select! {
+            taken = store.take(TAKE_AT_ONCE, wait) => taken,
+            // A close ends the linger at once.
+            _ = phase.wait_for(|p| *p >= Phase::Closing), if !closing => Vec::new(),
+        };
+        read_nothing = taken.is_empty();
+        if read_nothing && batch.is_empty() && !closing {
+            return (batch, 0.0, true);
+        }
+        if read_nothing && !batch.is_empty() {
+            let expired = deadline.is_none_or(|d| tokio::time::Instant::now() >= d);
+            if expired || closing {
+                return (batch, packer.fill(), true);
+            }
+        }
+        carry.extend(taken);
+    }
+}
+
+/// Whether an error refuses the request for what it carries (so splitting it finds the entry
+/// at fault), rather than for a condition that may pass.
+fn refuses_content(error: &Error) -> bool {
+    match error {
+        Error::Api { status, .. } => {
+            status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16())
+        }
+        Error::PayloadTooLarge { .. } | Error::InvalidInput(_) => true,
+        _ => false,
+    }
+}
+
+fn describe(entry: &pacer_customerio::EntryError) -> String {
+    format!("{} ({}: {})", entry.message, entry.field, entry.reason)
+}
+
+/// Sends one packed batch until every entry is settled: delivered (acknowledged), refused
+/// (dead-lettered with the reason) or, once the outbox stops, put back. Transient failures
+/// are retried with backoff; a request refused for its content is split in halves until the
+/// entry at fault is alone.
+async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
+    let mut groups = vec![batch];
+    let mut phase = shared.phase.clone();
+    let mut failures = 0_u32;
+    let mut rng: Option<SmallRng> = None;
+    while let Some(group) = groups.pop() {
+        if *phase.borrow() == Phase::Stopping {
+            let left: Vec<Entry> = groups.into_iter().flatten().chain(group).collect();
+            tracing::warn!(
+                left = left.len(),
+                "outbox stopping with a batch undelivered"
+            );
+            store.release(left).await;
+            return;
+        }
+        let operations = group.iter().map(|entry| entry.operation.clone()).collect();
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let result = (shared.sender)(operations).await;
+        let retry_later = match result {
+            Ok(outcome) => {
+                let (delivered, dead, retry) = settle(group, outcome);
+                let counted = delivered.len();
+                store.ack(&delivered).await;
+                shared
+                    .counters
+                    .delivered
+                    .fetch_add(counted as u64, Ordering::Relaxed);
+                metrics::delivered(counted);
+                if !dead.is_empty() {
+                    tracing::warn!(
+                        count = dead.len(),
+                        first = %dead[0].1,
+                        "Customer.io refused operations; dead-lettered"
+                    );
+                    shared
+                        .counters
+                        .dead
+                        .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                    metrics::dead(dead.len());
+                    store.dead(dead).await;
+                }
+                failures = 0;
+                (!retry.is_empty()).then_some(retry)
+            }
+            Err(error) if refuses_content(&error) => {
+                if group.len() == 1 {
+                    tracing::warn!(%error, "Customer.io refused an operation; dead-lettered");
+                    shared.counters.dead.fetch_add(1, Ordering::Relaxed);
+                    metrics::dead(1);
+                    let reason = error.to_string();
+                    store
+                        .dead(group.into_iter().map(|entry| (entry, reason.clone())).collect())
+                        .await;
+                } else {
+                    tracing::info!(%error, operations = group.len(), "batch refused; splitting it to find the operation at fault");
+                    let mut first = group;
+                    let second = first.split_off(first.len() / 2);
+                    groups.push(second);
+                    groups.push(first);
+                }
+                None
+            }
+            Err(error) => {
+                tracing::warn!(%error, operations = group.len(), failures, "batch not delivered; retrying after a pause");
+                Some(group)
+            }
+        };
+        if let Some(group) = retry_later {
+            let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
+            let backoff = &shared.delivery.backoff;
+            let pause = backoff.delay(failures, backoff.base(), rng);
+            failures = failures.saturating_add(1);
+            groups.push(group);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = phase.wait_for(|p| *p == Phase::Stopping) => {}
+            }
+        }
+    }
+}
+
+/// Splits a sent group by Customer.io's answer: delivered, dead (with reasons), to retry.
+fn settle(
+    group: Vec<Entry>,
+    outcome: BatchOutcome,
+) -> (Vec<Entry>, Vec<(Entry, String)>, Vec<Entry>) {
+    let (mut delivered, mut dead, mut retry) = (Vec::new(), Vec::new(), Vec::new());
+    let mut outcomes = outcome.entries.into_iter();
+    for entry in group {
+        // A shorter answer than the batch cannot happen (send_packed maps one per entry);
+        // if it did, the entry is sent again rather than counted delivered.
+        match outcomes.next() {
+            Some(EntryOutcome::Delivered) => delivered.push(entry),
+            Some(EntryOutcome::Refused(error)) => dead.push((entry, describe(&error))),
+            _ => retry.push(entry),
+        }
+    }
+    (delivered, dead, retry)
+}

@@ -1,0 +1,192 @@
+//! The in-memory outbox against the mock Customer.io: batches, 207s, faults, bounds, shutdown.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pacer_customerio::{Body, Client, Credentials, Event, Operation, Roots};
+use pacer_mock::{Faults, MockConfig, MockServer};
+use pacer_outbox::{EnqueueError, Outbox, WhenFull};
+use serde_json::json;
+
+fn client(mock: &MockServer) -> Client<Incoming> {
+    Client::builder()
+        .base_url(&mock.base_url())
+        .credentials(Credentials::track("site-id", "track-key"))
+        .build_https(Roots::Webpki)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_go_out_in_few_batches_and_every_receipt_is_in_the_ledger() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let outbox = Outbox::builder(client(&mock)).build();
+    let mut ids = Vec::new();
+    for n in 0..5000 {
+        let event = Event::new("signed_up").data(json!({ "n": n }));
+        ids.push(outbox.track(&format!("u{n}"), event).await.unwrap().event_id.unwrap());
+    }
+    let report = outbox.shutdown(Duration::from_secs(20)).await;
+    assert_eq!((report.delivered, report.dead, report.left), (5000, 0, 0));
+    let events = mock.ledger().events();
+    assert_eq!(events.len(), 5000);
+    let mut seen: Vec<String> = events.into_iter().filter_map(|e| e.id).collect();
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids);
+    // Each request carried hundreds of events, not one.
+    let requests = mock.ledger().counts().requests;
+    assert!(requests <= 20, "{requests} requests for 5000 events");
+    assert!(matches!(
+        outbox.track("u1", Event::new("late")).await,
+        Err(EnqueueError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_operations_are_dead_lettered_with_the_reason_and_the_rest_delivered() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let outbox = Outbox::builder(client(&mock)).build();
+    outbox.identify("p1", &serde_json::Map::new()).await.unwrap();
+    // Valid JSON for the outbox, refused by Customer.io: an event without a name.
+    let nameless = json!({"type": "person", "action": "event", "identifiers": {"id": "p1"}});
+    outbox
+        .enqueue(Operation::from_value(nameless).unwrap())
+        .await
+        .unwrap();
+    outbox.track("p1", Event::new("ok")).await.unwrap();
+    let report = outbox.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((report.delivered, report.dead, report.left), (2, 1, 0));
+    let dead = outbox.take_dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("name"), "{}", dead[0].reason);
+    assert!(dead[0].operation.contains("\"p1\""));
+    assert_eq!(mock.ledger().events().len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_at_the_call_site() {
+    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let outbox = Outbox::builder(client(&mock)).build();
+    assert!(matches!(
+        outbox.track("", Event::new("x")).await,
+        Err(EnqueueError::Invalid(_))
+    ));
+    let big = json!({"bio": "x".repeat(1001)});
+    assert!(matches!(
+        outbox.identify("1", big.as_object().unwrap()).await,
+        Err(EnqueueError::Invalid(_))
+    ));
+    assert_eq!(outbox.stats().enqueued, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_lose_nothing_and_double_nothing() {
+    let faults = Faults {
+        server_errors: 0.3,
+        drop_after: 0.1,
+        ..Faults::default()
+    };
+    let mock = MockServer::start(MockConfig::default().faults(faults).seed(7))
+        .await
+        .unwrap();
+    let backoff = pacer_retry::Backoff::new(Duration::from_millis(5), Duration::from_millis(50));
+    let outbox = Outbox::builder(client(&mock))
+        .max_operations(50)
+        .backoff(backoff)
+        .build();
+    for n in 0..1000 {
+        outbox
+            .track(&format!("u{n}"), Event::new("e").data(json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    let report = outbox.shutdown(Duration::from_secs(30)).await;
+    assert_eq!((report.delivered, report.left), (1000, 0));
+    let events = mock.ledger().events();
+    assert_eq!(events.len(), 1000, "each event once, under its one id");
+    assert!(mock.ledger().counts().faults > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_or_waits_and_never_trims() {
+    // Customer.io answers 503 forever: nothing leaves the store.
+    let faults = Faults {
+        unavailable: 1.0,
+        ..Faults::default()
+    };
+    let mock = MockServer::start(MockConfig::default().faults(faults))
+        .await
+        .unwrap();
+    let outbox = Outbox::builder(client(&mock)).capacity(3).build();
+    for n in 0..3 {
+        outbox.track(&format!("u{n}"), Event::new("e")).await.unwrap();
+    }
+    assert!(matches!(
+        outbox.track("u4", Event::new("e")).await,
+        Err(EnqueueError::Full { capacity: 3 })
+    ));
+    let waiting = Outbox::builder(client(&mock))
+        .capacity(1)
+        .when_full(WhenFull::Wait(Duration::from_millis(50)))
+        .build();
+    waiting.track("a", Event::new("e")).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        waiting.track("b", Event::new("e")).await,
+        Err(EnqueueError::Full { .. })
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    let report = outbox.shutdown(Duration::from_millis(300)).await;
+    assert_eq!((report.delivered, report.left), (0, 3));
+    let _ = waiting.shutdown(Duration::from_millis(100)).await;
+}
+
+/// A server answering the first batch with a 207 whose body is not Customer.io's, then 200.
+fn garbled_then_ok(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(move |_request: Request<Body>| {
+        let call = calls.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if call == 0 {
+            (StatusCode::MULTI_STATUS, "<html>proxy error</html>")
+        } else {
+            (StatusCode::OK, "{}")
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        async move { Ok::<_, Infallible>(response) }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_207_delivers_nothing_and_is_sent_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(Credentials::track("site", "key"))
+        .build(garbled_then_ok(Arc::clone(&calls)));
+    let outbox = Outbox::builder(client)
+        .backoff(pacer_retry::Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        ))
+        .build();
+    outbox.track("1", Event::new("e")).await.unwrap();
+    let report = outbox.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.delivered, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "sent again after the garbled 207");
+}
