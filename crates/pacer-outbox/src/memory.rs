@@ -76,7 +76,10 @@ impl MemoryStore {
     }
 
     fn try_push(&self, entry: &mut Option<Entry>) -> bool {
-        let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+        let mut state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         if state.queue.len() + state.taken >= self.capacity {
             return false;
         }
@@ -89,7 +92,10 @@ impl MemoryStore {
         loop {
             let data = self.data.notified();
             {
-                let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+                let mut state = self
+                    .state
+                    .lock()
+                    .expect("the outbox lock is never poisoned");
                 if !state.queue.is_empty() {
                     let count = max.min(state.queue.len());
                     state.taken += count;
@@ -104,7 +110,10 @@ impl MemoryStore {
 
     /// `count` taken entries are settled (delivered or dead).
     pub(crate) fn done(&self, count: usize) {
-        let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+        let mut state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         state.taken = state.taken.saturating_sub(count);
         drop(state);
         self.room.notify_waiters();
@@ -113,7 +122,10 @@ impl MemoryStore {
     pub(crate) fn dead(&self, entries: Vec<(Entry, String)>) {
         let count = entries.len();
         {
-            let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+            let mut state = self
+                .state
+                .lock()
+                .expect("the outbox lock is never poisoned");
             for (entry, reason) in entries {
                 if state.dead.len() >= MAX_DEAD_KEPT {
                     state.dead.pop_front();
@@ -130,7 +142,10 @@ impl MemoryStore {
 
     /// Puts taken entries back at the front, in their order.
     pub(crate) fn release(&self, entries: Vec<Entry>) {
-        let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+        let mut state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         state.taken = state.taken.saturating_sub(entries.len());
         for entry in entries.into_iter().rev() {
             state.queue.push_front(entry);
@@ -141,13 +156,19 @@ impl MemoryStore {
 
     /// Queued plus in flight.
     pub(crate) fn pending(&self) -> usize {
-        let state = self.state.lock().expect("the outbox lock is never poisoned");
+        let state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         state.queue.len() + state.taken
     }
 
     /// How long the oldest queued entry has waited.
     pub(crate) fn oldest_lag(&self) -> Duration {
-        let state = self.state.lock().expect("the outbox lock is never poisoned");
+        let state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         state.queue.front().map_or(Duration::ZERO, |entry| {
             Duration::from_millis(now_ms().saturating_sub(entry.enqueued_ms))
         })
@@ -155,7 +176,10 @@ impl MemoryStore {
 
     /// Takes the dead letters kept so far.
     pub(crate) fn take_dead(&self) -> Vec<DeadLetter> {
-        let mut state = self.state.lock().expect("the outbox lock is never poisoned");
+        let mut state = self
+            .state
+            .lock()
+            .expect("the outbox lock is never poisoned");
         state.dead.drain(..).collect()
     }
 }

@@ -169,7 +169,10 @@ impl OutboxBuilder {
         });
         let mut workers = Vec::new();
         if self.deliver {
-            workers.push(tokio::spawn(worker::run(store.clone(), Arc::clone(&shared))));
+            workers.push(tokio::spawn(worker::run(
+                store.clone(),
+                Arc::clone(&shared),
+            )));
         }
         if let Some(fallback) = &fallback {
             workers.push(tokio::spawn(worker::run(
@@ -285,7 +288,10 @@ impl Outbox {
             Err(EnqueueError::Unavailable { reason, .. }) if self.inner.fallback.is_some() => {
                 tracing::warn!(%reason, "the outbox store is unavailable; keeping the operation in memory");
                 let fallback = self.inner.fallback.as_ref().expect("checked");
-                fallback.push(encoded, self.inner.when_full).await.map(|()| fallback.name())
+                fallback
+                    .push(encoded, self.inner.when_full)
+                    .await
+                    .map(|()| fallback.name())
             }
             other => other.map(|()| self.inner.store.name()),
         }?;
@@ -412,8 +418,8 @@ impl Outbox {
     #[must_use]
     pub fn stats(&self) -> Stats {
         let counters = &self.inner.shared.counters;
-        let pending = self.inner.store.pending()
-            + self.inner.fallback.as_ref().map_or(0, Store::pending);
+        let pending =
+            self.inner.store.pending() + self.inner.fallback.as_ref().map_or(0, Store::pending);
         metrics::pending(pending);
         Stats {
             enqueued: counters.enqueued.load(Ordering::Relaxed),
@@ -462,7 +468,11 @@ impl Outbox {
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         self.inner.phase.send_replace(Phase::Closing);
         let workers: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self.inner.workers.lock().expect("the outbox lock is never poisoned"),
+            &mut *self
+                .inner
+                .workers
+                .lock()
+                .expect("the outbox lock is never poisoned"),
         );
         let mut joined = std::pin::pin!(futures_join(workers));
         if tokio::time::timeout(deadline, &mut joined).await.is_err() {

@@ -279,7 +279,12 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
                     metrics::dead(1);
                     let reason = error.to_string();
                     store
-                        .dead(group.into_iter().map(|entry| (entry, reason.clone())).collect())
+                        .dead(
+                            group
+                                .into_iter()
+                                .map(|entry| (entry, reason.clone()))
+                                .collect(),
+                        )
                         .await;
                 } else {
                     tracing::info!(%error, operations = group.len(), "batch refused; splitting it to find the operation at fault");

@@ -29,7 +29,14 @@ async fn events_go_out_in_few_batches_and_every_receipt_is_in_the_ledger() {
     let mut ids = Vec::new();
     for n in 0..5000 {
         let event = Event::new("signed_up").data(json!({ "n": n }));
-        ids.push(outbox.track(&format!("u{n}"), event).await.unwrap().event_id.unwrap());
+        ids.push(
+            outbox
+                .track(&format!("u{n}"), event)
+                .await
+                .unwrap()
+                .event_id
+                .unwrap(),
+        );
     }
     let report = outbox.shutdown(Duration::from_secs(20)).await;
     assert_eq!((report.delivered, report.dead, report.left), (5000, 0, 0));
@@ -52,7 +59,10 @@ async fn events_go_out_in_few_batches_and_every_receipt_is_in_the_ledger() {
 async fn refused_operations_are_dead_lettered_with_the_reason_and_the_rest_delivered() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let outbox = Outbox::builder(client(&mock)).build();
-    outbox.identify("p1", &serde_json::Map::new()).await.unwrap();
+    outbox
+        .identify("p1", &serde_json::Map::new())
+        .await
+        .unwrap();
     // Valid JSON for the outbox, refused by Customer.io: an event without a name.
     let nameless = json!({"type": "person", "action": "event", "identifiers": {"id": "p1"}});
     outbox
@@ -125,7 +135,10 @@ async fn a_full_store_refuses_or_waits_and_never_trims() {
         .unwrap();
     let outbox = Outbox::builder(client(&mock)).capacity(3).build();
     for n in 0..3 {
-        outbox.track(&format!("u{n}"), Event::new("e")).await.unwrap();
+        outbox
+            .track(&format!("u{n}"), Event::new("e"))
+            .await
+            .unwrap();
     }
     assert!(matches!(
         outbox.track("u4", Event::new("e")).await,
@@ -188,5 +201,9 @@ async fn an_unreadable_207_delivers_nothing_and_is_sent_again() {
     outbox.track("1", Event::new("e")).await.unwrap();
     let report = outbox.shutdown(Duration::from_secs(5)).await;
     assert_eq!(report.delivered, 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "sent again after the garbled 207");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "sent again after the garbled 207"
+    );
 }

@@ -1,5 +1,6 @@
 //! A `redis-server` of a test's own: a random loopback port, a temporary directory, no
-//! persistence, stopped on drop, and restartable on the same port to test recovery.
+//! persistence (or an append-only file, on request), stopped on drop, and restartable on the
+//! same port to test recovery.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     directory: PathBuf,
+    /// Append-only file on, fsynced on every write: a restart (even after a kill) keeps every
+    /// write that was answered.
+    aof: bool,
 }
 
 impl RedisServer {
@@ -24,6 +28,17 @@ impl RedisServer {
     /// `PACER_REQUIRE_REDIS` is set: then it panics, so CI cannot pass by skipping.
     #[must_use]
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), with the append-only file on (`appendfsync always`), so that
+    /// [`restart`](Self::restart) comes back with every write that was answered.
+    #[must_use]
+    pub fn start_with_aof() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(aof: bool) -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free loopback port")
@@ -35,6 +50,7 @@ impl RedisServer {
             child: None,
             port,
             directory,
+            aof,
         };
         match server.spawn() {
             Ok(()) => Some(server),
@@ -70,7 +86,8 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Starts the server again on the same port: empty, or with its data when started with
+    /// [`start_with_aof`](Self::start_with_aof).
     ///
     /// # Panics
     /// When it cannot start.
@@ -82,7 +99,12 @@ impl RedisServer {
     fn spawn(&mut self) -> std::io::Result<()> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.aof {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&self.directory)
             .stdout(Stdio::null())
