@@ -168,7 +168,9 @@ impl Operation {
     /// [`Error::PayloadTooLarge`] over 32 KB.
     pub fn from_value(operation: Value) -> Result<Self, Error> {
         let Value::Object(mut operation) = operation else {
-            return Err(Error::InvalidInput("an operation must be a JSON object".into()));
+            return Err(Error::InvalidInput(
+                "an operation must be a JSON object".into(),
+            ));
         };
         for field in ["type", "action"] {
             if !operation.get(field).is_some_and(Value::is_string) {
@@ -454,7 +456,9 @@ impl BatchOutcome {
         let unreadable = |why: &str| Error::Api {
             status: answer.status,
             error: ApiError {
-                messages: vec![format!("unreadable 207 answer ({why}); nothing counted delivered")],
+                messages: vec![format!(
+                    "unreadable 207 answer ({why}); nothing counted delivered"
+                )],
                 ..ApiError::default()
             },
         };
@@ -538,7 +542,9 @@ mod tests {
         );
         let event = Operation::event(
             &Identifier::Email("a@x.com".into()),
-            Event::new("signed_up").data(json!({"plan": "pro"})).timestamp(1_700_000_000),
+            Event::new("signed_up")
+                .data(json!({"plan": "pro"}))
+                .timestamp(1_700_000_000),
         )
         .unwrap();
         let id = event.event_id().unwrap().to_owned();
@@ -585,7 +591,10 @@ mod tests {
             .collect();
         assert!(matches!(
             Operation::identify(&person, &many),
-            Err(Error::PayloadTooLarge { limit: MAX_OPERATION_BYTES, .. })
+            Err(Error::PayloadTooLarge {
+                limit: MAX_OPERATION_BYTES,
+                ..
+            })
         ));
         assert!(Operation::from_value(json!({"type": "person"})).is_err());
         let raw = Operation::from_value(

@@ -55,6 +55,9 @@ struct Delivery {
     /// Batches in flight.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Closes a batch at this many operations (default: at 500 KB only).
+    #[arg(long)]
+    max_operations: Option<usize>,
     /// Take over entries another worker left pending this long (milliseconds).
     #[arg(long, default_value_t = 30_000)]
     claim_idle_ms: u64,
@@ -187,10 +190,11 @@ async fn outbox(
     }
     let client = client.build_https(Roots::Webpki)?;
     let options = options.claim_idle(Duration::from_millis(delivery.claim_idle_ms));
-    Ok(Outbox::builder(client)
-        .concurrency(delivery.concurrency)
-        .build_redis(options)
-        .await?)
+    let mut outbox = Outbox::builder(client).concurrency(delivery.concurrency);
+    if let Some(max) = delivery.max_operations {
+        outbox = outbox.max_operations(max);
+    }
+    Ok(outbox.build_redis(options).await?)
 }
 
 async fn stop_signal() {
