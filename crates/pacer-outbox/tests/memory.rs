@@ -207,3 +207,63 @@ async fn an_unreadable_207_delivers_nothing_and_is_sent_again() {
         "sent again after the garbled 207"
     );
 }
+
+/// A server refusing a whole batch with 400 when it carries the operation for person
+/// `poison`, as a proxy validating strictly might; 200 otherwise.
+fn refuses_poison(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(move |request: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use http_body_util::BodyExt;
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let poisoned = String::from_utf8_lossy(&body).contains("\"poison\"");
+            let (status, text) = if poisoned {
+                (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"errors":[{"reason":"invalid","field":"identifiers","message":"no"}]}"#,
+                )
+            } else {
+                (StatusCode::OK, "{}")
+            };
+            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_whole_is_split_until_the_operation_at_fault_is_alone() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(Credentials::track("site", "key"))
+        .build(refuses_poison(Arc::clone(&calls)));
+    let outbox = Outbox::builder(client)
+        .linger(Duration::from_millis(200))
+        .build();
+    for n in 0..64 {
+        let id = if n == 37 {
+            "poison".to_owned()
+        } else {
+            format!("u{n}")
+        };
+        outbox.track(&id, Event::new("e")).await.unwrap();
+    }
+    let report = outbox.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.delivered, report.dead, report.left), (63, 1, 0));
+    let dead = outbox.take_dead_letters();
+    assert!(dead[0].operation.contains("poison") && dead[0].reason.contains("400"));
+    // One batch, then halves down to the one operation: about 2·log2(64) requests, not 64.
+    assert!(calls.load(Ordering::SeqCst) <= 16, "{calls:?}");
+}
