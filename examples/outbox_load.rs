@@ -8,15 +8,19 @@
 //! ```text
 //! cargo run --release --features outbox,redis --example outbox_load -- \
 //!     --events N [--rate R] [--redis URL] [--workers K] [--producers P]
-//!     [--base-url URL --site-id S --api-key K]
+//!     [--base-url URL --site-id S --api-key K] [--direct] [--backlog]
 //! ```
 //!
 //! Without `--base-url` it starts the in-process mock with a Track limit of R requests/s
 //! (default 100); with it, any server speaking the Track v2 batch API (`pacer-mock` in a
 //! process of its own keeps the mock's ledger out of `peak_rss_mib`). Without `--redis` the
 //! outbox is in memory; with it, one producer outbox writes the stream and K worker outboxes
-//! (default 2) deliver from its consumer group, all on one client (one Track budget).
-//! `events_per_s` counts from the first enqueue to the last delivery.
+//! (default 2, on a runtime of their own, as a worker process would be) deliver from its
+//! consumer group, all on one client (one Track budget).
+//! `events_per_s` counts from the first enqueue to the last delivery. `--direct` is the
+//! baseline: no outbox, every event awaited through `Client::track` from 64 tasks. With
+//! `--redis`, `--backlog` starts the workers only once all N are in the stream (a backlog of
+//! N in Redis, to show this process's memory stays flat while it drains).
 
 use std::error::Error;
 use std::time::{Duration, Instant};
@@ -38,6 +42,8 @@ struct Args {
     base_url: Option<String>,
     site_id: String,
     api_key: String,
+    direct: bool,
+    backlog: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -50,9 +56,16 @@ fn parse() -> Result<Args, String> {
         base_url: None,
         site_id: "site-id".into(),
         api_key: "track-key".into(),
+        direct: false,
+        backlog: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(flag) = argv.next() {
+        if flag == "--direct" || flag == "--backlog" {
+            args.direct |= flag == "--direct";
+            args.backlog |= flag == "--backlog";
+            continue;
+        }
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |value: &str| {
             value
@@ -74,7 +87,11 @@ fn parse() -> Result<Args, String> {
     if args.producers == 0 {
         // One producer task keeps the in-memory p99 honest; Redis needs concurrent producers
         // to fill its pipeline (each enqueue is a round trip).
-        args.producers = if args.redis.is_some() { 64 } else { 1 };
+        args.producers = match (args.direct, &args.redis) {
+            (true, _) => 64,
+            (false, Some(_)) => 8,
+            (false, None) => 1,
+        };
     }
     Ok(args)
 }
@@ -109,8 +126,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .quota(ApiClass::Track, Quota::per_second(args.rate.max(1)))
         .build_https(Roots::Webpki)?;
 
+    if args.direct {
+        return direct(&args, &client, mock.as_ref()).await;
+    }
     let capacity = args.events.max(1);
-    let (producer, workers, options) = match &args.redis {
+    let (producer, mut workers, options) = match &args.redis {
         None => (
             Outbox::builder(client.clone()).capacity(capacity).build(),
             Vec::new(),
@@ -124,15 +144,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 .enqueue_only()
                 .build_redis(options.clone())
                 .await?;
-            let mut workers = Vec::new();
-            for k in 0..args.workers {
-                workers.push(
-                    Outbox::builder(client.clone())
-                        .capacity(capacity)
-                        .build_redis(options.clone().consumer(format!("worker-{k}")))
-                        .await?,
-                );
-            }
+            let workers = if args.backlog {
+                Vec::new()
+            } else {
+                start_workers(&args, &client, &options, capacity).await?
+            };
             (producer, workers, Some(options))
         }
     };
@@ -175,6 +191,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
             (delivered, dead, requests) = (report.delivered, report.dead, stats.requests);
         }
         Some(options) => {
+            if args.backlog {
+                let backlog = options.stats().await?.length;
+                eprintln!("backlog of {backlog} in Redis; starting the workers");
+                workers = start_workers(&args, &client, options, capacity).await?;
+            }
             let deadline = Instant::now() + Duration::from_secs(3600);
             while options.stats().await?.length > 0 && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -197,6 +218,19 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
         .copied()
         .unwrap_or(0);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |ns| *ns as f64 / 1000.0)
+    };
+    eprintln!(
+        "enqueue µs: p50 {:.1}, p90 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0)
+    );
     eprintln!(
         "produced {} in {:.2} s; delivered in {:.2} s",
         args.events,
@@ -212,6 +246,80 @@ async fn main() -> Result<(), Box<dyn Error>> {
             "requests": requests,
             "events_per_s": (delivered as f64 / elapsed.as_secs_f64()).round(),
             "enqueue_p99_us": (p99 as f64 / 100.0).round() / 10.0,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}
+
+/// Starts `--workers` delivering outboxes on a runtime of their own (one thread), as a worker
+/// process of a fleet would be: their reads and acknowledgements stay out of the producers'
+/// way.
+async fn start_workers(
+    args: &Args,
+    client: &Client<Incoming>,
+    options: &RedisOptions,
+    capacity: usize,
+) -> Result<Vec<Outbox>, Box<dyn Error>> {
+    let worker_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut workers = Vec::new();
+    for k in 0..args.workers {
+        let (client, options) = (client.clone(), options.clone());
+        workers.push(
+            worker_runtime
+                .spawn(async move {
+                    Outbox::builder(client)
+                        .capacity(capacity)
+                        .build_redis(options.consumer(format!("worker-{k}")))
+                        .await
+                })
+                .await??,
+        );
+    }
+    // Kept alive until the process exits.
+    std::mem::forget(worker_runtime);
+    Ok(workers)
+}
+
+/// The baseline: every event awaited through `Client::track` (one request each), from
+/// `--producers` tasks at once, as a handler awaiting Customer.io would.
+async fn direct(
+    args: &Args,
+    client: &Client<Incoming>,
+    mock: Option<&MockServer>,
+) -> Result<(), Box<dyn Error>> {
+    let started = Instant::now();
+    let per_task = args.events.div_ceil(args.producers);
+    let mut tasks = Vec::new();
+    for task in 0..args.producers {
+        let client = client.clone();
+        let range = (task * per_task)..((task + 1) * per_task).min(args.events);
+        tasks.push(tokio::spawn(async move {
+            let mut delivered = 0_u64;
+            for n in range {
+                let event = Event::new("signed_up").data(json!({"plan": "pro", "n": n}));
+                delivered += u64::from(client.track(&format!("user-{n}"), event).await.is_ok());
+            }
+            delivered
+        }));
+    }
+    let mut delivered = 0;
+    for task in tasks {
+        delivered += task.await?;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{}",
+        json!({
+            "enqueued": 0,
+            "delivered": delivered,
+            "dead": args.events as u64 - delivered,
+            "requests": mock.map(|mock| mock.ledger().counts().requests),
+            "events_per_s": (delivered as f64 / elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            "enqueue_p99_us": null,
             "peak_rss_mib": peak_rss_mib(),
         })
     );
