@@ -18,6 +18,7 @@
 //! derived from the line and its content, so a retry or a resume never doubles the event.
 
 pub mod checkpoint;
+pub mod csv_rows;
 pub mod deadletter;
 pub mod engine;
 pub mod generate;
