@@ -70,7 +70,8 @@ enum Kind {
         line: u64,
     },
     Csv {
-        rows: CsvRows<BufReader<Box<dyn Read + Send>>>,
+        /// Boxed: the CSV parser's tables are large.
+        rows: Box<CsvRows<BufReader<Box<dyn Read + Send>>>>,
         headers: csv::StringRecord,
         base_offset: u64,
         base_line: u64,
@@ -109,7 +110,7 @@ impl Input {
                 line: start.line,
             },
             Format::Csv => {
-                let mut rows = CsvRows::new(BufReader::with_capacity(64 * 1024, source));
+                let mut rows = Box::new(CsvRows::new(BufReader::with_capacity(64 * 1024, source)));
                 let headers = match &start.headers {
                     Some(headers) => csv::StringRecord::from(headers.clone()),
                     None => read_headers(&mut rows)?,

@@ -23,5 +23,7 @@ pub mod deadletter;
 pub mod engine;
 pub mod generate;
 pub mod input;
+pub mod interrupt;
 pub mod progress;
+pub mod reason;
 pub mod record;

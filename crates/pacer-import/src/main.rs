@@ -13,7 +13,9 @@ use pacer_import::checkpoint::Checkpoint;
 use pacer_import::engine::{run, Mode, Plan, Summary};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
+use pacer_import::interrupt::Interrupts;
 use pacer_import::progress::Counters;
+use pacer_import::reason::Redactor;
 use pacer_limit::Quota;
 use pacer_limit_redis::{RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
@@ -104,11 +106,16 @@ struct Cli {
     /// is unreachable.
     #[arg(long, default_value_t = 1, value_name = "N")]
     processes: u32,
+    /// After a first Ctrl-C, how many seconds requests in flight may take to finish; a second
+    /// Ctrl-C stops at once. Either way the checkpoint covers what was delivered.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    drain_timeout: u64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging();
     match import(cli).await {
         Ok(code) => code,
         Err(message) => {
@@ -135,13 +142,7 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
     } else {
         Some(client(&cli, mock.as_ref(), &counters).await?)
     };
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!(
-            "pacer-import: stopping: draining requests in flight, then writing the checkpoint"
-        );
-    };
-    let summary = run(&plan, client, Arc::clone(&counters), stop).await?;
+    let summary = run(&plan, client, Arc::clone(&counters), Interrupts::ctrl_c()).await?;
     report(&summary, &plan, cli.json, mock.as_ref());
     if !cli.json && !cli.dry_run {
         let shared_by = cli.redis.is_some().then_some(cli.processes);
@@ -169,11 +170,47 @@ fn input(cli: &Cli) -> Result<Option<PathBuf>, String> {
         }
     };
     if let Some(path) = &input {
-        if !path.is_file() {
-            return Err(format!("cannot read {}: no such file", path.display()));
-        }
+        check_input(path)?;
     }
     Ok(input)
+}
+
+/// A regular file, or something to read as a stream (a FIFO, `/dev/stdin`): not a directory,
+/// nor a path that is not there.
+fn check_input(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("cannot read {}: no such file", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+        Ok(meta) if meta.is_dir() => Err(format!(
+            "cannot read {}: it is a directory, not a file",
+            path.display()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `tracing` output on standard error: `RUST_LOG` (`warn`, `pacer_retry=debug,info`, …), by
+/// default warnings and errors, so the library's Redis-fallback and retry warnings show.
+fn install_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::WARN)
+        });
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(true),
+        )
+        .with(filter)
+        .try_init();
 }
 
 /// The engine's plan from the options: the format, and the files beside the input.
@@ -191,11 +228,15 @@ fn plan(cli: &Cli, input: Option<PathBuf>) -> Plan {
             },
         )
     };
+    // A stream (a FIFO, a device) cannot be resumed: no checkpoint for it.
+    let seekable = input.as_deref().is_some_and(std::path::Path::is_file);
     Plan {
-        checkpoint: cli
-            .checkpoint
-            .clone()
-            .or_else(|| input.as_deref().map(Checkpoint::path_for)),
+        checkpoint: cli.checkpoint.clone().or_else(|| {
+            input
+                .as_deref()
+                .filter(|_| seekable)
+                .map(Checkpoint::path_for)
+        }),
         dead_letter: cli
             .dead_letter
             .clone()
@@ -209,6 +250,11 @@ fn plan(cli: &Cli, input: Option<PathBuf>) -> Plan {
         dry_run: cli.dry_run,
         resume: cli.resume,
         quiet: cli.quiet || cli.json,
+        drain_timeout: std::time::Duration::from_secs(cli.drain_timeout),
+        redactor: match (&cli.site_id, &cli.api_key) {
+            (Some(site_id), Some(api_key)) => Redactor::track(site_id, api_key),
+            _ => Redactor::default(),
+        },
     }
 }
 
@@ -296,11 +342,22 @@ fn track_quota(cli: &Cli) -> Quota {
     )
 }
 
+/// The fewest requests, and the shortest run, over which the pace line states a rate.
+const MEASURED_REQUESTS: u64 = 20;
+const MEASURED_SPAN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The achieved request rate against the limit paced by, e.g. `paced: 98.6 requests/s against a
 /// limit of 100 per 1s (0.986 of it), 0 x 429`. With a quota shared by `processes` through
 /// Redis, this process's rate against its share.
 fn pace_line(summary: &Summary, quota: &Quota, shared_by: Option<u32>) -> String {
     let seconds = summary.elapsed_s.as_secs_f64().max(0.001);
+    // A rate over a handful of requests, or a fraction of a second, says nothing of pacing.
+    if summary.requests < MEASURED_REQUESTS || summary.elapsed_s < MEASURED_SPAN {
+        return format!(
+            "paced: {} requests in {seconds:.1} s, too few to measure a rate against the limit, {} x 429",
+            summary.requests, summary.throttled
+        );
+    }
     let per_second = summary.requests as f64 / seconds;
     let limit = f64::from(quota.limit()) / quota.window().as_secs_f64();
     let (whose, share) = match shared_by {

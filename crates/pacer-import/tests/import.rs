@@ -12,7 +12,9 @@ use pacer_customerio::{https_client, ApiClass, Client, Credentials, Roots};
 use pacer_import::checkpoint::Checkpoint;
 use pacer_import::engine::{run, Mode, Plan};
 use pacer_import::input::Format;
+use pacer_import::interrupt::Interrupts;
 use pacer_import::progress::Counters;
+use pacer_import::reason::Redactor;
 use pacer_limit::Quota;
 use pacer_mock::{Faults, Limit, MockConfig, MockServer};
 use pacer_retry::RetryLayer;
@@ -94,6 +96,8 @@ fn plan(input: &Path, directory: &Path, mode: Mode) -> Plan {
         checkpoint: Some(directory.join("input.checkpoint")),
         resume: false,
         quiet: true,
+        drain_timeout: Duration::from_secs(30),
+        redactor: Redactor::default(),
     }
 }
 
@@ -145,7 +149,7 @@ async fn faults_storms_and_invalid_lines_lose_nothing() {
         &plan,
         Some(client(&mock, 200)),
         counters,
-        std::future::pending(),
+        Interrupts::never(),
     )
     .await
     .unwrap();
