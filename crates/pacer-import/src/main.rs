@@ -127,6 +127,16 @@ async fn main() -> ExitCode {
 
 async fn import(cli: Cli) -> Result<ExitCode, String> {
     let plan = plan(&cli, input(&cli)?);
+    // `--generate` without a file: the input and the side files it chose itself are this
+    // run's alone.
+    let _scratch = (cli.generate.is_some() && cli.input.is_none()).then(|| {
+        let chosen = [
+            plan.input.clone(),
+            plan.checkpoint.clone().filter(|_| cli.checkpoint.is_none()),
+            Some(plan.dead_letter.clone()).filter(|_| cli.dead_letter.is_none()),
+        ];
+        Scratch(chosen.into_iter().flatten().collect())
+    });
     let counters = Arc::new(Counters::default());
     let mock = if cli.mock && !cli.dry_run {
         Some(
@@ -149,6 +159,18 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
         eprintln!("{}", pace_line(&summary, &track_quota(&cli), shared_by));
     }
     Ok(exit_code(&summary))
+}
+
+/// Files removed however the run ends: a generated input in the temporary directory, and the
+/// checkpoint and dead letters placed beside it.
+struct Scratch(Vec<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The input file (`None` for standard input), generated first with `--generate`.

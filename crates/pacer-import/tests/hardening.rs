@@ -316,3 +316,23 @@ fn warnings_are_shown_and_rust_log_filters_them() {
     );
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// `--generate` without a file leaves nothing behind in the temporary directory.
+#[test]
+fn generated_input_and_its_side_files_are_removed() {
+    let child = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
+        .args(["--mock", "--generate", "5", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::env::temp_dir().join(format!("pacer-import-{}.ndjson", child.id()));
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let printed = String::from_utf8_lossy(&output.stderr);
+    assert!(printed.contains(input.to_str().unwrap()), "{printed}");
+    for suffix in ["", ".checkpoint", ".dead.ndjson"] {
+        let path = format!("{}{suffix}", input.display());
+        assert!(!Path::new(&path).exists(), "{path} left behind");
+    }
+}
