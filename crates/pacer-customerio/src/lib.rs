@@ -43,6 +43,7 @@ mod limits;
 mod requests;
 mod response;
 mod secret;
+mod timeouts;
 
 pub use api::{ApiClass, Endpoints, Region};
 pub use client::{
@@ -51,14 +52,18 @@ pub use client::{
 pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
-pub use https::{https_client, HttpsClient, Roots};
+pub use https::{https_client, https_client_with, HttpsClient, Roots};
 pub use limits::{
-    check_attributes, check_event_id, check_identifier, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
+    check_attributes, check_event_id, check_identifier, check_path_segment, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
     MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
     MAX_VALUE_BYTES,
 };
 pub use requests::{
     BatchEntries, Body, Event, EventKind, Identifier, MessageId, Requests, SendEmail,
 };
-pub use response::{read, Answer};
+pub use response::{read, read_with, Answer, ReadLimits, DEFAULT_MAX_ANSWER_BYTES};
 pub use secret::{Credentials, Secret};
+pub use timeouts::{
+    ResponseTimedOut, TimeoutPhase, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RESPONSE_TIMEOUT,
+};
