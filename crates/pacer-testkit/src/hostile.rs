@@ -47,7 +47,7 @@ pub enum Behaviour {
         bytes: u64,
     },
     /// An error body in Customer.io's `{"meta":{"error":"…"}}` envelope whose message makes
-    /// the body `bytes` long (at least the envelope's 20 bytes).
+    /// the body `bytes` long (at least the envelope's 21 bytes).
     ErrorBody {
         /// The status.
         status: u16,
