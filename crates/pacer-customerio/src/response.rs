@@ -269,6 +269,53 @@ mod tests {
         }
     }
 
+    /// A body that announces no length and yields `chunks` chunks of `size` bytes: what a
+    /// chunked answer looks like, so the cap must stop it as it streams.
+    struct Unannounced {
+        chunks: usize,
+        size: usize,
+        yielded: usize,
+    }
+
+    impl http_body::Body for Unannounced {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            if self.yielded == self.chunks {
+                return std::task::Poll::Ready(None);
+            }
+            self.yielded += 1;
+            let chunk = Bytes::from(vec![b'x'; self.size]);
+            std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+        }
+    }
+
+    #[test]
+    fn an_unannounced_body_stops_at_the_cap() {
+        let response = Response::new(Unannounced {
+            chunks: 10_000,
+            size: 64 * 1024,
+            yielded: 0,
+        });
+        let limits = ReadLimits::default();
+        let error = block_on(async {
+            let (parts, body) = response.into_parts();
+            let mut body = Box::pin(body);
+            let result = {
+                let response = Response::from_parts(parts, body.as_mut());
+                read_with(response, &limits).await
+            };
+            (result, body.yielded)
+        });
+        assert!(matches!(error.0, Err(Error::AnswerTooLarge { .. })), "{:?}", error.0);
+        // 1 MiB is 16 chunks of 64 KiB: the 17th goes over, and nothing after it is read.
+        assert_eq!(error.1, 17);
+    }
+
     #[test]
     fn bodies_over_the_cap_are_not_read() {
         let limits = ReadLimits::default().max_bytes(8);
