@@ -13,6 +13,23 @@
 //! - [`Client`] assembles the default stack (retry → rate limit per [`ApiClass`] → throttle
 //!   feedback) over [`https_client`] or any HTTP service, with one method per operation.
 //!
+//! Defaults that bound every call, whatever the server does (each set on [`ClientBuilder`]):
+//! - connect timeout: 10 s ([`DEFAULT_CONNECT_TIMEOUT`], [`https_client`] and
+//!   [`ClientBuilder::build_https`]);
+//! - response timeout: 30 s per attempt for the answer's head, the wait for a slot of the quota
+//!   not counted ([`DEFAULT_RESPONSE_TIMEOUT`]);
+//! - body timeout: 30 s for the whole answer body ([`DEFAULT_BODY_TIMEOUT`]);
+//! - answer bodies: 1 MiB at most, success or error ([`DEFAULT_MAX_ANSWER_BYTES`]);
+//! - server text in an error: 1 KiB per message (cut, with the original length noted), 8
+//!   messages, 5 shown by `Display`;
+//! - server waits: Retry-After honoured up to 60 s; a longer one fails at once as
+//!   [`Error::Throttled`] with the server's own, unclamped value; a success's pause is cut to
+//!   60 s with a warning;
+//! - ids: `.`, `..`, empty, blank and control characters refused before sending
+//!   ([`check_identifier`]);
+//! - batch answers: a 207 (or a 200 to a batch) that does not say which entries were refused
+//!   fails with [`Error::UnreadableAnswer`]; nothing counts as delivered.
+//!
 //! ```
 //! use pacer_customerio::{Client, Credentials, Event, Roots};
 //! use pacer_mock::{MockConfig, MockServer};
