@@ -642,7 +642,12 @@ fn secrets_of(authorization: &http::HeaderValue) -> Vec<String> {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok());
         if let Some(decoded) = decoded {
-            secrets.extend(decoded.split(':').filter(|part| part.len() >= 8).map(str::to_owned));
+            secrets.extend(
+                decoded
+                    .split(':')
+                    .filter(|part| part.len() >= 8)
+                    .map(str::to_owned),
+            );
             secrets.push(decoded);
         }
     }

@@ -71,9 +71,9 @@ pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
 pub use https::{https_client, https_client_with, HttpsClient, Roots};
 pub use limits::{
-    check_attributes, check_event_id, check_identifier, check_path_segment, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
-    MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
-    MAX_VALUE_BYTES,
+    check_attributes, check_event_id, check_identifier, check_path_segment, MAX_ATTRIBUTES,
+    MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES,
+    MAX_TRANSACTIONAL_BYTES, MAX_VALUE_BYTES,
 };
 pub use requests::{
     BatchEntries, Body, Event, EventKind, Identifier, MessageId, Requests, SendEmail,

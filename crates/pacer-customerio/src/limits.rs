@@ -142,7 +142,10 @@ mod tests {
         }
         for blank in [" ", "\t", "\u{3000}", " \u{a0} "] {
             let why = check_identifier("id", blank).unwrap_err();
-            assert!(why.contains("whitespace") || why.contains("control"), "{why}");
+            assert!(
+                why.contains("whitespace") || why.contains("control"),
+                "{why}"
+            );
         }
         for control in ["a\nb", "a\u{0}", "\u{7f}x", "x\u{85}"] {
             let why = check_identifier("id", control).unwrap_err();

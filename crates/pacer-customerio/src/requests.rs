@@ -13,8 +13,8 @@ use crate::api::{ApiClass, Endpoints};
 use crate::encode::{path_segment, ulid};
 use crate::error::Error;
 use crate::limits::{
-    check_event_id, check_identifier, check_path_segment, envelope_bytes, MAX_BATCH_BYTES, MAX_OPERATION_BYTES,
-    MAX_TRANSACTIONAL_BYTES,
+    check_event_id, check_identifier, check_path_segment, envelope_bytes, MAX_BATCH_BYTES,
+    MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
 use crate::secret::Credentials;
 
@@ -762,9 +762,15 @@ mod tests {
         // Ids a server or proxy would normalise into another route never go out.
         for hostile in [".", "..", " ", "a\r\nX-Injected: 1", "\u{0}"] {
             let refused = requests().delete_person(hostile);
-            assert!(matches!(refused, Err(Error::InvalidInput(_))), "{hostile:?}");
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
             let refused = requests().delete_device("42", hostile);
-            assert!(matches!(refused, Err(Error::InvalidInput(_))), "{hostile:?}");
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
         }
         let no_pipelines_key = requests().pipelines_batch(&[json!({"type": "track"})]);
         assert!(matches!(no_pipelines_key, Err(Error::InvalidInput(_))));

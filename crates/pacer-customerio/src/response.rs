@@ -195,7 +195,9 @@ fn too_large(status: StatusCode, wait: Option<Duration>, limit: usize) -> Error 
         status => Error::Api {
             status,
             error: ApiError {
-                messages: vec![format!("the error body is over the {limit}-byte cap; not read")],
+                messages: vec![format!(
+                    "the error body is over the {limit}-byte cap; not read"
+                )],
                 ..ApiError::default()
             },
         },
@@ -206,8 +208,7 @@ fn too_large(status: StatusCode, wait: Option<Duration>, limit: usize) -> Error 
 /// `{"errors":[…]}` with at least one entry, each with its `batch_index`. Anything else would
 /// count every entry delivered when some may not be.
 fn rejected_entries(body: &[u8]) -> Result<Vec<EntryError>, String> {
-    let json: Value =
-        serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
+    let json: Value = serde_json::from_slice(body).map_err(|error| format!("not JSON: {error}"))?;
     let items = json
         .get("errors")
         .and_then(Value::as_array)
@@ -250,7 +251,9 @@ mod tests {
     #[test]
     fn a_207_must_say_which_entries_it_refused() {
         let read = |body| block_on(read(answer(207, body)));
-        let good = read(r#"{"errors":[{"batch_index":2,"reason":"required","field":"name","message":"x"}]}"#);
+        let good = read(
+            r#"{"errors":[{"batch_index":2,"reason":"required","field":"name","message":"x"}]}"#,
+        );
         assert_eq!(good.unwrap().rejected[0].batch_index, Some(2));
         for bad in [
             "<html>bad gateway</html>",
@@ -311,7 +314,11 @@ mod tests {
             };
             (result, body.yielded)
         });
-        assert!(matches!(error.0, Err(Error::AnswerTooLarge { .. })), "{:?}", error.0);
+        assert!(
+            matches!(error.0, Err(Error::AnswerTooLarge { .. })),
+            "{:?}",
+            error.0
+        );
         // 1 MiB is 16 chunks of 64 KiB: the 17th goes over, and nothing after it is read.
         assert_eq!(error.1, 17);
     }

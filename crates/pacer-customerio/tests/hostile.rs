@@ -52,7 +52,10 @@ async fn a_silent_server_times_out_per_attempt() {
         ),
         "{error:?}"
     );
-    assert!(error.to_string().contains("did not answer within 200ms"), "{error}");
+    assert!(
+        error.to_string().contains("did not answer within 200ms"),
+        "{error}"
+    );
     // Three attempts of 200 ms, and backoffs of at most 100 ms then 200 ms (full jitter).
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert_eq!(server.requests(), 3);
@@ -177,7 +180,10 @@ async fn a_configured_cap_applies_to_success_and_error_bodies() {
         panic!("a 400 stays an API error, got {error:?}");
     };
     assert_eq!(status, 400);
-    assert!(error.to_string().contains("over the 1048576-byte cap"), "{error}");
+    assert!(
+        error.to_string().contains("over the 1048576-byte cap"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -258,7 +264,10 @@ async fn a_success_that_spends_the_quota_for_a_day_pauses_for_the_cap_and_says_s
     let (capture, _guard) = pacer_testkit::capture();
     let server = HostileServer::start(Behaviour::ThrottlingSuccess).await;
     let client = client(&server);
-    client.identify("42", &serde_json::Map::new()).await.unwrap();
+    client
+        .identify("42", &serde_json::Map::new())
+        .await
+        .unwrap();
     let queue = client.queue_stats(ApiClass::Track);
     assert!(queue.paused);
     assert!(
@@ -275,7 +284,9 @@ async fn a_success_that_spends_the_quota_for_a_day_pauses_for_the_cap_and_says_s
 async fn an_unreadable_207_delivers_nothing() {
     let server = HostileServer::start(Behaviour::Unreadable207).await;
     let error = client(&server)
-        .batch(vec![json!({"type": "person", "identifiers": {"id": "1"}, "action": "identify"})])
+        .batch(vec![
+            json!({"type": "person", "identifiers": {"id": "1"}, "action": "identify"}),
+        ])
         .await
         .unwrap_err();
     assert!(
@@ -290,7 +301,9 @@ async fn a_207_entry_without_its_index_delivers_nothing() {
     let body = r#"{"errors":[{"reason":"required","field":"name","message":"name is required"}]}"#;
     let server = HostileServer::start(Behaviour::Status(207, body.into())).await;
     let error = client(&server)
-        .batch(vec![json!({"type": "person", "identifiers": {"id": "1"}, "action": "identify"})])
+        .batch(vec![
+            json!({"type": "person", "identifiers": {"id": "1"}, "action": "identify"}),
+        ])
         .await
         .unwrap_err();
     assert!(
@@ -301,8 +314,7 @@ async fn a_207_entry_without_its_index_delivers_nothing() {
 
 #[tokio::test]
 async fn a_200_to_a_batch_must_be_json() {
-    let server =
-        HostileServer::start(Behaviour::Status(200, "<html>all good</html>".into())).await;
+    let server = HostileServer::start(Behaviour::Status(200, "<html>all good</html>".into())).await;
     let client = client(&server);
     let operation = json!({"type": "person", "identifiers": {"id": "1"}, "action": "identify"});
     let error = client.batch(vec![operation]).await.unwrap_err();
@@ -311,7 +323,10 @@ async fn a_200_to_a_batch_must_be_json() {
         "{error:?}"
     );
     // Outside a batch, a 200 is a 200 whatever its body.
-    client.identify("42", &serde_json::Map::new()).await.unwrap();
+    client
+        .identify("42", &serde_json::Map::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -340,6 +355,9 @@ async fn ids_a_server_would_normalise_are_never_sent() {
         assert!(matches!(error, Error::InvalidInput(_)), "{id:?}: {error:?}");
     }
     assert_eq!(server.requests(), 0);
-    client.identify("...", &serde_json::Map::new()).await.unwrap();
+    client
+        .identify("...", &serde_json::Map::new())
+        .await
+        .unwrap();
     assert_eq!(server.requests(), 1);
 }

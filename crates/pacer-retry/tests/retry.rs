@@ -207,7 +207,10 @@ async fn a_server_wait_too_long_reports_what_the_server_sent() {
         }
         assert_eq!(too_long.retry_after(), Some(value));
         let message = too_long.to_string();
-        assert!(message.contains(&format!("(Retry-After: {value})")), "{message}");
+        assert!(
+            message.contains(&format!("(Retry-After: {value})")),
+            "{message}"
+        );
         assert_eq!(server.arrivals().len(), 1);
         assert_eq!(start.elapsed(), Duration::ZERO);
     }

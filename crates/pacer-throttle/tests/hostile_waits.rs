@@ -24,7 +24,13 @@ fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
 
 fn parse(pairs: &[(&'static str, &str)]) -> pacer_throttle::Throttle {
     let now = tokio::time::Instant::now();
-    throttle(&headers(pairs), &ParseOptions::default(), now, SystemTime::now()).unwrap()
+    throttle(
+        &headers(pairs),
+        &ParseOptions::default(),
+        now,
+        SystemTime::now(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -40,7 +46,10 @@ fn the_wait_is_clamped_and_what_the_server_asked_is_kept() {
     assert!(signal.requested.unwrap() > SEVENTY_YEARS);
     assert_eq!(signal.retry_after.as_deref(), Some(date));
 
-    let signal = parse(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "86400")]);
+    let signal = parse(&[
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "86400"),
+    ]);
     assert_eq!(signal.wait, Some(HOUR));
     assert_eq!(signal.reset, Some(HOUR));
     assert_eq!(signal.requested, Some(Duration::from_secs(86_400)));
@@ -109,8 +118,14 @@ async fn a_success_spending_the_quota_for_a_day_pauses_for_the_cap_with_a_warnin
     let response = client.oneshot(Request::new(())).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let wait = limiter.estimated_wait(&());
-    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60), "{wait:?}");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
     let warned = capture.find(Level::WARN, "beyond the cap");
     assert_eq!(warned.len(), 1, "{:?}", capture.events());
-    assert!(warned[0].has("wait=86400s") && warned[0].has("cap=60s"), "{warned:?}");
+    assert!(
+        warned[0].has("wait=86400s") && warned[0].has("cap=60s"),
+        "{warned:?}"
+    );
 }

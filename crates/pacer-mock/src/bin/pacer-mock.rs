@@ -20,7 +20,7 @@ const USAGE: &str = "usage: pacer-mock [--port N] [--track-limit N] [--app-limit
 #[derive(Debug)]
 enum Command {
     /// Serve with this configuration on this port.
-    Serve(MockConfig, u16),
+    Serve(Box<MockConfig>, u16),
     /// Print the usage and exit successfully (`--help`, `-h`).
     Help,
 }
@@ -28,7 +28,7 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let (config, port) = match parse(std::env::args().skip(1)) {
-        Ok(Command::Serve(config, port)) => (config, port),
+        Ok(Command::Serve(config, port)) => (*config, port),
         Ok(Command::Help) => {
             println!("{USAGE}");
             println!("Prints the base URL, then serves until interrupted; on Ctrl-C prints the ledger's counts.");
@@ -96,7 +96,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
         .limit(ApiClass::Track, Some(Limit::per_second(track).model(model)))
         .limit(ApiClass::App, Some(Limit::per_second(app).model(model)))
         .faults(faults);
-    Ok(Command::Serve(config, port))
+    Ok(Command::Serve(Box::new(config), port))
 }
 
 #[cfg(test)]
