@@ -353,4 +353,43 @@ mod tests {
         assert_eq!(text.messages, ["Unauthorized request"]);
         assert_eq!(ApiError::parse(b"").to_string(), "no details");
     }
+
+    #[test]
+    fn server_text_is_bounded_in_size_and_count() {
+        let long = "é".repeat(1000);
+        let body = serde_json::json!({"meta": {"errors": vec![long.as_str(); 20]}}).to_string();
+        let error = ApiError::parse(body.as_bytes());
+        assert_eq!(error.messages.len(), MAX_MESSAGES);
+        assert_eq!(error.messages[MAX_MESSAGES - 1], "… and 13 more messages");
+        let first = &error.messages[0];
+        assert!(first.len() <= MAX_MESSAGE_BYTES + 40, "{}", first.len());
+        assert!(first.ends_with("… (truncated, 2000 bytes)"), "{first}");
+        let shown = error.to_string();
+        assert!(shown.ends_with("; … and 3 more"), "{shown}");
+        assert!(
+            shown.len() < MAX_SHOWN * (MAX_MESSAGE_BYTES + 40),
+            "{}",
+            shown.len()
+        );
+
+        let entries: Vec<_> = (0..1000)
+            .map(|index| serde_json::json!({"batch_index": index, "reason": "r", "field": "f", "message": "m"}))
+            .collect();
+        let body = serde_json::json!({ "errors": entries }).to_string();
+        let error = ApiError::parse(body.as_bytes());
+        assert_eq!(
+            error.entries.len(),
+            1000,
+            "every refused entry is kept for its index"
+        );
+        assert!(error.to_string().ends_with("; … and 995 more"));
+    }
+
+    #[test]
+    fn echoed_secrets_are_redacted() {
+        let mut error =
+            ApiError::parse(br#"{"meta":{"error":"bad key: Basic c2l0ZTprZXk= (site:key)"}}"#);
+        error.redact(&["Basic c2l0ZTprZXk=".to_owned(), "site:key".to_owned()]);
+        assert_eq!(error.messages, ["bad key: [redacted] ([redacted])"]);
+    }
 }
