@@ -64,6 +64,7 @@
 //! | `pacer_limit_redis_fallbacks_total` | counter | | times Redis went away and the local fallback took over |
 //! | `pacer_throttle_refusals_total` | counter | `key`, `status` (`429`, `503`) | refusals from the server |
 //! | `pacer_throttle_pauses_total` | counter | `key` | pauses for a server's wait (Retry-After, an exhausted window) |
+//! | `pacer_throttle_pauses_capped_total` | counter | `key`, `status` | a server's wait beyond the layer's cap, cut to the cap (a refusal then fails with `WaitTooLong`; a success is warned of) |
 //! | `pacer_throttle_rate_per_second` | gauge | `key` | the rate the key is paced at after adapting (back at its quota once recovered) |
 //! | `pacer_retry_retries_total` | counter | `reason` (`429`, `503`, …, `connection`, `refused`, `timeout`) | retries sent |
 //! | `pacer_retry_gave_up_total` | counter | `why` (`exhausted`, `budget`, `deadline`, `server_wait`, `not_repeatable`), `reason` | retryable failures returned to the caller |

@@ -13,8 +13,8 @@ use crate::api::{ApiClass, Endpoints};
 use crate::encode::{path_segment, ulid};
 use crate::error::Error;
 use crate::limits::{
-    check_event_id, check_identifier, envelope_bytes, MAX_BATCH_BYTES, MAX_OPERATION_BYTES,
-    MAX_TRANSACTIONAL_BYTES,
+    check_event_id, check_identifier, check_path_segment, envelope_bytes, MAX_BATCH_BYTES,
+    MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
 use crate::secret::Credentials;
 
@@ -306,7 +306,7 @@ impl Requests {
         let path = format!(
             "/api/v1/customers/{}/devices/{}",
             person(id)?,
-            path_segment(token)
+            segment("the device token", token)?
         );
         self.track_request(Method::DELETE, &path, &json!({}), true)
     }
@@ -551,6 +551,12 @@ fn authorization(credentials: &Credentials, class: ApiClass) -> Result<HeaderVal
     Ok(value)
 }
 
+/// Validates and encodes any other value for a path.
+fn segment(what: &str, value: &str) -> Result<String, Error> {
+    check_path_segment(what, value).map_err(Error::InvalidInput)?;
+    Ok(path_segment(value))
+}
+
 /// Validates and encodes a person identifier for a path.
 fn person(id: &str) -> Result<String, Error> {
     check_identifier("the person identifier", id).map_err(Error::InvalidInput)?;
@@ -753,6 +759,19 @@ mod tests {
             requests().identify(&"x".repeat(151), &Map::new()),
             Err(Error::InvalidInput(_))
         ));
+        // Ids a server or proxy would normalise into another route never go out.
+        for hostile in [".", "..", " ", "a\r\nX-Injected: 1", "\u{0}"] {
+            let refused = requests().delete_person(hostile);
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
+            let refused = requests().delete_device("42", hostile);
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
+        }
         let no_pipelines_key = requests().pipelines_batch(&[json!({"type": "track"})]);
         assert!(matches!(no_pipelines_key, Err(Error::InvalidInput(_))));
     }

@@ -117,6 +117,11 @@ impl<C, P> RetryLayer<C, P> {
     /// When the layer does not retry it, the request fails with an
     /// [`AttemptTimedOut`](crate::AttemptTimedOut) (the [`source`](std::error::Error::source)
     /// of a [`RetriesExhausted`](crate::RetriesExhausted) after retries).
+    ///
+    /// None by default: the attempt includes whatever the layers below do, such as waiting
+    /// for a slot of a rate limiter, so no one bound fits every stack. Bound the server's own
+    /// silence next to the HTTP service instead (`pacer-customerio`'s `Client` does: 30 s per
+    /// answer head, below its pacing) and use this for a bound on the whole attempt.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.config.attempt_timeout = Some(timeout);
         self

@@ -191,6 +191,32 @@ async fn a_server_wait_beyond_the_limit_gives_up_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_wait_too_long_reports_what_the_server_sent() {
+    for (value, asked) in [
+        ("99999999999", Some(Duration::from_secs(99_999_999_999))),
+        ("Thu, 01 Jan 2099 00:00:00 GMT", None),
+    ] {
+        let server = Scripted::new(vec![with_header(503, "retry-after", value.into())]);
+        let start = Instant::now();
+        let error = client(seeded(), &server).oneshot(get()).await.unwrap_err();
+        let too_long = error.downcast_ref::<ServerWaitTooLong>().unwrap();
+        // Not the parser's one-hour clamp: the server's own value.
+        assert!(too_long.wait() > Duration::from_secs(70 * 365 * 86_400));
+        if let Some(asked) = asked {
+            assert_eq!(too_long.wait(), asked);
+        }
+        assert_eq!(too_long.retry_after(), Some(value));
+        let message = too_long.to_string();
+        assert!(
+            message.contains(&format!("(Retry-After: {value})")),
+            "{message}"
+        );
+        assert_eq!(server.arrivals().len(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn attempts_are_capped_and_the_last_result_returned() {
     let server = Scripted::new(vec![status(502)]);
     let layer = seeded().max_attempts(4);
