@@ -151,6 +151,9 @@ const LINGER: Duration = Duration::from_millis(50);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Extra rounds for a unit whose retries ran out on transient failures, before giving up.
 const UNIT_ROUNDS: u32 = 4;
+/// The longest server wait (a 429's or 503's `Retry-After`) the import sits out; the stack's
+/// retry layer is given the same cap. A longer one stops the import at once (resumable).
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 
 /// The pause before each extra round: pacer-retry's exponential backoff from 2 s to 16 s (the
 /// 2, 4, 8, 16 s the rounds waited before), with equal jitter: half of each pause fixed, half
@@ -787,6 +790,23 @@ fn is_permanent(error: &Error) -> bool {
     }
 }
 
+/// Whether waiting a few rounds can mend `error`: an outage (a refused or reset connection,
+/// 5xx, a 429 within [`MAX_SERVER_WAIT`]) can. A server that never answers in time (the stack
+/// already retried it), sends an answer too large or unreadable, asks for a longer wait, or
+/// refuses the credentials will do the same again: the unit stops the import at once.
+fn rounds_help(error: &Error) -> bool {
+    match error {
+        Error::Throttled {
+            retry_after: Some(wait),
+        } => *wait <= MAX_SERVER_WAIT,
+        Error::Unauthorized
+        | Error::TimedOut { .. }
+        | Error::AnswerTooLarge { .. }
+        | Error::UnreadableAnswer { .. } => false,
+        _ => true,
+    }
+}
+
 /// Retries an operation whose transient failures outlasted the stack's retries, a few rounds
 /// with growing, jittered pauses ([`round_backoff`]); unauthorized fails at once (nothing will
 /// change).
@@ -802,11 +822,7 @@ where
     loop {
         match operation().await {
             Ok(value) => return Ok(value),
-            Err(error)
-                if is_permanent(&error)
-                    || matches!(error, Error::Unauthorized)
-                    || round >= UNIT_ROUNDS =>
-            {
+            Err(error) if is_permanent(&error) || !rounds_help(&error) || round >= UNIT_ROUNDS => {
                 return Err(error)
             }
             Err(error) => {

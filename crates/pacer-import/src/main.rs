@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pacer_customerio::{https_client, ApiClass, Body, Client, Credentials, Region, Roots};
 use pacer_import::checkpoint::Checkpoint;
-use pacer_import::engine::{run, Mode, Plan, Summary};
+use pacer_import::engine::{run, Mode, Plan, Summary, MAX_SERVER_WAIT};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
 use pacer_import::interrupt::Interrupts;
@@ -110,6 +110,11 @@ struct Cli {
     /// Ctrl-C stops at once. Either way the checkpoint covers what was delivered.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     drain_timeout: u64,
+    /// How long one attempt may wait for the head of an answer, and then for its whole body
+    /// (the connection itself gets 10 s). A silent server is retried a few times, then the
+    /// import stops (exit 3, resumable).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
 }
 
 #[tokio::main]
@@ -229,6 +234,7 @@ fn install_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(true),
         )
         .with(filter)
@@ -315,9 +321,19 @@ async fn client(
             )
         }
     };
+    let timeout = std::time::Duration::try_from_secs_f64(cli.timeout)
+        .ok()
+        .filter(|timeout| !timeout.is_zero())
+        .ok_or("--timeout must be a positive number of seconds")?;
     let mut builder = Client::builder()
         .credentials(credentials)
-        .retry(RetryLayer::new().max_attempts(5));
+        .response_timeout(timeout)
+        .body_timeout(timeout)
+        .retry(
+            RetryLayer::new()
+                .max_attempts(5)
+                .max_server_wait(MAX_SERVER_WAIT),
+        );
     builder = match (&base_url, cli.region.as_str()) {
         (Some(base), _) => builder.base_url(base),
         (None, "eu") => builder.region(Region::Eu),

@@ -13,6 +13,7 @@ use pacer_customerio::{https_client, Client, Credentials, Roots};
 use pacer_import::reason::Redactor;
 use pacer_mock::{Limit, MockConfig, MockServer};
 use pacer_retry::RetryLayer;
+use pacer_testkit::{Behaviour, HostileServer};
 use serde_json::{json, Value};
 
 fn scratch(name: &str) -> PathBuf {
@@ -23,19 +24,23 @@ fn scratch(name: &str) -> PathBuf {
     directory
 }
 
-/// A server that accepts connections (up to 64) and never answers.
-fn silent_server() -> (String, std::sync::mpsc::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (accepted, connections) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().take(64).flatten() {
-            held.push(stream);
-            let _ = accepted.send(());
-        }
-    });
-    (url, connections)
+/// A server that accepts connections and never answers, and a wait for its first connection.
+fn silent_server() -> (tokio::runtime::Runtime, HostileServer) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = runtime.block_on(HostileServer::start(Behaviour::Silent));
+    (runtime, server)
+}
+
+fn await_connection(server: &HostileServer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.connections() == 0 {
+        assert!(Instant::now() < deadline, "the importer never connected");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn importer(input: &Path, base_url: &str, args: &[&str]) -> Command {
@@ -101,11 +106,11 @@ fn a_second_ctrl_c_stops_at_once_with_the_checkpoint_intact() {
     let directory = scratch("twice");
     let input = directory.join("input.ndjson");
     people(&input, 50);
-    let (url, connections) = silent_server();
-    let mut child = importer(&input, &url, &["--drain-timeout", "600"])
+    let (_runtime, server) = silent_server();
+    let mut child = importer(&input, &server.url(), &["--drain-timeout", "600"])
         .spawn()
         .unwrap();
-    connections.recv_timeout(Duration::from_secs(20)).unwrap();
+    await_connection(&server);
     interrupt(&child);
     std::thread::sleep(Duration::from_millis(300));
     interrupt(&child);
@@ -123,11 +128,11 @@ fn a_first_ctrl_c_drains_for_at_most_the_drain_timeout() {
     let directory = scratch("drain");
     let input = directory.join("input.ndjson");
     people(&input, 50);
-    let (url, connections) = silent_server();
-    let mut child = importer(&input, &url, &["--drain-timeout", "1"])
+    let (_runtime, server) = silent_server();
+    let mut child = importer(&input, &server.url(), &["--drain-timeout", "1"])
         .spawn()
         .unwrap();
-    connections.recv_timeout(Duration::from_secs(20)).unwrap();
+    await_connection(&server);
     let interrupted = Instant::now();
     interrupt(&child);
     let status = wait_at_most(&mut child, Duration::from_secs(8));
