@@ -175,7 +175,7 @@ impl Paced {
         match self {
             Self::CustomerIo { client, attributes } => {
                 let id = format!("{task}-{n}");
-                let result = if n % 2 == 0 {
+                let result = if n.is_multiple_of(2) {
                     client.identify(&id, attributes).await
                 } else {
                     client.track(&id, Event::new("signed_up")).await

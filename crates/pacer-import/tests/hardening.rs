@@ -175,7 +175,7 @@ async fn a_crash_mid_dead_letter_never_doubles_or_tears_an_entry() {
     {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
         for line in 1..=6000_u64 {
-            if line % 3 == 0 {
+            if line.is_multiple_of(3) {
                 // Long enough that the buffered writer flushes between checkpoints.
                 writeln!(
                     file,

@@ -40,7 +40,7 @@ fn write_input(path: &Path, people: usize, invalid_every: usize) -> (usize, Vec<
             json!({"type": "event", "person": format!("p{person}"), "name": "joined", "data": {"n": person}}),
         ] {
             line += 1;
-            if invalid_every > 0 && line % invalid_every as u64 == 0 {
+            if invalid_every > 0 && line.is_multiple_of(invalid_every as u64) {
                 writeln!(file, "{{\"type\":\"person\"}}").unwrap();
                 invalid.push(line);
             } else {
