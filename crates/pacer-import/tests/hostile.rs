@@ -86,6 +86,18 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The importer's own peak resident memory (`VmHWM`), from its `--json` summary.
+fn peak_rss_mib(output: &Output) -> f64 {
+    let summary: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    summary["peak_rss_mib"]
+        .as_f64()
+        .expect("Linux reports VmHWM")
+}
+
+/// What every hostile input must stay under.
+const MAX_RSS_MIB: f64 = 64.0;
+
 fn checkpoint(input: &Path) -> Value {
     let path = format!("{}.checkpoint", input.display());
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -153,9 +165,11 @@ fn a_huge_success_body_is_capped_and_not_counted_delivered() {
     }));
     let directory = scratch("huge");
     let input = people(&directory, 200);
-    let (output, _) = import(&input, &server, &[], Duration::from_secs(20));
+    let (output, _) = import(&input, &server, &["--json"], Duration::from_secs(20));
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("cap"), "{}", stderr(&output));
+    let peak = peak_rss_mib(&output);
+    assert!(peak < MAX_RSS_MIB, "{peak} MiB");
     assert_eq!(checkpoint(&input)["delivered"], 0);
     std::fs::remove_dir_all(&directory).unwrap();
 }
@@ -171,8 +185,10 @@ fn a_huge_error_text_is_kept_once_per_record_cut_short() {
     }));
     let directory = scratch("error-text");
     let input = people(&directory, 200);
-    let (output, _) = import(&input, &server, &[], Duration::from_secs(20));
+    let (output, _) = import(&input, &server, &["--json"], Duration::from_secs(20));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let peak = peak_rss_mib(&output);
+    assert!(peak < MAX_RSS_MIB, "{peak} MiB");
     let dead = std::fs::read_to_string(format!("{}.dead.ndjson", input.display())).unwrap();
     assert_eq!(dead.lines().count(), 200);
     for line in dead.lines() {
