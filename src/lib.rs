@@ -96,3 +96,6 @@ pub use pacer_customerio as customerio;
 
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
