@@ -7,12 +7,16 @@
 //! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
-//! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
+//! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack, over any HTTP service |
+//! | `https` (default) | — | `ClientBuilder::build_https`: hyper over rustls (ring; webpki or native roots) |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
-//! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
+//! | `reqwest-middleware` | [`middleware`](mod@middleware) | the stack as a `reqwest_middleware::Middleware` |
 //! | `redis` | [`pacer-limit-redis`](redis) | one quota shared by many processes through Redis |
+//! | `mock` | [`pacer-mock`](mock) | the mock Customer.io server, in-process, for your tests |
+//! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
 //!
-//! The mock Customer.io server is the `pacer-mock` crate (and binary).
+//! Over reqwest with its own TLS, and no second TLS stack:
+//! `pacer = { version = "0.1", default-features = false, features = ["customerio", "reqwest"] }`.
 //!
 //! # The stack
 //!
@@ -93,6 +97,10 @@ pub use pacer_retry as retry;
 #[cfg(feature = "customerio")]
 #[doc(inline)]
 pub use pacer_customerio as customerio;
+
+#[cfg(feature = "mock")]
+#[doc(inline)]
+pub use pacer_mock as mock;
 
 #[cfg(feature = "reqwest")]
 pub mod reqwest;

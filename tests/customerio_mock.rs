@@ -1,5 +1,6 @@
 //! The whole stack (retry → rate limit per API class → throttle → Customer.io requests) over a
 //! real hyper client against the mock Customer.io server on loopback.
+#![cfg(feature = "https")]
 
 use std::time::Duration;
 
