@@ -32,18 +32,20 @@ pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
         .unwrap_or(ApiClass::Track)
 }
 
-/// The default quota of each API class, with where it comes from
-/// (`shared/reference/customerio-api.md`). Every class is evenly spaced with the default 1 %
+/// The default quota of each API class, with where it comes from (Customer.io's API references:
+/// Track <https://docs.customer.io/api/track/>, App <https://docs.customer.io/api/app/>,
+/// Pipelines <https://docs.customer.io/api/cdp/>, each in its "Rate limits" section). Every
+/// class is evenly spaced with the default 1 %
 /// margin ([`Quota::new`]): the pacing every server model accepts, and the one that reaches
 /// 0.98–0.99 of a limit enforced by real nginx and HAProxy limiters (`BENCHMARKS.md`).
 ///
 /// | class | quota | source |
 /// |---|---|---|
 /// | Track | 100/s | the figure users' runbooks use; Customer.io's newest spec says a soft 1000/s (3000 per 3 s) and that exceeding it may *drop* data, so pacing is proactive |
-/// | App | 10/s | App API spec: "most endpoints … 10 requests per second" |
-/// | Transactional | 100/s | older App spec (newest: shares the 3000 per 3 s soft limit) |
-/// | Broadcast | 1 per 10 s, at most 5 waiting | App API spec |
-/// | Pipelines | 3000 per 3 s | Pipelines spec |
+/// | App | 10/s | App API reference: "most endpoints … 10 requests per second" |
+/// | Transactional | 100/s | older App API reference (newest: shares the 3000 per 3 s soft limit) |
+/// | Broadcast | 1 per 10 s, at most 5 waiting | App API reference, API-triggered broadcasts |
+/// | Pipelines | 3000 per 3 s | Pipelines (CDP) API reference |
 #[must_use]
 pub fn default_quota(class: ApiClass) -> Quota {
     match class {
