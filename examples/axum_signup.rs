@@ -15,7 +15,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use pacer::customerio::{Client, Credentials, Event, Roots};
@@ -24,7 +23,7 @@ use serde_json::{json, Value};
 
 /// The handler: identify the new user and record the sign-up event.
 async fn sign_up(
-    State(customerio): State<Client<Incoming>>,
+    State(customerio): State<Client>,
     Json(body): Json<Value>,
 ) -> Result<StatusCode, (StatusCode, String)> {
     let id = body["id"].as_str().unwrap_or_default().to_owned();

@@ -191,10 +191,19 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when [`Roots::Native`](crate::Roots::Native) finds no store.
+    ///
+    /// The client's type is plain [`Client`] (its answers' bodies boxed), so it can be named in
+    /// an application's state without depending on hyper.
     #[cfg(feature = "https")]
-    pub fn build_https(self, roots: crate::Roots) -> Result<Client<hyper::body::Incoming>, Error> {
+    pub fn build_https(self, roots: crate::Roots) -> Result<Client, Error> {
+        use http_body_util::BodyExt as _;
         let http = crate::https_client_with(roots, self.connect_timeout)?;
-        Ok(self.build(http))
+        let boxed = tower::ServiceBuilder::new()
+            .map_response(|response: Response<hyper::body::Incoming>| {
+                response.map(|body| body.map_err(std::io::Error::other).boxed_unsync())
+            })
+            .service(http);
+        Ok(self.build(boxed))
     }
 
     /// Assembles retry → pacing ([`PaceLayer`]: rate limit keyed by [`ApiClass`], then throttle
@@ -257,9 +266,19 @@ impl ClientBuilder {
     }
 }
 
+/// The body of an answer, boxed: the default `RB` of [`Client`], whatever the HTTP service
+/// under it (one allocation per answer, next to a network round trip). A failure to read it is
+/// an `io::Error` whose inner error is the HTTP client's.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
 /// A Customer.io client: typed operations through the default pacing stack. Cheap to clone;
 /// clones share the quota.
-pub struct Client<RB> {
+///
+/// `RB` is the HTTP service's response body: [`ResponseBody`] (boxed) for
+/// [`ClientBuilder::build_https`], so `Client` alone names it (in an axum `State`, a struct
+/// field); the service's own body type for [`ClientBuilder::build`] (e.g.
+/// `Client<reqwest::Body>` over reqwest).
+pub struct Client<RB = ResponseBody> {
     service: Stack<RB>,
     requests: Requests,
     limiter: Limiter<ApiClass>,

@@ -64,7 +64,8 @@ mod timeouts;
 
 pub use api::{ApiClass, Endpoints, Region};
 pub use client::{
-    api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, Stack,
+    api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, ResponseBody,
+    Stack,
 };
 pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};

@@ -27,11 +27,11 @@ fn builder(server: &HostileServer) -> ClientBuilder {
         .credentials(Credentials::track("site-id", KEY))
 }
 
-fn client(server: &HostileServer) -> Client<hyper::body::Incoming> {
+fn client(server: &HostileServer) -> Client {
     builder(server).build_https(Roots::Webpki).unwrap()
 }
 
-async fn track(client: &Client<hyper::body::Incoming>) -> Result<(), Error> {
+async fn track(client: &Client) -> Result<(), Error> {
     client.track("42", Event::new("signed_up")).await
 }
 
