@@ -11,7 +11,7 @@
 //! let client = Client::builder()
 //!     .credentials(Credentials::track("site-id", "api-key"))
 //!     .build(ReqwestService::new(http));
-//! client.identify("42", &Default::default()).await?;
+//! client.identify("42", &serde_json::json!({})).await?;
 //! # Ok(())
 //! # }
 //! # fn main() {}

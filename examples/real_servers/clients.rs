@@ -176,7 +176,7 @@ impl Paced {
             Self::CustomerIo { client, attributes } => {
                 let id = format!("{task}-{n}");
                 let result = if n.is_multiple_of(2) {
-                    client.identify(&id, attributes).await
+                    client.identify(&id, attributes.as_ref()).await
                 } else {
                     client.track(&id, Event::new("signed_up")).await
                 };

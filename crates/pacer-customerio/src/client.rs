@@ -8,7 +8,7 @@ use http::{Request, Response};
 use pacer_limit::{Limiter, Quota};
 use pacer_retry::RetryLayer;
 use pacer_throttle::PaceLayer;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
@@ -431,7 +431,11 @@ where
     ///
     /// # Errors
     /// See [`Error`].
-    pub async fn identify(&self, id: &str, attributes: &Map<String, Value>) -> Result<(), Error> {
+    pub async fn identify(
+        &self,
+        id: &str,
+        attributes: &(impl serde::Serialize + Sync + ?Sized),
+    ) -> Result<(), Error> {
         self.send(self.requests.identify(id, attributes)?)
             .await
             .map(drop)

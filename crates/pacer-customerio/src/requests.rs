@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Method, Request};
 use http_body_util::Full;
 use pacer_retry::Idempotent;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::{ApiClass, Endpoints};
 use crate::encode::{path_segment, ulid};
@@ -235,17 +235,25 @@ impl Requests {
         &self.endpoints
     }
 
-    /// `PUT /api/v1/customers/{id}`: adds or updates a person.
+    /// `PUT /api/v1/customers/{id}`: adds or updates a person. `attributes` is anything that
+    /// serializes to a JSON object: a `serde_json::json!({...})`, a `Map`, a struct of yours.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty or over-long id, or missing Track credentials.
+    /// [`Error::InvalidInput`] for an empty or over-long id, attributes that are not a JSON
+    /// object, or missing Track credentials.
     pub fn identify(
         &self,
         id: &str,
-        attributes: &Map<String, Value>,
+        attributes: &(impl Serialize + ?Sized),
     ) -> Result<Request<Body>, Error> {
         let path = format!("/api/v1/customers/{}", person(id)?);
-        self.track_request(Method::PUT, &path, &Value::Object(attributes.clone()), true)
+        let attributes = to_json(attributes)?;
+        if !attributes.is_object() {
+            return Err(Error::InvalidInput(
+                "a person's attributes must be a JSON object".into(),
+            ));
+        }
+        self.track_request(Method::PUT, &path, &attributes, true)
     }
 
     /// `DELETE /api/v1/customers/{id}`.
@@ -583,7 +591,7 @@ fn with_operation_id(mut operation: Value) -> Value {
     operation
 }
 
-fn to_json(value: &impl Serialize) -> Result<Value, Error> {
+fn to_json(value: &(impl Serialize + ?Sized)) -> Result<Value, Error> {
     serde_json::to_value(value)
         .map_err(|error| Error::InvalidInput(format!("the payload does not serialize: {error}")))
 }
@@ -652,6 +660,7 @@ fn join(field: &str, items: &[&[u8]]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     fn requests() -> Requests {
         Requests::new(
@@ -746,6 +755,27 @@ mod tests {
                 limit: MAX_OPERATION_BYTES,
                 ..
             })
+        ));
+    }
+
+    /// Attributes are anything that serializes to a JSON object, as `send_email` takes
+    /// anything serializable: `json!`, a `Map`, a struct; anything else is refused.
+    #[test]
+    fn identify_takes_any_serializable_object() {
+        #[derive(Serialize)]
+        struct Plan {
+            plan: &'static str,
+        }
+        let body = |request: Request<Body>| -> Value {
+            serde_json::from_slice(&body_bytes(request.body())).unwrap()
+        };
+        let from_json = requests().identify("42", &json!({"plan": "pro"})).unwrap();
+        let from_struct = requests().identify("42", &Plan { plan: "pro" }).unwrap();
+        assert_eq!(body(from_json), json!({"plan": "pro"}));
+        assert_eq!(body(from_struct), json!({"plan": "pro"}));
+        assert!(matches!(
+            requests().identify("42", &json!(["not", "an", "object"])),
+            Err(Error::InvalidInput(_))
         ));
     }
 
