@@ -107,3 +107,13 @@ pub mod reqwest;
 
 #[cfg(feature = "reqwest-middleware")]
 pub mod middleware;
+
+/// The README's Rust blocks, compiled as doctests: each is a complete program a user can copy.
+#[cfg(all(
+    doctest,
+    feature = "https",
+    feature = "reqwest-middleware",
+    feature = "redis"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
