@@ -260,6 +260,7 @@ fn hostile_inputs_stay_in_bounded_memory() {
         let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["invalid"], dead, "{}: {summary}", input.display());
         let peak = summary["peak_rss_mib"].as_f64().unwrap();
+        eprintln!("{}: peak RSS {peak} MiB", input.display());
         assert!(peak < 64.0, "{}: {peak} MiB", input.display());
     }
     std::fs::remove_dir_all(&directory).unwrap();

@@ -169,6 +169,7 @@ fn a_huge_success_body_is_capped_and_not_counted_delivered() {
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(stderr(&output).contains("cap"), "{}", stderr(&output));
     let peak = peak_rss_mib(&output);
+    eprintln!("peak RSS {peak} MiB");
     assert!(peak < MAX_RSS_MIB, "{peak} MiB");
     assert_eq!(checkpoint(&input)["delivered"], 0);
     std::fs::remove_dir_all(&directory).unwrap();
@@ -188,6 +189,7 @@ fn a_huge_error_text_is_kept_once_per_record_cut_short() {
     let (output, _) = import(&input, &server, &["--json"], Duration::from_secs(20));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let peak = peak_rss_mib(&output);
+    eprintln!("peak RSS {peak} MiB");
     assert!(peak < MAX_RSS_MIB, "{peak} MiB");
     let dead = std::fs::read_to_string(format!("{}.dead.ndjson", input.display())).unwrap();
     assert_eq!(dead.lines().count(), 200);
