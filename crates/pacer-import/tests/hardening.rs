@@ -309,23 +309,6 @@ fn a_directory_is_named_as_such_and_a_fifo_is_read() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// A run of a request or two states no rate: it would say nothing of pacing.
-#[test]
-fn a_tiny_run_states_no_rate() {
-    let output = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
-        .args(["--mock", "--generate", "1", "--mode", "single", "--quiet"])
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{printed}");
-    let paced = printed
-        .lines()
-        .find(|line| line.starts_with("paced: "))
-        .unwrap_or_else(|| panic!("no paced line in {printed}"));
-    assert!(paced.contains("too few to measure"), "{paced}");
-    assert!(!paced.contains("of it"), "{paced}");
-}
-
 /// The library's warnings reach standard error by default, and `RUST_LOG` filters them: a
 /// dead-letter file with a torn last line is mended with a warning.
 #[test]

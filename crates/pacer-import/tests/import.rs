@@ -303,20 +303,33 @@ fn the_api_key_is_never_printed() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// The main job in single mode against the embedded mock ends with the achieved rate against
-/// the limit it paced by, and the run at the limit is 429-free. 150 requests at 99/s: 1.5 s.
-#[test]
-fn the_summary_states_the_rate_achieved_against_the_limit() {
+/// The `paced:` line of a run of the main job (single mode, embedded mock) of `records`.
+fn paced_line(records: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
-        .args(["--mock", "--generate", "150", "--mode", "single", "--quiet"])
+        .args([
+            "--mock",
+            "--generate",
+            records,
+            "--mode",
+            "single",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{printed}");
-    let paced = printed
+    printed
         .lines()
         .find(|line| line.starts_with("paced: "))
-        .unwrap_or_else(|| panic!("no paced line in {printed}"));
+        .unwrap_or_else(|| panic!("no paced line in {printed}"))
+        .to_owned()
+}
+
+/// The main job in single mode against the embedded mock ends with the achieved rate against
+/// the limit it paced by, and the run at the limit is 429-free. 150 requests at 99/s: 1.5 s.
+#[test]
+fn the_summary_states_the_rate_achieved_against_the_limit() {
+    let paced = paced_line("150");
     assert!(paced.contains("against a limit of 100 per 1s"), "{paced}");
     assert!(paced.ends_with(", 0 x 429"), "{paced}");
     // 150 requests, the first at once and then 10.1 ms apart, in a little over 1.5 s: a rate
@@ -328,4 +341,12 @@ fn the_summary_states_the_rate_achieved_against_the_limit() {
         .and_then(|ratio| ratio.parse().ok())
         .unwrap_or_else(|| panic!("no ratio in {paced}"));
     assert!((0.5..=1.0).contains(&ratio), "{paced}");
+}
+
+/// A run of a request or two states no rate: it would say nothing of pacing.
+#[test]
+fn a_tiny_run_states_no_rate() {
+    let paced = paced_line("1");
+    assert!(paced.contains("too few to measure"), "{paced}");
+    assert!(!paced.contains("of it"), "{paced}");
 }
