@@ -98,7 +98,7 @@ async fn reqwest_errors_and_pacer_decisions_come_back_told_apart() {
         .unwrap()
         .port();
     let limiter = Limiter::new(Quota::per_second(1000));
-    let refused = client(&limiter, RetryLayer::new().max_attempts(1));
+    let refused = client(&limiter, RetryLayer::new().max_retries(0));
     let error = refused
         .get(format!("http://127.0.0.1:{port}/"))
         .send()

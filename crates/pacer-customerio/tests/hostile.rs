@@ -65,7 +65,7 @@ async fn a_silent_server_times_out_per_attempt() {
 async fn a_silent_server_times_out_at_the_default_bound() {
     let server = HostileServer::start(Behaviour::Silent).await;
     let client = builder(&server)
-        .retry(RetryLayer::new().max_attempts(1))
+        .retry(RetryLayer::new().max_retries(0))
         .build_https(Roots::Webpki)
         .unwrap();
     let start = Instant::now();
@@ -120,7 +120,7 @@ async fn a_connection_never_accepted_times_out() {
         .base_url(&format!("http://{address}"))
         .credentials(Credentials::track("site-id", KEY))
         .connect_timeout(Duration::from_millis(200))
-        .retry(RetryLayer::new().max_attempts(1))
+        .retry(RetryLayer::new().max_retries(0))
         .build_https(Roots::Webpki)
         .unwrap();
     let start = std::time::Instant::now();

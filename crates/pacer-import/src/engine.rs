@@ -830,7 +830,7 @@ where
                 let error = redactor.describe(&error);
                 tracing::warn!(%error, round, "retrying a unit after transient failures");
                 let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
-                let pause = backoff.delay(round - 1, backoff.base(), rng);
+                let pause = backoff.delay(round - 1, backoff.base(), rand::Rng::random(rng));
                 tokio::time::sleep(pause).await;
             }
         }

@@ -331,7 +331,7 @@ async fn client(
         .body_timeout(timeout)
         .retry(
             RetryLayer::new()
-                .max_attempts(5)
+                .max_retries(4)
                 .max_server_wait(MAX_SERVER_WAIT),
         );
     builder = match (&base_url, cli.region.as_str()) {

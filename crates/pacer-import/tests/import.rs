@@ -79,7 +79,7 @@ fn client(mock: &MockServer, rate: u32) -> Client<Incoming> {
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))
         .quota(ApiClass::Track, Quota::per_second(rate))
-        .retry(RetryLayer::new().max_attempts(6))
+        .retry(RetryLayer::new().max_retries(5))
         .build(https_client(Roots::Webpki).unwrap())
 }
 

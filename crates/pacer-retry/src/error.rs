@@ -140,7 +140,7 @@ impl StdError for ServerWaitTooLong {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GaveUp {
-    /// The attempt limit ([`RetryLayer::max_attempts`](crate::RetryLayer::max_attempts)).
+    /// The retry limit ([`RetryLayer::max_retries`](crate::RetryLayer::max_retries)).
     Attempts,
     /// Another attempt would end past the deadline
     /// ([`RetryLayer::max_elapsed`](crate::RetryLayer::max_elapsed) or a
@@ -156,7 +156,7 @@ pub enum GaveUp {
 impl GaveUp {
     fn describe(self) -> &'static str {
         match self {
-            GaveUp::Attempts => "the attempt limit was reached",
+            GaveUp::Attempts => "the retry limit was reached",
             GaveUp::Deadline => "another attempt would end past the deadline",
             GaveUp::Budget => "the retry budget is spent",
             GaveUp::NotRepeatable => "the request may not be repeated",

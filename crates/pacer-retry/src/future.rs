@@ -221,7 +221,7 @@ fn backoff_after<RB, C, P>(
     shared
         .config
         .backoff
-        .delay(attempts - 1, previous_delay, &mut **rng)
+        .delay(attempts - 1, previous_delay, rand::Rng::random(&mut *rng))
 }
 
 /// Decides after attempt number `attempts`; `outcome` is `None` when it timed out.
