@@ -36,9 +36,7 @@ async fn sign_up(
     let email = body["email"].as_str().unwrap_or_default().to_owned();
     let attributes = json!({ "email": email });
     let stored = async {
-        outbox
-            .identify(&id, attributes.as_object().expect("an object"))
-            .await?;
+        outbox.identify(&id, &attributes).await?;
         outbox
             .track(
                 &id,

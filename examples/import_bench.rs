@@ -27,7 +27,9 @@ use pacer::customerio::{https_client, Client, Credentials, Endpoints, Requests, 
 use pacer_import::engine::{run, Mode, Plan};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
+use pacer_import::interrupt::Interrupts;
 use pacer_import::progress::Counters;
+use pacer_import::reason::Redactor;
 use pacer_mock::{MockConfig, MockServer};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -80,6 +82,8 @@ fn plan(input: &Path, scratch: &Path, mode: Mode, batch_size: usize) -> Plan {
         checkpoint: Some(scratch.join("bench.checkpoint")),
         resume: false,
         quiet: true,
+        drain_timeout: Duration::from_secs(30),
+        redactor: Redactor::default(),
     }
 }
 
@@ -110,13 +114,20 @@ async fn single_pacer(scratch: &Path) -> (f64, u64) {
     let keep = Arc::clone(&snapshot);
     let mock = Arc::new(mock);
     let watched = Arc::clone(&mock);
-    let stop = async move {
+    let (interrupt, interrupts) = Interrupts::channel();
+    tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(SECONDS)).await;
         *keep.lock().expect("lock") = Some(measured(&watched));
-    };
-    run(&plan, Some(client), Arc::new(Counters::default()), stop)
-        .await
-        .expect("import");
+        let _ = interrupt.send(());
+    });
+    run(
+        &plan,
+        Some(client),
+        Arc::new(Counters::default()),
+        interrupts,
+    )
+    .await
+    .expect("import");
     let result = snapshot.lock().expect("lock").take().expect("measured");
     result
 }
@@ -243,7 +254,7 @@ async fn batch(scratch: &Path) {
         &plan,
         Some(client),
         Arc::new(Counters::default()),
-        std::future::pending(),
+        Interrupts::never(),
     )
     .await
     .expect("import");

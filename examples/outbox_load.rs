@@ -25,7 +25,6 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use pacer::customerio::{ApiClass, Client, Credentials, Event, Roots};
 use pacer::limit::Quota;
 use pacer::outbox::{Outbox, RedisOptions};
@@ -117,7 +116,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .clone()
         .or_else(|| mock.as_ref().map(MockServer::base_url))
         .expect("a base URL or the mock");
-    let client: Client<Incoming> = Client::builder()
+    let client: Client = Client::builder()
         .base_url(&base)
         .credentials(Credentials::track(
             args.site_id.as_str(),
@@ -257,7 +256,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 /// way.
 async fn start_workers(
     args: &Args,
-    client: &Client<Incoming>,
+    client: &Client,
     options: &RedisOptions,
     capacity: usize,
 ) -> Result<Vec<Outbox>, Box<dyn Error>> {
@@ -288,7 +287,7 @@ async fn start_workers(
 /// `--producers` tasks at once, as a handler awaiting Customer.io would.
 async fn direct(
     args: &Args,
-    client: &Client<Incoming>,
+    client: &Client,
     mock: Option<&MockServer>,
 ) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();

@@ -44,7 +44,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             tokio::spawn(async move {
                 for n in 0..10 {
                     client
-                        .identify(&format!("person-{task}-{n}"), &Default::default())
+                        .identify(&format!("person-{task}-{n}"), &serde_json::json!({}))
                         .await?;
                 }
                 Ok::<_, pacer::customerio::Error>(())

@@ -7,13 +7,17 @@
 //! | `limit` (default) | [`pacer-limit`](limit) | shared, keyed, fair client-side rate limiting |
 //! | `throttle` (default) | [`pacer-throttle`](throttle) | 429 / Retry-After / RateLimit headers slow every caller |
 //! | `retry` (default) | [`pacer-retry`](retry) | jittered backoff with budgets, deadlines and idempotency |
-//! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack |
+//! | `customerio` (default) | [`pacer-customerio`](customerio) | typed Customer.io operations and the default stack, over any HTTP service |
+//! | `https` (default) | — | `ClientBuilder::build_https`: hyper over rustls (ring; webpki or native roots) |
 //! | `outbox` | [`pacer-outbox`](outbox) | enqueue without waiting; deliver as paced Track v2 batches (in memory, or Redis Streams with `redis`) |
 //! | `reqwest` | [`reqwest`](mod@reqwest) | a `reqwest::Client` as the service under the stack |
-//! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
+//! | `reqwest-middleware` | [`middleware`](mod@middleware) | the stack as a `reqwest_middleware::Middleware` |
 //! | `redis` | [`pacer-limit-redis`](redis) | one quota shared by many processes through Redis |
+//! | `mock` | [`pacer-mock`](mock) | the mock Customer.io server, in-process, for your tests |
+//! | `metrics` | — | counters, gauges and histograms through the [`metrics`](https://docs.rs/metrics) facade |
 //!
-//! The mock Customer.io server is the `pacer-mock` crate (and binary).
+//! Over reqwest with its own TLS, and no second TLS stack:
+//! `pacer = { version = "0.1", default-features = false, features = ["customerio", "reqwest"] }`.
 //!
 //! # The stack
 //!
@@ -65,6 +69,7 @@
 //! | `pacer_limit_redis_fallbacks_total` | counter | | times Redis went away and the local fallback took over |
 //! | `pacer_throttle_refusals_total` | counter | `key`, `status` (`429`, `503`) | refusals from the server |
 //! | `pacer_throttle_pauses_total` | counter | `key` | pauses for a server's wait (Retry-After, an exhausted window) |
+//! | `pacer_throttle_pauses_capped_total` | counter | `key`, `status` | a server's wait beyond the layer's cap, cut to the cap (a refusal then fails with `WaitTooLong`; a success is warned of) |
 //! | `pacer_throttle_rate_per_second` | gauge | `key` | the rate the key is paced at after adapting (back at its quota once recovered) |
 //! | `pacer_retry_retries_total` | counter | `reason` (`429`, `503`, …, `connection`, `refused`, `timeout`) | retries sent |
 //! | `pacer_retry_gave_up_total` | counter | `why` (`exhausted`, `budget`, `deadline`, `server_wait`, `not_repeatable`), `reason` | retryable failures returned to the caller |
@@ -98,5 +103,23 @@ pub use pacer_customerio as customerio;
 #[doc(inline)]
 pub use pacer_outbox as outbox;
 
+#[cfg(feature = "mock")]
+#[doc(inline)]
+pub use pacer_mock as mock;
+
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+
+#[cfg(feature = "reqwest-middleware")]
+pub mod middleware;
+
+/// The README's Rust blocks, compiled as doctests: each is a complete program a user can copy.
+#[cfg(all(
+    doctest,
+    feature = "https",
+    feature = "reqwest-middleware",
+    feature = "redis",
+    feature = "outbox"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

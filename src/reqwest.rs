@@ -11,7 +11,7 @@
 //! let client = Client::builder()
 //!     .credentials(Credentials::track("site-id", "api-key"))
 //!     .build(ReqwestService::new(http));
-//! client.identify("42", &Default::default()).await?;
+//! client.identify("42", &serde_json::json!({})).await?;
 //! # Ok(())
 //! # }
 //! # fn main() {}
@@ -19,13 +19,15 @@
 //!
 //! The request body is read into memory before it is handed to reqwest (the pacer stack already
 //! holds it to replay retries), so reqwest sends it with a `Content-Length`. The response body
-//! is reqwest's, streamed. Errors keep reqwest's as their [`source`](std::error::Error::source),
-//! so the retry layer recognises it by type: this feature turns on pacer-retry's `reqwest`
+//! is reqwest's, streamed; read it with [`Client::send`](pacer_customerio::Client::send) (the
+//! Customer.io client does), or `http_body_util::BodyExt::collect` for a stack of your own. An
+//! error is reqwest's own, boxed as it came (`e.is::<reqwest::Error>()`, through the stack too
+//! unless the retry layer wrapped it in [`RetriesExhausted`](pacer_retry::RetriesExhausted), whose
+//! `source()` it then is), so the retry layer recognises it by type: this feature turns on pacer-retry's `reqwest`
 //! feature, whose classifier reads `reqwest::Error::is_timeout` and `is_connect` (a refused
 //! connection is retried even for a POST; a timeout only for a request that may be repeated).
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -60,34 +62,10 @@ impl From<::reqwest::Client> for ReqwestService {
     }
 }
 
-/// Why a request through [`ReqwestService`] failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// The request body could not be read.
-    Body(Box<dyn StdError + Send + Sync>),
-    /// reqwest refused the request or failed to send it (connection refused or reset, TLS,
-    /// timeout, an invalid URL).
-    Reqwest(::reqwest::Error),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Body(_) => f.write_str("could not read the request body"),
-            Self::Reqwest(_) => f.write_str("reqwest could not send the request"),
-        }
-    }
-}
-
-impl StdError for Error {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            Self::Body(error) => Some(error.as_ref()),
-            Self::Reqwest(error) => Some(error),
-        }
-    }
-}
+/// What a request through [`ReqwestService`] fails with: reqwest's own error, boxed as it came
+/// (`error.is::<reqwest::Error>()`, `downcast_ref::<reqwest::Error>()`), or the request body's
+/// error when it could not be read.
+pub type Error = Box<dyn StdError + Send + Sync>;
 
 /// The response future of [`ReqwestService`].
 pub type ResponseFuture =
@@ -112,14 +90,10 @@ where
         let client = self.client.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|error| Error::Body(error.into()))?
-                .to_bytes();
+            let body = body.collect().await.map_err(Into::into)?.to_bytes();
             let request = http::Request::from_parts(parts, ::reqwest::Body::from(body));
-            let request = ::reqwest::Request::try_from(request).map_err(Error::Reqwest)?;
-            let response = client.execute(request).await.map_err(Error::Reqwest)?;
+            let request = ::reqwest::Request::try_from(request)?;
+            let response = client.execute(request).await?;
             Ok(http::Response::from(response))
         })
     }

@@ -150,7 +150,7 @@ async fn a_timed_out_attempt_is_at_the_top_or_under_retries_exhausted() {
     let limiter = Limiter::new(Quota::per_second(100));
     let once = RetryLayer::new()
         .attempt_timeout(Duration::from_secs(1))
-        .max_attempts(1);
+        .max_retries(0);
     let client = stack(once, PaceLayer::new(limiter.clone()));
     let error = fail(&client, "/hang").await;
     let timed_out = error
@@ -161,7 +161,7 @@ async fn a_timed_out_attempt_is_at_the_top_or_under_retries_exhausted() {
 
     let twice = RetryLayer::new()
         .attempt_timeout(Duration::from_secs(1))
-        .max_attempts(2);
+        .max_retries(1);
     let client = stack(twice, PaceLayer::new(limiter));
     let error = fail(&client, "/hang").await;
     let exhausted = error

@@ -145,6 +145,42 @@ fn every_layer_reports_its_decisions() {
     assert_eq!(get("pacer_retry_gave_up_total{reason=503,why=budget}"), 1.0);
 }
 
+/// A server's wait beyond the cap is counted, for a success (a spent quota resetting in a day)
+/// as for a refusal.
+#[test]
+fn a_wait_beyond_the_cap_is_counted() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let limiter = Limiter::<&'static str>::builder(Quota::per_second(10)).build();
+            let client = ServiceBuilder::new()
+                .layer(PaceLayer::keyed(limiter.clone(), |_: &Request<()>| "track"))
+                .service_fn(|_request: Request<()>| async {
+                    let response = Response::builder()
+                        .header("x-ratelimit-remaining", "0")
+                        .header("x-ratelimit-reset", "86400")
+                        .body(())
+                        .unwrap();
+                    Ok::<_, Infallible>(response)
+                });
+            let response = client.oneshot(Request::new(())).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        });
+    });
+    let metrics = read(&snapshotter);
+    assert_eq!(
+        metrics.get("pacer_throttle_pauses_capped_total{key=\"track\",status=200}"),
+        Some(&1.0),
+        "{metrics:#?}"
+    );
+}
+
 /// Redis going away is counted once per outage.
 #[cfg(feature = "redis")]
 #[test]

@@ -48,7 +48,7 @@ async fn refusals_through_reqwest_are_fed_back_and_retried() {
     let client = client_at(&mock.base_url());
     for n in 0..4 {
         client
-            .identify(&format!("person-{n}"), &Default::default())
+            .identify(&format!("person-{n}"), &serde_json::json!({}))
             .await
             .unwrap();
     }
@@ -74,7 +74,7 @@ async fn a_refused_connection_is_a_transport_error_with_reqwest_as_its_source() 
     let client = client_at(&format!("http://127.0.0.1:{port}"));
     let started = std::time::Instant::now();
     let error = client
-        .identify("ada", &Default::default())
+        .identify("ada", &serde_json::json!({}))
         .await
         .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10));

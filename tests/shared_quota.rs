@@ -6,7 +6,7 @@
 //!
 //! Skipped, with a line saying so, when `redis-server` is not installed (and failed in CI,
 //! where `PACER_REQUIRE_REDIS` is set).
-#![cfg(all(feature = "redis", feature = "customerio"))]
+#![cfg(all(feature = "redis", feature = "https"))]
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -175,8 +175,8 @@ impl Paced {
         match self {
             Self::CustomerIo { client, attributes } => {
                 let id = format!("{task}-{n}");
-                let result = if n % 2 == 0 {
-                    client.identify(&id, attributes).await
+                let result = if n.is_multiple_of(2) {
+                    client.identify(&id, attributes.as_ref()).await
                 } else {
                     client.track(&id, Event::new("signed_up")).await
                 };

@@ -57,15 +57,32 @@ impl std::fmt::Debug for Operation {
 }
 
 impl Operation {
-    /// Adds or updates `person` with `attributes`.
+    /// Adds or updates `person` with `attributes`: any JSON object (`json!`, a `Map`, a struct
+    /// that serializes to one), as [`Client::identify`] takes.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an identifier or attributes over Customer.io's limits;
-    /// [`Error::PayloadTooLarge`] over 32 KB.
-    pub fn identify(person: &Identifier, attributes: &Map<String, Value>) -> Result<Self, Error> {
-        check_attributes(attributes).map_err(Error::InvalidInput)?;
+    /// [`Error::InvalidInput`] for an identifier or attributes over Customer.io's limits, or
+    /// attributes that are not an object; [`Error::PayloadTooLarge`] over 32 KB.
+    pub fn identify(
+        person: &Identifier,
+        attributes: &(impl serde::Serialize + ?Sized),
+    ) -> Result<Self, Error> {
+        let attributes = match serde_json::to_value(attributes) {
+            Ok(Value::Object(attributes)) => attributes,
+            Ok(_) => {
+                return Err(Error::InvalidInput(
+                    "a person's attributes must be a JSON object".into(),
+                ))
+            }
+            Err(error) => {
+                return Err(Error::InvalidInput(format!(
+                    "the attributes do not serialize: {error}"
+                )))
+            }
+        };
+        check_attributes(&attributes).map_err(Error::InvalidInput)?;
         let mut operation = person_operation("identify", person)?;
-        operation.insert("attributes".into(), Value::Object(attributes.clone()));
+        operation.insert("attributes".into(), Value::Object(attributes));
         Self::encode(operation, None)
     }
 
@@ -535,7 +552,8 @@ mod tests {
     fn constructors_write_the_v2_schema() {
         let person = Identifier::Id("42".into());
         let attributes = json!({"plan": "pro"});
-        let identify = Operation::identify(&person, attributes.as_object().unwrap()).unwrap();
+        let identify = Operation::identify(&person, &attributes).unwrap();
+        assert!(Operation::identify(&person, &json!([1])).is_err());
         assert_eq!(
             value(&identify),
             json!({"type": "person", "action": "identify", "identifiers": {"id": "42"}, "attributes": {"plan": "pro"}})

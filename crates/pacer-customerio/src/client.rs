@@ -8,7 +8,7 @@ use http::{Request, Response};
 use pacer_limit::{Limiter, Quota};
 use pacer_retry::RetryLayer;
 use pacer_throttle::PaceLayer;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
@@ -16,8 +16,11 @@ use crate::api::{ApiClass, Endpoints, Region};
 use crate::error::{EntryError, Error};
 use crate::in_flight::{CountInFlight, InFlight};
 use crate::requests::{BatchEntries, Body, Event, Identifier, Requests};
-use crate::response::{read, Answer};
+use crate::response::{read_with, Answer, ReadLimits};
 use crate::secret::Credentials;
+use crate::timeouts::{
+    HeadTimeout, TimeoutPhase, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
+};
 
 /// The limiter key of a request built by [`Requests`]: its [`ApiClass`] extension.
 #[must_use]
@@ -29,18 +32,20 @@ pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
         .unwrap_or(ApiClass::Track)
 }
 
-/// The default quota of each API class, with where it comes from
-/// (`shared/reference/customerio-api.md`). Every class is evenly spaced with the default 1 %
+/// The default quota of each API class, with where it comes from (Customer.io's API references:
+/// Track <https://docs.customer.io/api/track/>, App <https://docs.customer.io/api/app/>,
+/// Pipelines <https://docs.customer.io/api/cdp/>, each in its "Rate limits" section). Every
+/// class is evenly spaced with the default 1 %
 /// margin ([`Quota::new`]): the pacing every server model accepts, and the one that reaches
 /// 0.98–0.99 of a limit enforced by real nginx and HAProxy limiters (`BENCHMARKS.md`).
 ///
 /// | class | quota | source |
 /// |---|---|---|
 /// | Track | 100/s | the figure users' runbooks use; Customer.io's newest spec says a soft 1000/s (3000 per 3 s) and that exceeding it may *drop* data, so pacing is proactive |
-/// | App | 10/s | App API spec: "most endpoints … 10 requests per second" |
-/// | Transactional | 100/s | older App spec (newest: shares the 3000 per 3 s soft limit) |
-/// | Broadcast | 1 per 10 s, at most 5 waiting | App API spec |
-/// | Pipelines | 3000 per 3 s | Pipelines spec |
+/// | App | 10/s | App API reference: "most endpoints … 10 requests per second" |
+/// | Transactional | 100/s | older App API reference (newest: shares the 3000 per 3 s soft limit) |
+/// | Broadcast | 1 per 10 s, at most 5 waiting | App API reference, API-triggered broadcasts |
+/// | Pipelines | 3000 per 3 s | Pipelines (CDP) API reference |
 #[must_use]
 pub fn default_quota(class: ApiClass) -> Quota {
     match class {
@@ -55,6 +60,18 @@ pub fn default_quota(class: ApiClass) -> Quota {
 pub type Stack<RB> = BoxCloneSyncService<Request<Body>, Response<RB>, BoxError>;
 
 /// Builds a [`Client`].
+///
+/// Every call is bounded by default, whatever the server does:
+/// - connect timeout 10 s ([`connect_timeout`](Self::connect_timeout), for
+///   [`build_https`](Self::build_https));
+/// - response timeout 30 s per attempt, from the hand-over to the HTTP client (after the
+///   request's slot of the quota) to the answer's head
+///   ([`response_timeout`](Self::response_timeout));
+/// - body timeout 30 s for the whole answer body ([`body_timeout`](Self::body_timeout));
+/// - answer bodies capped at 1 MiB, success or error
+///   ([`max_answer_bytes`](Self::max_answer_bytes));
+/// - server waits (Retry-After) honoured up to 60 s; a longer one fails the request at once
+///   with [`Error::Throttled`] carrying the server's own value.
 #[derive(Debug)]
 #[must_use]
 pub struct ClientBuilder {
@@ -63,6 +80,9 @@ pub struct ClientBuilder {
     quotas: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
     max_wait: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+    limits: ReadLimits,
     #[cfg(feature = "redis")]
     shared: Option<pacer_limit_redis::SharedQuota>,
 }
@@ -75,6 +95,9 @@ impl Default for ClientBuilder {
             quotas: Vec::new(),
             retry: RetryLayer::new(),
             max_wait: None,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+            limits: ReadLimits::default(),
             #[cfg(feature = "redis")]
             shared: None,
         }
@@ -121,6 +144,39 @@ impl ClientBuilder {
         self
     }
 
+    /// Gives up opening a connection after `timeout` (default 10 s; `None`: the operating
+    /// system's own, often over two minutes). Applies to [`build_https`](Self::build_https);
+    /// an HTTP service given to [`build`](Self::build) brings its own (see
+    /// [`https_client_with`](crate::https_client_with)).
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.connect_timeout = timeout.into();
+        self
+    }
+
+    /// Fails an attempt whose answer head has not arrived `timeout` after the request was
+    /// handed to the HTTP service (default 30 s; `None`: no bound). Measured below the pacing,
+    /// so the time a request waits for its slot of the quota does not count. A timed-out
+    /// attempt is retried like any timeout (when the request may be repeated); the call then
+    /// fails with [`Error::TimedOut`].
+    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.response_timeout = timeout.into();
+        self
+    }
+
+    /// Fails a call whose answer body has not ended `timeout` after its head arrived (default
+    /// 30 s; `None`: no bound), with [`Error::TimedOut`].
+    pub fn body_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.limits.body_timeout = timeout.into();
+        self
+    }
+
+    /// Reads at most `bytes` of any answer body, success or error (default 1 MiB); a success
+    /// over it fails with [`Error::AnswerTooLarge`], an error keeps its status.
+    pub fn max_answer_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_bytes = bytes;
+        self
+    }
+
     /// Shares the workspace's quotas with every other process using the same Redis and prefix
     /// (see [`pacer_limit_redis`]): together they stay within each API's quota, and a 429's
     /// `Retry-After` pauses all of them. Keys are named after the [`ApiClass`] (`Track`, `App`, …).
@@ -131,13 +187,23 @@ impl ClientBuilder {
     }
 
     /// Assembles the default stack over a pooled HTTPS client (rustls with Mozilla's roots,
-    /// HTTP/1.1 keep-alive and HTTP/2).
+    /// HTTP/1.1 keep-alive and HTTP/2) with the builder's connect timeout.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] when [`Roots::Native`](crate::Roots::Native) finds no store.
+    ///
+    /// The client's type is plain [`Client`] (its answers' bodies boxed), so it can be named in
+    /// an application's state without depending on hyper.
     #[cfg(feature = "https")]
-    pub fn build_https(self, roots: crate::Roots) -> Result<Client<hyper::body::Incoming>, Error> {
-        Ok(self.build(crate::https_client(roots)?))
+    pub fn build_https(self, roots: crate::Roots) -> Result<Client, Error> {
+        use http_body_util::BodyExt as _;
+        let http = crate::https_client_with(roots, self.connect_timeout)?;
+        let boxed = tower::ServiceBuilder::new()
+            .map_response(|response: Response<hyper::body::Incoming>| {
+                response.map(|body| body.map_err(std::io::Error::other).boxed_unsync())
+            })
+            .service(http);
+        Ok(self.build(boxed))
     }
 
     /// Assembles retry → pacing ([`PaceLayer`]: rate limit keyed by [`ApiClass`], then throttle
@@ -173,6 +239,8 @@ impl ClientBuilder {
         let limiter = limiter.build();
         let in_flight = Arc::new(InFlight::default());
         let counted = Arc::clone(&in_flight);
+        // No bound is a bound far away: one service type either way.
+        let response_timeout = self.response_timeout.unwrap_or(Duration::MAX);
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()
                 .layer(self.retry.clone())
@@ -182,6 +250,8 @@ impl ClientBuilder {
                 // request, and reads the answer in the poll its head arrives, so this counts
                 // exactly what it did between the two layers.
                 .layer_fn(move |inner| CountInFlight::new(inner, Arc::clone(&counted)))
+                // Next to the HTTP service: bounds the server's silence, not the queue.
+                .layer_fn(move |inner| HeadTimeout::new(inner, response_timeout))
                 .service(http),
         );
         Client {
@@ -190,18 +260,32 @@ impl ClientBuilder {
             limiter,
             retry: self.retry,
             in_flight,
+            limits: self.limits,
+            connect_timeout: self.connect_timeout,
         }
     }
 }
 
+/// The body of an answer, boxed: the default `RB` of [`Client`], whatever the HTTP service
+/// under it (one allocation per answer, next to a network round trip). A failure to read it is
+/// an `io::Error` whose inner error is the HTTP client's.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
 /// A Customer.io client: typed operations through the default pacing stack. Cheap to clone;
 /// clones share the quota.
-pub struct Client<RB> {
+///
+/// `RB` is the HTTP service's response body: [`ResponseBody`] (boxed) for
+/// [`ClientBuilder::build_https`], so `Client` alone names it (in an axum `State`, a struct
+/// field); the service's own body type for [`ClientBuilder::build`] (e.g.
+/// `Client<reqwest::Body>` over reqwest).
+pub struct Client<RB = ResponseBody> {
     service: Stack<RB>,
     requests: Requests,
     limiter: Limiter<ApiClass>,
     retry: RetryLayer,
     in_flight: Arc<InFlight>,
+    limits: ReadLimits,
+    connect_timeout: Option<Duration>,
 }
 
 /// One API class's queue at a glance, as a p-queue user knows it: `size` (waiting), `pending`
@@ -228,6 +312,8 @@ impl<RB> Clone for Client<RB> {
             limiter: self.limiter.clone(),
             retry: self.retry.clone(),
             in_flight: Arc::clone(&self.in_flight),
+            limits: self.limits,
+            connect_timeout: self.connect_timeout,
         }
     }
 }
@@ -301,20 +387,55 @@ where
     /// # Errors
     /// See [`Error`].
     pub async fn send(&self, request: Request<Body>) -> Result<Answer, Error> {
+        let batch = request.extensions().get::<BatchEntries>().is_some();
+        let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
+        let result = self.exchange(request, batch).await;
+        result.map_err(|mut error| {
+            if let (Error::Api { error, .. }, Some(value)) = (&mut error, &authorization) {
+                error.redact(&secrets_of(value));
+            }
+            error
+        })
+    }
+
+    async fn exchange(&self, request: Request<Body>, batch: bool) -> Result<Answer, Error> {
         let response = self
             .service
             .clone()
             .oneshot(request)
             .await
-            .map_err(Error::from)?;
-        read(response).await
+            .map_err(|error| self.stack_error(error))?;
+        let answer = read_with(response, &self.limits).await?;
+        if batch {
+            check_batch_answer(&answer)?;
+        }
+        Ok(answer)
+    }
+
+    /// The stack's error as an [`Error`]; a connection the HTTP client gave up opening
+    /// becomes [`Error::TimedOut`].
+    fn stack_error(&self, error: BoxError) -> Error {
+        let error = Error::from(error);
+        if let (Error::Transport(inner), Some(after)) = (&error, self.connect_timeout) {
+            if connect_timed_out(&**inner) {
+                return Error::TimedOut {
+                    phase: TimeoutPhase::Connect,
+                    after,
+                };
+            }
+        }
+        error
     }
 
     /// Adds or updates a person.
     ///
     /// # Errors
     /// See [`Error`].
-    pub async fn identify(&self, id: &str, attributes: &Map<String, Value>) -> Result<(), Error> {
+    pub async fn identify(
+        &self,
+        id: &str,
+        attributes: &(impl serde::Serialize + Sync + ?Sized),
+    ) -> Result<(), Error> {
         self.send(self.requests.identify(id, attributes)?)
             .await
             .map(drop)
@@ -489,6 +610,75 @@ where
         }
         Ok(sent)
     }
+}
+
+/// Whether `error` is hyper-util's connect error from its connect timeout (an `io::Error` of
+/// kind `TimedOut` under a connect error).
+fn connect_timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    #[cfg(feature = "https")]
+    {
+        let connect = pacer_retry::find::<hyper_util::client::legacy::Error>(error)
+            .is_some_and(hyper_util::client::legacy::Error::is_connect);
+        connect
+            && pacer_retry::find::<std::io::Error>(error)
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    }
+    #[cfg(not(feature = "https"))]
+    {
+        let _ = error;
+        false
+    }
+}
+
+/// A 200 (or other success but 207) to a batch must be empty or JSON: a proxy's HTML page says
+/// nothing of what Customer.io did with the entries.
+fn check_batch_answer(answer: &Answer) -> Result<(), Error> {
+    let body = answer.body.trim_ascii();
+    if answer.status == http::StatusCode::MULTI_STATUS || body.is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            tracing::warn!(status = %answer.status, "unreadable batch answer; no entry counts as delivered");
+            Err(Error::UnreadableAnswer {
+                status: answer.status,
+                reason: format!("a batch answer that is not JSON: {error}"),
+            })
+        }
+    }
+}
+
+/// What of an `Authorization` value a server might echo back: the whole value, its token, and
+/// for Basic auth the decoded `user:password` and each part long enough to be a key.
+fn secrets_of(authorization: &http::HeaderValue) -> Vec<String> {
+    use base64::Engine as _;
+    let Ok(value) = authorization.to_str() else {
+        return Vec::new();
+    };
+    let mut secrets = vec![value.to_owned()];
+    let Some((scheme, token)) = value.split_once(' ') else {
+        return secrets;
+    };
+    secrets.push(token.to_owned());
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok());
+        if let Some(decoded) = decoded {
+            secrets.extend(
+                decoded
+                    .split(':')
+                    .filter(|part| part.len() >= 8)
+                    .map(str::to_owned),
+            );
+            secrets.push(decoded);
+        }
+    }
+    // Longest first, so a part never leaves the rest of a longer secret behind.
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    secrets
 }
 
 /// How many entries a batch request carries (to rebase `batch_index`).

@@ -7,6 +7,29 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::Value;
 
+use crate::timeouts::TimeoutPhase;
+
+/// The most bytes of server text kept per message (and per entry field): a server's error text
+/// is for a human, and a hostile one must not fill logs or memory.
+const MAX_MESSAGE_BYTES: usize = 1024;
+/// The most messages kept from one error body; the rest are counted.
+const MAX_MESSAGES: usize = 8;
+/// The most messages and entries one error's `Display` shows; the rest are counted.
+const MAX_SHOWN: usize = 5;
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] (on a character boundary), with the original length
+/// noted when it was cut.
+fn bounded(text: &str) -> String {
+    if text.len() <= MAX_MESSAGE_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… (truncated, {} bytes)", &text[..end], text.len())
+}
+
 /// One entry of a v2 batch (or entity) refusal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -21,7 +44,9 @@ pub struct EntryError {
     pub message: String,
 }
 
-/// Customer.io's error body, from whichever of its four envelopes it came in.
+/// Customer.io's error body, from whichever of its four envelopes it came in. Bounded whatever
+/// the server sends: each message and entry field at most 1 KiB (longer text is cut and notes
+/// its original length), at most 8 messages (the rest counted in a last one).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ApiError {
@@ -37,21 +62,37 @@ impl ApiError {
     /// Reads a response body in any of Customer.io's envelopes; plain text becomes one message.
     #[must_use]
     pub fn parse(body: &[u8]) -> Self {
+        let mut error = Self::parse_unbounded(body);
+        if error.messages.len() > MAX_MESSAGES {
+            let more = error.messages.len() - (MAX_MESSAGES - 1);
+            error.messages.truncate(MAX_MESSAGES - 1);
+            error.messages.push(format!("… and {more} more messages"));
+        }
+        error
+    }
+
+    /// Every message, each already bounded.
+    fn parse_unbounded(body: &[u8]) -> Self {
         let Ok(json) = serde_json::from_slice::<Value>(body) else {
-            let text = String::from_utf8_lossy(body).trim().to_owned();
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
             return Self {
-                messages: if text.is_empty() { vec![] } else { vec![text] },
+                messages: if text.is_empty() {
+                    vec![]
+                } else {
+                    vec![bounded(text)]
+                },
                 ..Self::default()
             };
         };
         let mut error = Self::default();
         if let Some(message) = json.pointer("/meta/error").and_then(Value::as_str) {
-            error.messages.push(message.to_owned());
+            error.messages.push(bounded(message));
         }
         if let Some(messages) = json.pointer("/meta/errors").and_then(Value::as_array) {
             error
                 .messages
-                .extend(messages.iter().filter_map(Value::as_str).map(str::to_owned));
+                .extend(messages.iter().filter_map(Value::as_str).map(bounded));
         }
         for item in json
             .get("errors")
@@ -59,7 +100,7 @@ impl ApiError {
             .into_iter()
             .flatten()
         {
-            let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+            let text = |field: &str| item.get(field).and_then(Value::as_str).map(bounded);
             if let Some(detail) = text("detail") {
                 error.messages.push(detail);
                 error.code = error.code.or_else(|| text("code"));
@@ -77,23 +118,55 @@ impl ApiError {
         }
         error
     }
+
+    /// Replaces every occurrence of each of `secrets` in the server's text with `[redacted]`:
+    /// a server (or proxy) that echoes the request's credentials must not put them in an error.
+    pub(crate) fn redact(&mut self, secrets: &[String]) {
+        let scrub = |text: &mut String| {
+            for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+                if text.contains(secret.as_str()) {
+                    *text = text.replace(secret.as_str(), "[redacted]");
+                }
+            }
+        };
+        self.messages.iter_mut().for_each(scrub);
+        if let Some(code) = &mut self.code {
+            scrub(code);
+        }
+        for entry in &mut self.entries {
+            scrub(&mut entry.message);
+            scrub(&mut entry.reason);
+            scrub(&mut entry.field);
+        }
+    }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = self.messages.clone();
-        parts.extend(self.entries.iter().map(|entry| match entry.batch_index {
+        let entries = self.entries.iter().map(|entry| match entry.batch_index {
             Some(index) => format!(
                 "entry {index}: {} ({}: {})",
                 entry.message, entry.field, entry.reason
             ),
             None => format!("{} ({}: {})", entry.message, entry.field, entry.reason),
-        }));
+        });
+        let total = self.messages.len() + self.entries.len();
+        // Only what is shown is formatted: a 207 may carry thousands of entries.
+        let parts: Vec<String> = self
+            .messages
+            .iter()
+            .cloned()
+            .chain(entries)
+            .take(MAX_SHOWN)
+            .collect();
         if parts.is_empty() {
-            f.write_str("no details")
-        } else {
-            f.write_str(&parts.join("; "))
+            return f.write_str("no details");
         }
+        f.write_str(&parts.join("; "))?;
+        if total > MAX_SHOWN {
+            write!(f, "; … and {} more", total - MAX_SHOWN)?;
+        }
+        Ok(())
     }
 }
 
@@ -111,11 +184,12 @@ pub enum Error {
     /// 401: wrong or missing credentials (the body is plain text; the key is never echoed).
     Unauthorized,
     /// Throttled (429) and not resolved by retries: the last answer was a 429, or the server
-    /// asked for a wait beyond what the stack accepts (the throttle layer's
+    /// (with a 429 or a 503) asked for a wait beyond what the stack accepts (the throttle layer's
     /// [`WaitTooLong`](pacer_throttle::WaitTooLong) or the retry layer's
     /// [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong) of a 429).
     Throttled {
-        /// The server's Retry-After, if it gave one (none means a daily quota).
+        /// The server's Retry-After, if it gave one (none means a daily quota), as the server
+        /// asked (unclamped: `Retry-After: 99999999999` is 99999999999 s here).
         retry_after: Option<Duration>,
     },
     /// The payload is over a documented size limit; nothing was sent.
@@ -125,8 +199,37 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The input cannot make a valid request (empty id, id over 150 bytes, missing credentials).
+    /// The input cannot make a valid request (empty, blank, `.` or `..` id, an id with control
+    /// characters or over 150 bytes, missing credentials).
     InvalidInput(String),
+    /// No answer, or no whole answer, within a configured bound (see
+    /// [`ClientBuilder`](crate::ClientBuilder)'s `connect_timeout`, `response_timeout` and
+    /// `body_timeout`): the server accepted and went silent, or stalled mid-body.
+    TimedOut {
+        /// What was awaited.
+        phase: TimeoutPhase,
+        /// The bound it exceeded.
+        after: Duration,
+    },
+    /// The answer's body is over the size cap (see
+    /// [`ClientBuilder::max_answer_bytes`](crate::ClientBuilder::max_answer_bytes)); reading
+    /// stopped at the cap. Whether the request was processed is unknown.
+    AnswerTooLarge {
+        /// The answer's status (a success; an error status keeps its own error).
+        status: StatusCode,
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// A batch answer that cannot be read (a 207 whose body is not Customer.io's
+    /// `{"errors":[{"batch_index":…}]}`, or a 200 to a batch whose body is not JSON): it does not
+    /// say which entries were delivered, so none may be counted delivered. Worth retrying (the
+    /// batch's operations are idempotent).
+    UnreadableAnswer {
+        /// The status.
+        status: StatusCode,
+        /// Why it cannot be read (never the body itself).
+        reason: String,
+    },
     /// The request did not get an answer: connection, timeout, limiter or retry layer errors.
     /// It holds the stack's error as it came, so it downcasts to its type: a
     /// [`RateLimited`](pacer_limit::RateLimited) when the client-side limiter refused it (not
@@ -145,7 +248,13 @@ impl fmt::Display for Error {
             Error::Throttled {
                 retry_after: Some(wait),
             } => {
-                write!(f, "Customer.io throttled the request; retry after {wait:?}")
+                write!(f, "Customer.io throttled the request; retry after {wait:?}")?;
+                let days = wait.as_secs() / 86_400;
+                if days >= 1 {
+                    // The server's own value, unclamped: say what it amounts to.
+                    write!(f, " (about {days} days)")?;
+                }
+                Ok(())
             }
             Error::Throttled { retry_after: None } => f.write_str(
                 "Customer.io throttled the request without a Retry-After (a daily quota?)",
@@ -157,19 +266,43 @@ impl fmt::Display for Error {
                 )
             }
             Error::InvalidInput(why) => write!(f, "invalid input: {why}"),
+            Error::TimedOut { phase, after } => {
+                write!(f, "Customer.io did not {phase} within {after:?}")
+            }
+            Error::AnswerTooLarge { status, limit } => write!(
+                f,
+                "Customer.io answered {status} with a body over the {limit}-byte cap; not read"
+            ),
+            Error::UnreadableAnswer { status, reason } => write!(
+                f,
+                "Customer.io answered {status} with a body that cannot be read ({reason}); \
+                 no entry counts as delivered"
+            ),
             Error::Transport(error) => write!(f, "request failed: {error}"),
         }
     }
 }
 
 impl From<Box<dyn StdError + Send + Sync>> for Error {
-    /// Maps an error of the stack (its `BoxError`) by downcasting: a server's 429 wait that
-    /// is too long (the throttle layer's [`WaitTooLong`](pacer_throttle::WaitTooLong), the
+    /// Maps an error of the stack (its `BoxError`) by downcasting: the client's own response
+    /// timeout becomes [`Error::TimedOut`]; a server's 429 or 503 wait that is too long (the throttle layer's [`WaitTooLong`](pacer_throttle::WaitTooLong), the
     /// retry layer's [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong)) becomes
     /// [`Error::Throttled`] with that wait; anything else [`Error::Transport`], unchanged.
     fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
+        if let Some(timed_out) = pacer_retry::find::<crate::timeouts::ResponseTimedOut>(&*error) {
+            return Error::TimedOut {
+                phase: TimeoutPhase::ResponseHead,
+                after: timed_out.after(),
+            };
+        }
+        // A 503 asking for too long a wait is throttling too ("come back in a day"), not a
+        // broken connection.
         let throttled = |status: StatusCode, wait: Duration| {
-            (status == StatusCode::TOO_MANY_REQUESTS).then_some(Error::Throttled {
+            matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            )
+            .then_some(Error::Throttled {
                 retry_after: Some(wait),
             })
         };
@@ -219,5 +352,44 @@ mod tests {
         let text = ApiError::parse(b"Unauthorized request");
         assert_eq!(text.messages, ["Unauthorized request"]);
         assert_eq!(ApiError::parse(b"").to_string(), "no details");
+    }
+
+    #[test]
+    fn server_text_is_bounded_in_size_and_count() {
+        let long = "é".repeat(1000);
+        let body = serde_json::json!({"meta": {"errors": vec![long.as_str(); 20]}}).to_string();
+        let error = ApiError::parse(body.as_bytes());
+        assert_eq!(error.messages.len(), MAX_MESSAGES);
+        assert_eq!(error.messages[MAX_MESSAGES - 1], "… and 13 more messages");
+        let first = &error.messages[0];
+        assert!(first.len() <= MAX_MESSAGE_BYTES + 40, "{}", first.len());
+        assert!(first.ends_with("… (truncated, 2000 bytes)"), "{first}");
+        let shown = error.to_string();
+        assert!(shown.ends_with("; … and 3 more"), "{shown}");
+        assert!(
+            shown.len() < MAX_SHOWN * (MAX_MESSAGE_BYTES + 40),
+            "{}",
+            shown.len()
+        );
+
+        let entries: Vec<_> = (0..1000)
+            .map(|index| serde_json::json!({"batch_index": index, "reason": "r", "field": "f", "message": "m"}))
+            .collect();
+        let body = serde_json::json!({ "errors": entries }).to_string();
+        let error = ApiError::parse(body.as_bytes());
+        assert_eq!(
+            error.entries.len(),
+            1000,
+            "every refused entry is kept for its index"
+        );
+        assert!(error.to_string().ends_with("; … and 995 more"));
+    }
+
+    #[test]
+    fn echoed_secrets_are_redacted() {
+        let mut error =
+            ApiError::parse(br#"{"meta":{"error":"bad key: Basic c2l0ZTprZXk= (site:key)"}}"#);
+        error.redact(&["Basic c2l0ZTprZXk=".to_owned(), "site:key".to_owned()]);
+        assert_eq!(error.messages, ["bad key: [redacted] ([redacted])"]);
     }
 }

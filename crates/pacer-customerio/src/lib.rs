@@ -16,6 +16,23 @@
 //! - [`Client`] assembles the default stack (retry → rate limit per [`ApiClass`] → throttle
 //!   feedback) over [`https_client`] or any HTTP service, with one method per operation.
 //!
+//! Defaults that bound every call, whatever the server does (each set on [`ClientBuilder`]):
+//! - connect timeout: 10 s ([`DEFAULT_CONNECT_TIMEOUT`], [`https_client`] and
+//!   [`ClientBuilder::build_https`]);
+//! - response timeout: 30 s per attempt for the answer's head, the wait for a slot of the quota
+//!   not counted ([`DEFAULT_RESPONSE_TIMEOUT`]);
+//! - body timeout: 30 s for the whole answer body ([`DEFAULT_BODY_TIMEOUT`]);
+//! - answer bodies: 1 MiB at most, success or error ([`DEFAULT_MAX_ANSWER_BYTES`]);
+//! - server text in an error: 1 KiB per message (cut, with the original length noted), 8
+//!   messages, 5 shown by `Display`;
+//! - server waits: Retry-After honoured up to 60 s; a longer one fails at once as
+//!   [`Error::Throttled`] with the server's own, unclamped value; a success's pause is cut to
+//!   60 s with a warning;
+//! - ids: `.`, `..`, empty, blank and control characters refused before sending
+//!   ([`check_identifier`]);
+//! - batch answers: a 207 (or a 200 to a batch) that does not say which entries were refused
+//!   fails with [`Error::UnreadableAnswer`]; nothing counts as delivered.
+//!
 //! ```
 //! use pacer_customerio::{Client, Credentials, Event, Roots};
 //! use pacer_mock::{MockConfig, MockServer};
@@ -47,23 +64,29 @@ mod limits;
 mod requests;
 mod response;
 mod secret;
+mod timeouts;
 
 pub use api::{ApiClass, Endpoints, Region};
 pub use batch::{is_retryable_entry, BatchOutcome, EntryOutcome, Operation, Packer, Pushed};
 pub use client::{
-    api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, Stack,
+    api_class_of, default_quota, BatchReport, Client, ClientBuilder, QueueStats, ResponseBody,
+    Stack,
 };
 pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};
 #[cfg(feature = "https")]
-pub use https::{https_client, HttpsClient, Roots};
+pub use https::{https_client, https_client_with, HttpsClient, Roots};
 pub use limits::{
-    check_attributes, check_event_id, check_identifier, MAX_ATTRIBUTES, MAX_BATCH_BYTES,
-    MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
-    MAX_VALUE_BYTES,
+    check_attributes, check_event_id, check_identifier, check_path_segment, MAX_ATTRIBUTES,
+    MAX_BATCH_BYTES, MAX_BATCH_OPERATIONS_BYTES, MAX_ID_BYTES, MAX_OPERATION_BYTES,
+    MAX_TRANSACTIONAL_BYTES, MAX_VALUE_BYTES,
 };
 pub use requests::{
     BatchEntries, Body, Event, EventKind, Identifier, MessageId, Requests, SendEmail,
 };
-pub use response::{read, Answer};
+pub use response::{read, read_with, Answer, ReadLimits, DEFAULT_MAX_ANSWER_BYTES};
 pub use secret::{Credentials, Secret};
+pub use timeouts::{
+    ResponseTimedOut, TimeoutPhase, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RESPONSE_TIMEOUT,
+};

@@ -36,10 +36,19 @@ pub(crate) const fn envelope_bytes(field: &str) -> usize {
     field.len() + 7
 }
 
-/// Checks an identifier against Customer.io's limits: not empty, at most [`MAX_ID_BYTES`].
+/// Checks an identifier against Customer.io's limits and against what URL handling would
+/// change: not empty, not whitespace only, no control characters, not `.` or `..`, at most
+/// [`MAX_ID_BYTES`]. The one rule for the client (before it sends), the bulk importer (per
+/// record) and anything else that builds requests from ids.
+///
+/// `.` and `..` are refused rather than escaped: servers and proxies decode `%2E` and then
+/// normalise the path (RFC 3986 §5.2.4), so `/customers/%2E%2E` can reach `/customers` or
+/// another route. Control characters and blank ids are refused because no real person has one
+/// and a proxy or log line would mangle them.
 ///
 /// # Errors
-/// Why Customer.io would refuse it, naming it `what` (`"id"`, `"email"`, …).
+/// Why Customer.io would refuse it (or another route would get it), naming it `what` (`"id"`,
+/// `"email"`, …).
 pub fn check_identifier(what: &str, id: &str) -> Result<(), String> {
     if id.is_empty() {
         Err(format!("{what} is empty"))
@@ -48,6 +57,28 @@ pub fn check_identifier(what: &str, id: &str) -> Result<(), String> {
             "{what} is {} bytes, over Customer.io's {MAX_ID_BYTES}-byte limit",
             id.len()
         ))
+    } else {
+        check_path_segment(what, id)
+    }
+}
+
+/// The part of [`check_identifier`] that any value put in a URL path needs, whatever its length
+/// (a device token may be longer than an id): not empty, not whitespace only, no control
+/// characters, not `.` or `..`.
+///
+/// # Errors
+/// Why the value cannot be one path segment, naming it `what`.
+pub fn check_path_segment(what: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{what} is empty"))
+    } else if value == "." || value == ".." {
+        Err(format!(
+            "{what} is {value:?}, a path step that URL normalisation would resolve to another route"
+        ))
+    } else if value.chars().any(char::is_control) {
+        Err(format!("{what} contains a control character"))
+    } else if value.chars().all(char::is_whitespace) {
+        Err(format!("{what} is only whitespace"))
     } else {
         Ok(())
     }
@@ -105,6 +136,23 @@ mod tests {
         let long = check_identifier("id", &"x".repeat(MAX_ID_BYTES + 1)).unwrap_err();
         assert!(long.contains("150-byte"), "{long}");
         assert_eq!(check_identifier("email", "").unwrap_err(), "email is empty");
+        for normalised in [".", ".."] {
+            let why = check_identifier("id", normalised).unwrap_err();
+            assert!(why.contains("normalisation"), "{why}");
+        }
+        for blank in [" ", "\t", "\u{3000}", " \u{a0} "] {
+            let why = check_identifier("id", blank).unwrap_err();
+            assert!(
+                why.contains("whitespace") || why.contains("control"),
+                "{why}"
+            );
+        }
+        for control in ["a\nb", "a\u{0}", "\u{7f}x", "x\u{85}"] {
+            let why = check_identifier("id", control).unwrap_err();
+            assert!(why.contains("control character"), "{why}");
+        }
+        assert!(check_identifier("id", "...").is_ok());
+        assert!(check_identifier("id", " jane ").is_ok());
 
         let at_limit = json!({"bio": "x".repeat(MAX_VALUE_BYTES), "age": 3});
         assert!(check_attributes(at_limit.as_object().unwrap()).is_ok());
@@ -123,6 +171,27 @@ mod tests {
 
         assert!(check_event_id("01ARZ3NDEKTSV4RRFFQ69G5FAV").is_ok());
         assert!(check_event_id("MINE").unwrap_err().contains("ULID"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2_000))]
+
+        /// Whatever the id, an accepted one is non-empty, within the size limit, free of
+        /// control characters, not blank, and not a path step; and every id that is all of
+        /// those is accepted.
+        #[test]
+        fn accepted_ids_are_exactly_the_safe_ones(id in proptest::prop_oneof![
+            proptest::prelude::any::<String>(),
+            "[. \t\n\r\u{0}\u{7f}\u{85}\u{a0}\u{2028}\u{3000}a]{0,4}",
+        ]) {
+            let safe = !id.is_empty()
+                && id.len() <= MAX_ID_BYTES
+                && id != "."
+                && id != ".."
+                && !id.chars().any(char::is_control)
+                && !id.trim().is_empty();
+            proptest::prop_assert_eq!(check_identifier("id", &id).is_ok(), safe, "{:?}", id);
+        }
     }
 
     #[test]

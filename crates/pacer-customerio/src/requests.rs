@@ -7,14 +7,14 @@ use http::{header, HeaderValue, Method, Request};
 use http_body_util::Full;
 use pacer_retry::Idempotent;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::{ApiClass, Endpoints};
 use crate::encode::{path_segment, ulid};
 use crate::error::Error;
 use crate::limits::{
-    check_event_id, check_identifier, envelope_bytes, MAX_BATCH_BYTES, MAX_OPERATION_BYTES,
-    MAX_TRANSACTIONAL_BYTES,
+    check_event_id, check_identifier, check_path_segment, envelope_bytes, MAX_BATCH_BYTES,
+    MAX_OPERATION_BYTES, MAX_TRANSACTIONAL_BYTES,
 };
 use crate::secret::Credentials;
 
@@ -235,17 +235,25 @@ impl Requests {
         &self.endpoints
     }
 
-    /// `PUT /api/v1/customers/{id}`: adds or updates a person.
+    /// `PUT /api/v1/customers/{id}`: adds or updates a person. `attributes` is anything that
+    /// serializes to a JSON object: a `serde_json::json!({...})`, a `Map`, a struct of yours.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an empty or over-long id, or missing Track credentials.
+    /// [`Error::InvalidInput`] for an empty or over-long id, attributes that are not a JSON
+    /// object, or missing Track credentials.
     pub fn identify(
         &self,
         id: &str,
-        attributes: &Map<String, Value>,
+        attributes: &(impl Serialize + ?Sized),
     ) -> Result<Request<Body>, Error> {
         let path = format!("/api/v1/customers/{}", person(id)?);
-        self.track_request(Method::PUT, &path, &Value::Object(attributes.clone()), true)
+        let attributes = to_json(attributes)?;
+        if !attributes.is_object() {
+            return Err(Error::InvalidInput(
+                "a person's attributes must be a JSON object".into(),
+            ));
+        }
+        self.track_request(Method::PUT, &path, &attributes, true)
     }
 
     /// `DELETE /api/v1/customers/{id}`.
@@ -306,7 +314,7 @@ impl Requests {
         let path = format!(
             "/api/v1/customers/{}/devices/{}",
             person(id)?,
-            path_segment(token)
+            segment("the device token", token)?
         );
         self.track_request(Method::DELETE, &path, &json!({}), true)
     }
@@ -551,6 +559,12 @@ fn authorization(credentials: &Credentials, class: ApiClass) -> Result<HeaderVal
     Ok(value)
 }
 
+/// Validates and encodes any other value for a path.
+fn segment(what: &str, value: &str) -> Result<String, Error> {
+    check_path_segment(what, value).map_err(Error::InvalidInput)?;
+    Ok(path_segment(value))
+}
+
 /// Validates and encodes a person identifier for a path.
 fn person(id: &str) -> Result<String, Error> {
     check_identifier("the person identifier", id).map_err(Error::InvalidInput)?;
@@ -577,7 +591,7 @@ fn with_operation_id(mut operation: Value) -> Value {
     operation
 }
 
-fn to_json(value: &impl Serialize) -> Result<Value, Error> {
+fn to_json(value: &(impl Serialize + ?Sized)) -> Result<Value, Error> {
     serde_json::to_value(value)
         .map_err(|error| Error::InvalidInput(format!("the payload does not serialize: {error}")))
 }
@@ -646,6 +660,7 @@ fn join(field: &str, items: &[&[u8]]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     fn requests() -> Requests {
         Requests::new(
@@ -743,6 +758,27 @@ mod tests {
         ));
     }
 
+    /// Attributes are anything that serializes to a JSON object, as `send_email` takes
+    /// anything serializable: `json!`, a `Map`, a struct; anything else is refused.
+    #[test]
+    fn identify_takes_any_serializable_object() {
+        #[derive(Serialize)]
+        struct Plan {
+            plan: &'static str,
+        }
+        let body = |request: Request<Body>| -> Value {
+            serde_json::from_slice(&body_bytes(request.body())).unwrap()
+        };
+        let from_json = requests().identify("42", &json!({"plan": "pro"})).unwrap();
+        let from_struct = requests().identify("42", &Plan { plan: "pro" }).unwrap();
+        assert_eq!(body(from_json), json!({"plan": "pro"}));
+        assert_eq!(body(from_struct), json!({"plan": "pro"}));
+        assert!(matches!(
+            requests().identify("42", &json!(["not", "an", "object"])),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
     #[test]
     fn ids_are_checked_before_sending() {
         assert!(matches!(
@@ -753,6 +789,19 @@ mod tests {
             requests().identify(&"x".repeat(151), &Map::new()),
             Err(Error::InvalidInput(_))
         ));
+        // Ids a server or proxy would normalise into another route never go out.
+        for hostile in [".", "..", " ", "a\r\nX-Injected: 1", "\u{0}"] {
+            let refused = requests().delete_person(hostile);
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
+            let refused = requests().delete_device("42", hostile);
+            assert!(
+                matches!(refused, Err(Error::InvalidInput(_))),
+                "{hostile:?}"
+            );
+        }
         let no_pipelines_key = requests().pipelines_batch(&[json!({"type": "track"})]);
         assert!(matches!(no_pipelines_key, Err(Error::InvalidInput(_))));
     }

@@ -180,7 +180,11 @@ async fn queue_stats_show_waiting_in_flight_and_paused() {
     let tasks: Vec<_> = (0..5)
         .map(|n| {
             let client = client.clone();
-            tokio::spawn(async move { client.identify(&n.to_string(), &Default::default()).await })
+            tokio::spawn(async move {
+                client
+                    .identify(&n.to_string(), &serde_json::json!({}))
+                    .await
+            })
         })
         .collect();
     // 10 per second, 101 ms apart: at 250 ms three are out, awaiting the slow server.

@@ -31,6 +31,13 @@ pub struct Checkpoint {
     pub dead_lettered: u64,
     /// Invalid input records.
     pub invalid: u64,
+    /// The dead-letter file this checkpoint's counts went into.
+    #[serde(default)]
+    pub dead_letter: Option<String>,
+    /// Its length when this checkpoint was saved: a resume cuts it back to this, so nothing the
+    /// resume writes again stands in it twice.
+    #[serde(default)]
+    pub dead_letter_len: Option<u64>,
 }
 
 impl Checkpoint {

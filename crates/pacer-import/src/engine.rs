@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use pacer_customerio::{Client, Error, Event, MAX_BATCH_OPERATIONS_BYTES, MAX_OPERATION_BYTES};
+use pacer_customerio::{
+    BatchOutcome, Client, EntryOutcome, Error, Event, Operation, Packer, Pushed,
+};
 use pacer_retry::{Backoff, Jitter};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
@@ -23,7 +25,9 @@ use tokio::task::JoinSet;
 use crate::checkpoint::Checkpoint;
 use crate::deadletter::DeadLetters;
 use crate::input::{Format, Input, Item, Start};
+use crate::interrupt::Interrupts;
 use crate::progress::{Counters, Progress};
+use crate::reason::Redactor;
 use crate::record::Record;
 
 /// How records travel.
@@ -60,6 +64,11 @@ pub struct Plan {
     pub resume: bool,
     /// No progress display.
     pub quiet: bool,
+    /// After a first interrupt, how long requests in flight may take to finish before the
+    /// import stops without them (they are not acknowledged: a resume sends them again).
+    pub drain_timeout: Duration,
+    /// Takes the credentials out of server text kept in dead letters and messages.
+    pub redactor: Redactor,
 }
 
 /// How an import ended.
@@ -113,7 +122,9 @@ struct Unit {
     /// Single mode: the line, raw text and record.
     records: Vec<(u64, String, Record)>,
     invalid: Vec<(u64, String, String)>,
-    bytes: usize,
+    /// Batch mode: what decides when the request is full (pacer-customerio's one packer, the
+    /// outbox's too). It shares the operations' buffers with `operations`.
+    packer: Packer,
 }
 
 impl Unit {
@@ -144,6 +155,9 @@ const LINGER: Duration = Duration::from_millis(50);
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Extra rounds for a unit whose retries ran out on transient failures, before giving up.
 const UNIT_ROUNDS: u32 = 4;
+/// The longest server wait (a 429's or 503's `Retry-After`) the import sits out; the stack's
+/// retry layer is given the same cap. A longer one stops the import at once (resumable).
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 
 /// The pause before each extra round: pacer-retry's exponential backoff from 2 s to 16 s (the
 /// 2, 4, 8, 16 s the rounds waited before), with equal jitter: half of each pause fixed, half
@@ -153,7 +167,9 @@ fn round_backoff() -> Backoff {
     Backoff::new(Duration::from_secs(2), Duration::from_secs(16)).jitter(Jitter::Equal)
 }
 
-/// Runs the import. `stop` resolves when the user asks to stop (Ctrl-C).
+/// Runs the import. A first interrupt stops reading and drains what is in flight for at most
+/// [`Plan::drain_timeout`]; a second one stops at once. Either way the checkpoint covers what
+/// was acknowledged, and the summary says `aborted`.
 ///
 /// # Errors
 /// Input, checkpoint or dead-letter file errors (exit code 2).
@@ -161,7 +177,7 @@ pub async fn run(
     plan: &Plan,
     client: Option<Client<Incoming>>,
     counters: Arc<Counters>,
-    stop: impl Future<Output = ()>,
+    interrupts: Interrupts,
 ) -> Result<Summary, String> {
     let started = Instant::now();
     let mut checkpoint = starting_checkpoint(plan)?;
@@ -176,15 +192,26 @@ pub async fn run(
     let total = plan
         .input
         .as_ref()
-        .filter(|_| !plan.quiet)
+        .filter(|path| !plan.quiet && path.is_file())
         .and_then(|path| count_lines(path).ok())
         .map(|lines| lines.saturating_sub(checkpoint.line));
-    let dead = DeadLetters::open(&plan.dead_letter)?;
+    let dead_letter = plan.dead_letter.display().to_string();
+    // A resume cuts the dead-letter file back to what its checkpoint covered.
+    let keep = checkpoint
+        .dead_letter_len
+        .filter(|_| checkpoint.dead_letter.as_ref() == Some(&dead_letter));
+    let dead = DeadLetters::open(&plan.dead_letter, keep)?;
+    checkpoint.dead_letter = Some(dead_letter);
     let mut progress = Progress::new(total, Arc::clone(&counters), plan.quiet);
     let (mut items, reader) = spawn_reader(input);
 
     let mut pipeline = Pipeline::new(plan, client.as_ref(), &counters, checkpoint, dead);
-    pipeline.drive(&mut items, stop, &mut progress).await?;
+    // At once, so that a crash before the first periodic save still finds the dead-letter
+    // file's starting length.
+    pipeline.save()?;
+    pipeline
+        .drive(&mut items, interrupts, &mut progress)
+        .await?;
     drop(items);
     let _ = reader.join();
     pipeline.save()?;
@@ -216,7 +243,7 @@ fn starting_checkpoint(plan: &Plan) -> Result<Checkpoint, String> {
     let path = plan
         .checkpoint
         .as_ref()
-        .ok_or("--resume needs an input file, not stdin")?;
+        .ok_or("--resume needs a regular input file, not standard input or a stream")?;
     if !path.exists() {
         return Ok(fresh);
     }
@@ -260,8 +287,10 @@ fn spawn_reader(
 
 /// What woke the pipeline up.
 enum Wake {
-    /// The user asked to stop.
+    /// The user asked to stop: drain, then stop.
     Stop,
+    /// Stop now, without what is in flight: a second interrupt, or the drain took too long.
+    Abort(&'static str),
     /// A unit finished (or its task failed).
     Finished(Result<Outcome, tokio::task::JoinError>),
     /// The reader's next item; `None` at the end of the input.
@@ -287,6 +316,8 @@ struct Pipeline<'a> {
     unit: Unit,
     input_done: bool,
     stopping: bool,
+    /// When a drain that has not finished stops waiting.
+    drain_deadline: Option<tokio::time::Instant>,
     fatal: Option<String>,
     invalid_input: bool,
     last_checkpoint: Instant,
@@ -320,6 +351,7 @@ impl<'a> Pipeline<'a> {
             unit: Unit::default(),
             input_done: false,
             stopping: false,
+            drain_deadline: None,
             fatal: None,
             invalid_input: false,
             last_checkpoint: Instant::now(),
@@ -331,12 +363,21 @@ impl<'a> Pipeline<'a> {
     async fn drive(
         &mut self,
         items: &mut mpsc::Receiver<Result<Item, String>>,
-        stop: impl Future<Output = ()>,
+        mut interrupts: Interrupts,
         progress: &mut Progress,
     ) -> Result<(), String> {
-        let mut stop = std::pin::pin!(stop);
         loop {
-            let wake = self.wait(items, &mut stop).await;
+            let wake = self.wait(items, &mut interrupts).await;
+            if let Wake::Abort(why) = wake {
+                // Dropped, not acknowledged: the checkpoint ends before them.
+                eprintln!(
+                    "pacer-import: stopped {why}, {} requests in flight not waited for",
+                    self.in_flight.len()
+                );
+                self.in_flight.abort_all();
+                self.stopping = true;
+                return Ok(());
+            }
             self.handle(wake)?;
             if self.input_done && !self.stopping && !self.unit.is_empty() {
                 self.dispatch_packed();
@@ -360,13 +401,19 @@ impl<'a> Pipeline<'a> {
     async fn wait(
         &mut self,
         items: &mut mpsc::Receiver<Result<Item, String>>,
-        stop: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        interrupts: &mut Interrupts,
     ) -> Wake {
         let room = self.in_flight.len() < self.plan.concurrency;
         let packed = !self.unit.is_empty();
+        let deadline = self.drain_deadline;
         tokio::select! {
             biased;
-            () = stop, if !self.stopping => Wake::Stop,
+            () = interrupts.next() => {
+                if self.stopping { Wake::Abort("at a second interrupt") } else { Wake::Stop }
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                Wake::Abort("when the drain timed out")
+            }
             joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                 Wake::Finished(joined.expect("a non-empty set yields"))
             }
@@ -377,12 +424,13 @@ impl<'a> Pipeline<'a> {
 
     fn handle(&mut self, wake: Wake) -> Result<(), String> {
         match wake {
-            Wake::Stop => self.stopping = true,
+            Wake::Stop => self.begin_stopping(),
+            Wake::Abort(_) => unreachable!("drive handles an abort itself"),
             Wake::Finished(joined) => {
                 let outcome = joined.map_err(|error| format!("a sending task failed: {error}"))?;
                 if let Some(error) = &outcome.fatal {
                     self.fatal.get_or_insert_with(|| error.clone());
-                    self.stopping = true;
+                    self.begin_stopping();
                 }
                 self.finished.insert(outcome.seq, outcome);
             }
@@ -394,7 +442,7 @@ impl<'a> Pipeline<'a> {
                 }
                 // Only an invalid record under --strict makes pack stop the import.
                 if self.fatal.is_some() {
-                    self.stopping = true;
+                    self.begin_stopping();
                     self.invalid_input = true;
                 }
             }
@@ -402,6 +450,22 @@ impl<'a> Pipeline<'a> {
             Wake::Linger => self.dispatch_packed(),
         }
         Ok(())
+    }
+
+    /// Stops reading; what is in flight may finish until the drain deadline.
+    fn begin_stopping(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.drain_deadline = Some(tokio::time::Instant::now() + self.plan.drain_timeout);
+        if !self.in_flight.is_empty() {
+            eprintln!(
+                "pacer-import: stopping: draining {} requests in flight for at most {:?} (Ctrl-C again to stop now), then writing the checkpoint",
+                self.in_flight.len(),
+                self.plan.drain_timeout
+            );
+        }
     }
 
     fn dispatch_packed(&mut self) {
@@ -499,6 +563,7 @@ fn save(
     // Dead letters first: the checkpoint must never cover a line whose dead letter is not on disk.
     dead.sync()
         .map_err(|error| format!("cannot sync the dead-letter file: {error}"))?;
+    checkpoint.dead_letter_len = Some(dead.len());
     checkpoint.delivered = summary.delivered;
     checkpoint.dead_lettered = summary.dead_lettered;
     checkpoint.invalid = summary.invalid;
@@ -527,6 +592,12 @@ fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) ->
                 return Some(std::mem::take(unit)).filter(|unit| !unit.is_empty());
             }
             unit.invalid.push((line, raw, reason));
+            unit.end = end;
+            unit.end_line = line;
+            // Invalid records count towards a full unit: acknowledged (dead-lettered) as they
+            // come, never piled up waiting for a valid one. This unit ends with this record.
+            let full = unit.valid() + unit.invalid.len() >= plan.batch_size;
+            return full.then(|| std::mem::take(unit));
         }
         Ok(Packed::Record(record)) => {
             if unit.valid() > 0 {
@@ -535,11 +606,14 @@ fn pack(unit: &mut Unit, item: Item, plan: &Plan, fatal: &mut Option<String>) ->
             unit.records.push((line, raw, record));
         }
         Ok(Packed::Operation(operation)) => {
-            let size = operation.len() + 1;
-            if unit.valid() >= plan.batch_size || unit.bytes + size > MAX_BATCH_OPERATIONS_BYTES {
+            if unit.valid() + unit.invalid.len() >= plan.batch_size
+                || !unit.packer.fits(operation.len())
+            {
                 ready = Some(std::mem::take(unit));
             }
-            unit.bytes += size;
+            // `Packed::new` refused operations over 32 KB, and an empty packer takes any other.
+            let pushed = unit.packer.push(operation.clone());
+            debug_assert_eq!(pushed, Pushed::Packed);
             unit.operations.push((line, operation));
         }
     }
@@ -562,16 +636,13 @@ impl Packed {
     fn new(record: Record, line: u64, mode: Mode) -> Result<Self, String> {
         match mode {
             Mode::Single => Ok(Self::Record(record)),
-            Mode::Batch => {
-                let operation = Bytes::from(record.to_operation(line).to_string());
-                if operation.len() > MAX_OPERATION_BYTES {
-                    return Err(format!(
-                        "the operation is {} bytes, over Customer.io's {MAX_OPERATION_BYTES}-byte limit",
-                        operation.len()
-                    ));
-                }
-                Ok(Self::Operation(operation))
-            }
+            Mode::Batch => match Operation::from_value(record.to_operation(line)) {
+                Ok(operation) => Ok(Self::Operation(operation.into_encoded())),
+                Err(Error::PayloadTooLarge { size, limit }) => Err(format!(
+                    "the operation is {size} bytes, over Customer.io's {limit}-byte limit"
+                )),
+                Err(error) => Err(error.to_string()),
+            },
         }
     }
 }
@@ -585,8 +656,10 @@ fn dispatch(
 ) {
     unit.seq = *next_seq;
     *next_seq += 1;
-    let client = client.cloned();
+    // A unit of invalid records only has nothing to send.
+    let client = client.filter(|_| unit.valid() > 0).cloned();
     let mode = plan.mode;
+    let redactor = plan.redactor.clone();
     in_flight.spawn(async move {
         let delivered_before = unit.valid() as u64;
         match client {
@@ -600,14 +673,19 @@ fn dispatch(
                 invalid: unit.invalid,
                 fatal: None,
             },
-            Some(client) => send_unit(&client, mode, unit).await,
+            Some(client) => send_unit(&client, mode, unit, &redactor).await,
         }
     });
 }
 
 /// Sends a unit, with a few extra rounds when the stack's own retries ran out on transient
 /// failures; a unit that still fails is fatal (not acknowledged, so a resume re-sends it).
-async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome {
+async fn send_unit(
+    client: &Client<Incoming>,
+    mode: Mode,
+    unit: Unit,
+    redactor: &Redactor,
+) -> Outcome {
     let mut outcome = Outcome {
         seq: unit.seq,
         end: unit.end,
@@ -625,45 +703,44 @@ async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome
                 .iter()
                 .map(|(_, operation)| operation.clone())
                 .collect();
-            match with_rounds(|| client.batch_encoded(&operations)).await {
-                Ok(report) => {
-                    let mut refused = BTreeMap::new();
-                    for entry in report.rejected {
-                        if let Some(index) = entry.batch_index {
-                            refused.insert(
-                                index,
-                                format!("{} ({}: {})", entry.message, entry.field, entry.reason),
-                            );
-                        }
-                    }
-                    for (index, (line, operation)) in unit.operations.into_iter().enumerate() {
-                        match refused.remove(&index) {
-                            Some(reason) => outcome.refused.push((line, text(&operation), reason)),
-                            None => outcome.delivered += 1,
+            match send_batch(client, &operations, redactor).await {
+                Ok(entries) => {
+                    for ((line, operation), entry) in unit.operations.into_iter().zip(entries) {
+                        match entry {
+                            EntryOutcome::Delivered => outcome.delivered += 1,
+                            EntryOutcome::Refused(entry) | EntryOutcome::Retry(entry) => {
+                                let reason = format!(
+                                    "{} ({}: {})",
+                                    entry.message, entry.field, entry.reason
+                                );
+                                let reason = crate::reason::cut(&redactor.redact(&reason));
+                                outcome.refused.push((line, text(&operation), reason));
+                            }
+                            _ => outcome.fatal = Some("an entry's outcome is unknown".into()),
                         }
                     }
                 }
                 Err(error) if is_permanent(&error) => {
-                    let reason = error.to_string();
+                    let reason = redactor.describe(&error);
                     outcome.refused = unit
                         .operations
                         .into_iter()
                         .map(|(line, operation)| (line, text(&operation), reason.clone()))
                         .collect();
                 }
-                Err(error) => outcome.fatal = Some(error.to_string()),
+                Err(error) => outcome.fatal = Some(redactor.describe(&error)),
             }
         }
         Mode::Single => {
             for (line, raw, record) in unit.records {
-                let result = with_rounds(|| send_one(client, &record, line)).await;
+                let result = with_rounds(|| send_one(client, &record, line), redactor).await;
                 match result {
                     Ok(()) => outcome.delivered += 1,
                     Err(error) if is_permanent(&error) => {
-                        outcome.refused.push((line, raw, error.to_string()))
+                        outcome.refused.push((line, raw, redactor.describe(&error)))
                     }
                     Err(error) => {
-                        outcome.fatal = Some(error.to_string());
+                        outcome.fatal = Some(redactor.describe(&error));
                         break;
                     }
                 }
@@ -671,6 +748,54 @@ async fn send_unit(client: &Client<Incoming>, mode: Mode, unit: Unit) -> Outcome
         }
     }
     outcome
+}
+
+/// Sends one packed batch ([`Client::send_packed`], in rounds when transient failures outlast
+/// the stack's retries) and says what became of each entry, in order. Entries Customer.io
+/// refused for a reason that may pass ([`EntryOutcome::Retry`]) are sent again, in the same
+/// rounds; those still refused after the last round come back as they are.
+async fn send_batch(
+    client: &Client<Incoming>,
+    operations: &[Bytes],
+    redactor: &Redactor,
+) -> Result<Vec<EntryOutcome>, Error> {
+    let mut entries: Vec<Option<EntryOutcome>> = vec![None; operations.len()];
+    let mut pending: Vec<usize> = (0..operations.len()).collect();
+    for round in 0..=UNIT_ROUNDS {
+        let batch: Vec<Bytes> = pending
+            .iter()
+            .map(|&index| operations[index].clone())
+            .collect();
+        let BatchOutcome {
+            entries: answered, ..
+        } = with_rounds(|| client.send_packed(&batch), redactor).await?;
+        let mut again = Vec::new();
+        for (index, entry) in pending.into_iter().zip(answered) {
+            if matches!(entry, EntryOutcome::Retry(_)) && round < UNIT_ROUNDS {
+                again.push(index);
+            }
+            entries[index] = Some(entry);
+        }
+        if again.is_empty() {
+            break;
+        }
+        tracing::warn!(
+            entries = again.len(),
+            round,
+            "Customer.io asked for entries again"
+        );
+        pending = again;
+    }
+    // An entry without an answer is never counted delivered.
+    entries
+        .into_iter()
+        .map(|entry| {
+            entry.ok_or_else(|| Error::UnreadableAnswer {
+                status: http::StatusCode::MULTI_STATUS,
+                reason: "fewer outcomes than entries".into(),
+            })
+        })
+        .collect()
 }
 
 async fn send_one(client: &Client<Incoming>, record: &Record, line: u64) -> Result<(), Error> {
@@ -715,10 +840,27 @@ fn is_permanent(error: &Error) -> bool {
     }
 }
 
+/// Whether waiting a few rounds can mend `error`: an outage (a refused or reset connection,
+/// 5xx, a 429 within [`MAX_SERVER_WAIT`]) can. A server that never answers in time (the stack
+/// already retried it), sends an answer too large or unreadable, asks for a longer wait, or
+/// refuses the credentials will do the same again: the unit stops the import at once.
+fn rounds_help(error: &Error) -> bool {
+    match error {
+        Error::Throttled {
+            retry_after: Some(wait),
+        } => *wait <= MAX_SERVER_WAIT,
+        Error::Unauthorized
+        | Error::TimedOut { .. }
+        | Error::AnswerTooLarge { .. }
+        | Error::UnreadableAnswer { .. } => false,
+        _ => true,
+    }
+}
+
 /// Retries an operation whose transient failures outlasted the stack's retries, a few rounds
 /// with growing, jittered pauses ([`round_backoff`]); unauthorized fails at once (nothing will
 /// change).
-async fn with_rounds<T, F, Fut>(mut operation: F) -> Result<T, Error>
+async fn with_rounds<T, F, Fut>(mut operation: F, redactor: &Redactor) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -730,21 +872,26 @@ where
     loop {
         match operation().await {
             Ok(value) => return Ok(value),
-            Err(error)
-                if is_permanent(&error)
-                    || matches!(error, Error::Unauthorized)
-                    || round >= UNIT_ROUNDS =>
-            {
+            Err(error) if is_permanent(&error) || !rounds_help(&error) || round >= UNIT_ROUNDS => {
                 return Err(error)
             }
             Err(error) => {
                 round += 1;
+                let error = redactor.describe(&error);
                 tracing::warn!(%error, round, "retrying a unit after transient failures");
                 let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
-                let pause = backoff.delay(round - 1, backoff.base(), rng);
+                let pause = backoff.delay(round - 1, backoff.base(), rand::Rng::random(rng));
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -781,6 +928,8 @@ mod tests {
             checkpoint: None,
             resume: false,
             quiet: true,
+            drain_timeout: Duration::from_secs(30),
+            redactor: Redactor::default(),
         }
     }
 
@@ -799,10 +948,13 @@ mod tests {
     async fn extra_rounds_wait_jittered_bounded_pauses() {
         async fn pauses() -> Vec<Duration> {
             let mut calls = Vec::new();
-            let result: Result<(), Error> = with_rounds(|| {
-                calls.push(tokio::time::Instant::now());
-                async { Err(Error::Transport("connection reset".into())) }
-            })
+            let result: Result<(), Error> = with_rounds(
+                || {
+                    calls.push(tokio::time::Instant::now());
+                    async { Err(Error::Transport("connection reset".into())) }
+                },
+                &Redactor::default(),
+            )
             .await;
             assert!(matches!(result, Err(Error::Transport(_))));
             calls.windows(2).map(|pair| pair[1] - pair[0]).collect()
@@ -830,15 +982,43 @@ mod tests {
             let started = tokio::time::Instant::now();
             let mut error = Some(error);
             let mut calls = 0;
-            let result: Result<(), Error> = with_rounds(|| {
-                calls += 1;
-                std::future::ready(Err(error.take().expect("called once")))
-            })
+            let result: Result<(), Error> = with_rounds(
+                || {
+                    calls += 1;
+                    std::future::ready(Err(error.take().expect("called once")))
+                },
+                &Redactor::default(),
+            )
             .await;
             assert!(result.is_err());
             assert_eq!(calls, 1);
             assert_eq!(started.elapsed(), Duration::ZERO);
         }
+    }
+
+    /// A run of invalid records fills units by itself, each ending at its last record, so they
+    /// are dead-lettered and checkpointed as they come instead of piling up in memory.
+    #[test]
+    fn invalid_records_fill_units_and_never_wait_for_a_valid_one() {
+        let (mut plan, mut unit, mut fatal) = (plan(Mode::Batch), Unit::default(), None);
+        plan.batch_size = 100;
+        let full: Vec<Unit> = (1..=250)
+            .filter_map(|line| {
+                pack(
+                    &mut unit,
+                    item(line, r#"{"type":"person"}"#),
+                    &plan,
+                    &mut fatal,
+                )
+            })
+            .collect();
+        assert_eq!(full.len(), 2);
+        for (n, unit) in full.iter().enumerate() {
+            assert_eq!(unit.invalid.len(), 100);
+            assert_eq!(unit.end_line, 100 * (n as u64 + 1));
+            assert_eq!(unit.end, unit.end_line * 100);
+        }
+        assert_eq!(unit.invalid.len(), 50);
     }
 
     /// 40 attributes of 1000 bytes are each within Customer.io's limits, but their operation

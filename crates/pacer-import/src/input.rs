@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::csv_rows::{CsvRows, Row};
 use crate::record::Record;
 
 /// The longest line read; a longer one is reported invalid without being held in memory.
@@ -69,7 +70,8 @@ enum Kind {
         line: u64,
     },
     Csv {
-        reader: csv::Reader<Box<dyn Read + Send>>,
+        /// Boxed: the CSV parser's tables are large.
+        rows: Box<CsvRows<BufReader<Box<dyn Read + Send>>>>,
         headers: csv::StringRecord,
         base_offset: u64,
         base_line: u64,
@@ -108,36 +110,24 @@ impl Input {
                 line: start.line,
             },
             Format::Csv => {
-                let mut builder = csv::ReaderBuilder::new();
-                builder.flexible(true).has_headers(start.headers.is_none());
-                let mut reader = builder.from_reader(source);
+                let mut rows = Box::new(CsvRows::new(BufReader::with_capacity(64 * 1024, source)));
                 let headers = match &start.headers {
                     Some(headers) => csv::StringRecord::from(headers.clone()),
-                    None => {
-                        let mut headers = reader
-                            .headers()
-                            .map_err(|error| format!("cannot read the CSV header: {error}"))?
-                            .clone();
-                        if headers.is_empty() {
-                            return Err("the CSV file has no header row".into());
-                        }
-                        // Strip a UTF-8 byte-order mark from the first column name.
-                        let first = headers
-                            .get(0)
-                            .unwrap_or_default()
-                            .trim_start_matches('\u{feff}')
-                            .to_owned();
-                        let mut fixed: Vec<String> = headers.iter().map(str::to_owned).collect();
-                        fixed[0] = first;
-                        headers = csv::StringRecord::from(fixed);
-                        headers
-                    }
+                    None => read_headers(&mut rows)?,
                 };
+                // Lines and bytes count from where reading started: past the header row when
+                // it was read here, past the checkpoint when resuming.
+                let (base_offset, base_line) = match &start.headers {
+                    Some(_) => (start.offset, start.line),
+                    None => (start.offset + rows.consumed, start.line + rows.newlines),
+                };
+                rows.consumed = 0;
+                rows.newlines = 0;
                 Kind::Csv {
-                    reader,
+                    rows,
                     headers,
-                    base_offset: start.offset,
-                    base_line: start.line,
+                    base_offset,
+                    base_line,
                 }
             }
         };
@@ -165,55 +155,86 @@ impl Input {
                 line,
             } => next_ndjson(reader, offset, line),
             Kind::Csv {
-                reader,
+                rows,
                 headers,
                 base_offset,
                 base_line,
-            } => {
-                let mut row = csv::StringRecord::new();
-                loop {
-                    let start_line = reader.position().line();
-                    match reader.read_record(&mut row) {
-                        Ok(false) => return Ok(None),
-                        Ok(true) => {
-                            let end = *base_offset + reader.position().byte();
-                            // Blank lines are not records.
-                            if row.len() == 1 && row.get(0).is_some_and(str::is_empty) {
-                                continue;
-                            }
-                            let raw: String = row
-                                .iter()
-                                .collect::<Vec<_>>()
-                                .join(",")
-                                .chars()
-                                .take(1024)
-                                .collect();
-                            return Ok(Some(Item {
-                                line: *base_line + start_line.max(1),
-                                end,
-                                record: Record::from_csv(headers, &row),
-                                raw,
-                            }));
-                        }
-                        Err(error) => match error.kind() {
-                            csv::ErrorKind::Io(_) => {
-                                return Err(format!("cannot read the input: {error}"))
-                            }
-                            _ => {
-                                let end = *base_offset + reader.position().byte();
-                                return Ok(Some(Item {
-                                    line: *base_line + start_line.max(1),
-                                    end,
-                                    record: Err(format!("invalid CSV: {error}")),
-                                    raw: String::new(),
-                                }));
-                            }
-                        },
+            } => next_csv(rows, headers, *base_offset, *base_line),
+        }
+    }
+}
+
+/// The CSV header row, with a UTF-8 byte-order mark stripped from the first column name.
+fn read_headers(
+    rows: &mut CsvRows<BufReader<Box<dyn Read + Send>>>,
+) -> Result<csv::StringRecord, String> {
+    let row = rows
+        .next_row()
+        .map_err(|error| format!("cannot read the CSV header: {error}"))?;
+    let headers = match row {
+        Some(Row::Fields(fields)) => csv::StringRecord::from_byte_record(fields)
+            .map_err(|_| "the CSV header row is not UTF-8".to_owned())?,
+        Some(Row::TooLarge(why)) => return Err(format!("the CSV header row is too large: {why}")),
+        None => return Err("the CSV file has no header row".into()),
+    };
+    if headers.iter().all(str::is_empty) {
+        return Err("the CSV file has no header row".into());
+    }
+    Ok(headers
+        .iter()
+        .enumerate()
+        .map(|(n, name)| {
+            if n == 0 {
+                name.trim_start_matches('\u{feff}')
+            } else {
+                name
+            }
+        })
+        .collect())
+}
+
+/// Reads one CSV row of at most [`MAX_ROW_BYTES`](crate::csv_rows::MAX_ROW_BYTES), skipping blank lines.
+fn next_csv(
+    rows: &mut CsvRows<BufReader<Box<dyn Read + Send>>>,
+    headers: &csv::StringRecord,
+    base_offset: u64,
+    base_line: u64,
+) -> Result<Option<Item>, String> {
+    loop {
+        let line = base_line + rows.newlines + 1;
+        let row = rows
+            .next_row()
+            .map_err(|error| format!("cannot read the input: {error}"))?;
+        let end = base_offset + rows.consumed;
+        let (record, raw) = match row {
+            None => return Ok(None),
+            Some(Row::TooLarge(why)) => (Err(why), String::new()),
+            Some(Row::Fields(fields)) => {
+                // Blank lines are not records.
+                if fields.len() == 1 && fields.get(0).is_some_and(<[u8]>::is_empty) {
+                    continue;
+                }
+                match csv::StringRecord::from_byte_record(fields) {
+                    Err(_) => (Err("the row is not UTF-8".to_owned()), String::new()),
+                    Ok(row) => {
+                        let raw: String = row.iter().collect::<Vec<_>>().join(",");
+                        (Record::from_csv(headers, &row), cut(&raw))
                     }
                 }
             }
-        }
+        };
+        return Ok(Some(Item {
+            line,
+            end,
+            record,
+            raw,
+        }));
     }
+}
+
+/// The first 1 KiB of a record's text, for the dead-letter file.
+fn cut(text: &str) -> String {
+    text.chars().take(1024).collect()
 }
 
 /// Reads one NDJSON line of at most [`MAX_LINE_BYTES`], skipping blank lines.
@@ -279,7 +300,7 @@ fn next_ndjson(
             line: *line,
             end: *offset,
             record: Record::from_json(trimmed),
-            raw: trimmed.chars().take(1024).collect(),
+            raw: cut(trimmed),
         }));
     }
 }
@@ -361,6 +382,24 @@ mod tests {
         assert_eq!(note(&items[0]), "hello, world");
         assert_eq!(note(&items[1]), "two\nlines");
         assert_eq!(note(&items[2]), "\"quoted\"");
+        assert_eq!(items[2].end, text.len() as u64);
+    }
+
+    /// A 50 MB field is an invalid row, read past in bounded memory; the next row keeps its
+    /// line number and the offsets stay exact.
+    #[test]
+    fn a_huge_csv_row_is_invalid_and_reading_goes_on() {
+        let mut text = b"id,note\n1,a\n2,\"".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 50_000_000));
+        text.extend(b"\"\n3,c\n");
+        let items = read_all("huge.csv", &text, Format::Csv);
+        assert_eq!(items.len(), 3);
+        assert!(items[1]
+            .record
+            .as_ref()
+            .is_err_and(|why| why.contains("over 1024 KiB")));
+        assert!(items[2].record.is_ok());
+        assert_eq!((items[1].line, items[2].line), (3, 4));
         assert_eq!(items[2].end, text.len() as u64);
     }
 

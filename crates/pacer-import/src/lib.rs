@@ -18,9 +18,12 @@
 //! derived from the line and its content, so a retry or a resume never doubles the event.
 
 pub mod checkpoint;
+pub mod csv_rows;
 pub mod deadletter;
 pub mod engine;
 pub mod generate;
 pub mod input;
+pub mod interrupt;
 pub mod progress;
+pub mod reason;
 pub mod record;

@@ -10,10 +10,12 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use pacer_customerio::{https_client, ApiClass, Body, Client, Credentials, Region, Roots};
 use pacer_import::checkpoint::Checkpoint;
-use pacer_import::engine::{run, Mode, Plan, Summary};
+use pacer_import::engine::{run, Mode, Plan, Summary, MAX_SERVER_WAIT};
 use pacer_import::generate::generate;
 use pacer_import::input::Format;
+use pacer_import::interrupt::Interrupts;
 use pacer_import::progress::Counters;
+use pacer_import::reason::Redactor;
 use pacer_limit::Quota;
 use pacer_limit_redis::{RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
@@ -104,11 +106,21 @@ struct Cli {
     /// is unreachable.
     #[arg(long, default_value_t = 1, value_name = "N")]
     processes: u32,
+    /// After a first Ctrl-C, how many seconds requests in flight may take to finish; a second
+    /// Ctrl-C stops at once. Either way the checkpoint covers what was delivered.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    drain_timeout: u64,
+    /// How long one attempt may wait for the head of an answer, and then for its whole body
+    /// (the connection itself gets 10 s). A silent server is retried a few times, then the
+    /// import stops (exit 3, resumable).
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging();
     match import(cli).await {
         Ok(code) => code,
         Err(message) => {
@@ -120,6 +132,16 @@ async fn main() -> ExitCode {
 
 async fn import(cli: Cli) -> Result<ExitCode, String> {
     let plan = plan(&cli, input(&cli)?);
+    // `--generate` without a file: the input and the side files it chose itself are this
+    // run's alone.
+    let _scratch = (cli.generate.is_some() && cli.input.is_none()).then(|| {
+        let chosen = [
+            plan.input.clone(),
+            plan.checkpoint.clone().filter(|_| cli.checkpoint.is_none()),
+            Some(plan.dead_letter.clone()).filter(|_| cli.dead_letter.is_none()),
+        ];
+        Scratch(chosen.into_iter().flatten().collect())
+    });
     let counters = Arc::new(Counters::default());
     let mock = if cli.mock && !cli.dry_run {
         Some(
@@ -135,19 +157,25 @@ async fn import(cli: Cli) -> Result<ExitCode, String> {
     } else {
         Some(client(&cli, mock.as_ref(), &counters).await?)
     };
-    let stop = async {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!(
-            "pacer-import: stopping: draining requests in flight, then writing the checkpoint"
-        );
-    };
-    let summary = run(&plan, client, Arc::clone(&counters), stop).await?;
+    let summary = run(&plan, client, Arc::clone(&counters), Interrupts::ctrl_c()).await?;
     report(&summary, &plan, cli.json, mock.as_ref());
     if !cli.json && !cli.dry_run {
         let shared_by = cli.redis.is_some().then_some(cli.processes);
         eprintln!("{}", pace_line(&summary, &track_quota(&cli), shared_by));
     }
     Ok(exit_code(&summary))
+}
+
+/// Files removed however the run ends: a generated input in the temporary directory, and the
+/// checkpoint and dead letters placed beside it.
+struct Scratch(Vec<PathBuf>);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The input file (`None` for standard input), generated first with `--generate`.
@@ -169,11 +197,48 @@ fn input(cli: &Cli) -> Result<Option<PathBuf>, String> {
         }
     };
     if let Some(path) = &input {
-        if !path.is_file() {
-            return Err(format!("cannot read {}: no such file", path.display()));
-        }
+        check_input(path)?;
     }
     Ok(input)
+}
+
+/// A regular file, or something to read as a stream (a FIFO, `/dev/stdin`): not a directory,
+/// nor a path that is not there.
+fn check_input(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("cannot read {}: no such file", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+        Ok(meta) if meta.is_dir() => Err(format!(
+            "cannot read {}: it is a directory, not a file",
+            path.display()
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `tracing` output on standard error: `RUST_LOG` (`warn`, `pacer_retry=debug,info`, …), by
+/// default warnings and errors, so the library's Redis-fallback and retry warnings show.
+fn install_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::WARN)
+        });
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(true),
+        )
+        .with(filter)
+        .try_init();
 }
 
 /// The engine's plan from the options: the format, and the files beside the input.
@@ -191,11 +256,15 @@ fn plan(cli: &Cli, input: Option<PathBuf>) -> Plan {
             },
         )
     };
+    // A stream (a FIFO, a device) cannot be resumed: no checkpoint for it.
+    let seekable = input.as_deref().is_some_and(std::path::Path::is_file);
     Plan {
-        checkpoint: cli
-            .checkpoint
-            .clone()
-            .or_else(|| input.as_deref().map(Checkpoint::path_for)),
+        checkpoint: cli.checkpoint.clone().or_else(|| {
+            input
+                .as_deref()
+                .filter(|_| seekable)
+                .map(Checkpoint::path_for)
+        }),
         dead_letter: cli
             .dead_letter
             .clone()
@@ -209,6 +278,11 @@ fn plan(cli: &Cli, input: Option<PathBuf>) -> Plan {
         dry_run: cli.dry_run,
         resume: cli.resume,
         quiet: cli.quiet || cli.json,
+        drain_timeout: std::time::Duration::from_secs(cli.drain_timeout),
+        redactor: match (&cli.site_id, &cli.api_key) {
+            (Some(site_id), Some(api_key)) => Redactor::track(site_id, api_key),
+            _ => Redactor::default(),
+        },
     }
 }
 
@@ -247,9 +321,19 @@ async fn client(
             )
         }
     };
+    let timeout = std::time::Duration::try_from_secs_f64(cli.timeout)
+        .ok()
+        .filter(|timeout| !timeout.is_zero())
+        .ok_or("--timeout must be a positive number of seconds")?;
     let mut builder = Client::builder()
         .credentials(credentials)
-        .retry(RetryLayer::new().max_attempts(5));
+        .response_timeout(timeout)
+        .body_timeout(timeout)
+        .retry(
+            RetryLayer::new()
+                .max_retries(4)
+                .max_server_wait(MAX_SERVER_WAIT),
+        );
     builder = match (&base_url, cli.region.as_str()) {
         (Some(base), _) => builder.base_url(base),
         (None, "eu") => builder.region(Region::Eu),
@@ -296,11 +380,22 @@ fn track_quota(cli: &Cli) -> Quota {
     )
 }
 
+/// The fewest requests, and the shortest run, over which the pace line states a rate.
+const MEASURED_REQUESTS: u64 = 20;
+const MEASURED_SPAN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The achieved request rate against the limit paced by, e.g. `paced: 98.6 requests/s against a
 /// limit of 100 per 1s (0.986 of it), 0 x 429`. With a quota shared by `processes` through
 /// Redis, this process's rate against its share.
 fn pace_line(summary: &Summary, quota: &Quota, shared_by: Option<u32>) -> String {
     let seconds = summary.elapsed_s.as_secs_f64().max(0.001);
+    // A rate over a handful of requests, or a fraction of a second, says nothing of pacing.
+    if summary.requests < MEASURED_REQUESTS || summary.elapsed_s < MEASURED_SPAN {
+        return format!(
+            "paced: {} requests in {seconds:.1} s, too few to measure a rate against the limit, {} x 429",
+            summary.requests, summary.throttled
+        );
+    }
     let per_second = summary.requests as f64 / seconds;
     let limit = f64::from(quota.limit()) / quota.window().as_secs_f64();
     let (whose, share) = match shared_by {

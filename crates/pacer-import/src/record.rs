@@ -330,6 +330,13 @@ mod tests {
             ),
             (r#"{"type":"thing","id":"1"}"#, "type must be"),
             (r#"{"id":""}"#, "id is empty"),
+            // Ids a server would normalise into another path (`/customers/..`): the client's
+            // one rule, applied to the input too.
+            (r#"{"id":".."}"#, "id"),
+            (r#"{"id":"."}"#, "id"),
+            (r#"{"id":"   "}"#, "id"),
+            (r#"{"id":"a\u0000b"}"#, "id"),
+            (r#"{"type":"event","person":"..","name":"x"}"#, "person"),
         ] {
             let error = Record::from_json(line).unwrap_err();
             assert!(error.contains(why), "{line}: {error}");

@@ -12,7 +12,9 @@ use pacer_customerio::{https_client, ApiClass, Client, Credentials, Roots};
 use pacer_import::checkpoint::Checkpoint;
 use pacer_import::engine::{run, Mode, Plan};
 use pacer_import::input::Format;
+use pacer_import::interrupt::Interrupts;
 use pacer_import::progress::Counters;
+use pacer_import::reason::Redactor;
 use pacer_limit::Quota;
 use pacer_mock::{Faults, Limit, MockConfig, MockServer};
 use pacer_retry::RetryLayer;
@@ -38,7 +40,7 @@ fn write_input(path: &Path, people: usize, invalid_every: usize) -> (usize, Vec<
             json!({"type": "event", "person": format!("p{person}"), "name": "joined", "data": {"n": person}}),
         ] {
             line += 1;
-            if invalid_every > 0 && line % invalid_every as u64 == 0 {
+            if invalid_every > 0 && line.is_multiple_of(invalid_every as u64) {
                 writeln!(file, "{{\"type\":\"person\"}}").unwrap();
                 invalid.push(line);
             } else {
@@ -77,7 +79,7 @@ fn client(mock: &MockServer, rate: u32) -> Client<Incoming> {
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))
         .quota(ApiClass::Track, Quota::per_second(rate))
-        .retry(RetryLayer::new().max_attempts(6))
+        .retry(RetryLayer::new().max_retries(5))
         .build(https_client(Roots::Webpki).unwrap())
 }
 
@@ -94,6 +96,8 @@ fn plan(input: &Path, directory: &Path, mode: Mode) -> Plan {
         checkpoint: Some(directory.join("input.checkpoint")),
         resume: false,
         quiet: true,
+        drain_timeout: Duration::from_secs(30),
+        redactor: Redactor::default(),
     }
 }
 
@@ -145,7 +149,7 @@ async fn faults_storms_and_invalid_lines_lose_nothing() {
         &plan,
         Some(client(&mock, 200)),
         counters,
-        std::future::pending(),
+        Interrupts::never(),
     )
     .await
     .unwrap();
@@ -299,20 +303,33 @@ fn the_api_key_is_never_printed() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// The main job in single mode against the embedded mock ends with the achieved rate against
-/// the limit it paced by, and the run at the limit is 429-free. 150 requests at 99/s: 1.5 s.
-#[test]
-fn the_summary_states_the_rate_achieved_against_the_limit() {
+/// The `paced:` line of a run of the main job (single mode, embedded mock) of `records`.
+fn paced_line(records: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_pacer-import"))
-        .args(["--mock", "--generate", "150", "--mode", "single", "--quiet"])
+        .args([
+            "--mock",
+            "--generate",
+            records,
+            "--mode",
+            "single",
+            "--quiet",
+        ])
         .output()
         .unwrap();
     let printed = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{printed}");
-    let paced = printed
+    printed
         .lines()
         .find(|line| line.starts_with("paced: "))
-        .unwrap_or_else(|| panic!("no paced line in {printed}"));
+        .unwrap_or_else(|| panic!("no paced line in {printed}"))
+        .to_owned()
+}
+
+/// The main job in single mode against the embedded mock ends with the achieved rate against
+/// the limit it paced by, and the run at the limit is 429-free. 150 requests at 99/s: 1.5 s.
+#[test]
+fn the_summary_states_the_rate_achieved_against_the_limit() {
+    let paced = paced_line("150");
     assert!(paced.contains("against a limit of 100 per 1s"), "{paced}");
     assert!(paced.ends_with(", 0 x 429"), "{paced}");
     // 150 requests, the first at once and then 10.1 ms apart, in a little over 1.5 s: a rate
@@ -324,4 +341,12 @@ fn the_summary_states_the_rate_achieved_against_the_limit() {
         .and_then(|ratio| ratio.parse().ok())
         .unwrap_or_else(|| panic!("no ratio in {paced}"));
     assert!((0.5..=1.0).contains(&ratio), "{paced}");
+}
+
+/// A run of a request or two states no rate: it would say nothing of pacing.
+#[test]
+fn a_tiny_run_states_no_rate() {
+    let paced = paced_line("1");
+    assert!(paced.contains("too few to measure"), "{paced}");
+    assert!(!paced.contains("of it"), "{paced}");
 }

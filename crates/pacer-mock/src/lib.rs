@@ -1,6 +1,7 @@
 //! A faithful in-process mock of Customer.io's Track, App and Pipelines APIs, for tests,
 //! examples and benchmarks: the same paths, auth, validation, size limits and error envelopes
-//! as the real service (see `shared/reference/customerio-api.md`), rate limits per API class in
+//! as the real service (as Customer.io documents them: <https://docs.customer.io/api/track/>,
+//! <https://docs.customer.io/api/app/>, <https://docs.customer.io/api/cdp/>), rate limits per API class in
 //! a server model of your choice, seeded fault injection, and a [`Ledger`] of what was applied.
 //!
 //! | API | endpoints | auth |

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use pacer_customerio::{Client, Event, Identifier, Operation};
 use pacer_retry::Backoff;
-use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::BoxError;
@@ -304,14 +303,15 @@ impl Outbox {
         Ok(receipt)
     }
 
-    /// Adds or updates person `id` with `attributes`.
+    /// Adds or updates person `id` with `attributes`: any JSON object (`json!`, a `Map`, a
+    /// struct that serializes to one).
     ///
     /// # Errors
     /// [`EnqueueError::Invalid`] before anything is stored; the store's errors.
     pub async fn identify(
         &self,
         id: &str,
-        attributes: &Map<String, Value>,
+        attributes: &(impl serde::Serialize + Sync + ?Sized),
     ) -> Result<Receipt, EnqueueError> {
         self.enqueue(Operation::identify(&person(id), attributes)?)
             .await

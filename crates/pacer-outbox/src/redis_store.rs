@@ -197,11 +197,7 @@ impl RedisOptions {
             // Both or neither: a replayed letter is never lost nor doubled.
             redis::pipe()
                 .atomic()
-                .xadd(
-                    self.stream_key(),
-                    "*",
-                    &[("op", operation)],
-                )
+                .xadd(self.stream_key(), "*", &[("op", operation)])
                 .xdel(self.dead_key(), &[&entry.id])
                 .query_async::<()>(&mut connection)
                 .await?;
@@ -272,7 +268,8 @@ async fn append_pipelines(
     while appends.recv_many(&mut batch, PIPELINE).await > 0 {
         let mut pipe = redis::pipe();
         for (operation, _) in &batch {
-            pipe.xadd(&stream, "*", &[("op", operation.as_ref())]).ignore();
+            pipe.xadd(&stream, "*", &[("op", operation.as_ref())])
+                .ignore();
         }
         let result = pipe
             .query_async::<()>(&mut connection)
@@ -387,12 +384,12 @@ impl RedisStore {
         if far {
             let (reply, outcome) = tokio::sync::oneshot::channel();
             let appended = match self.appends.send((operation.clone(), reply)).await {
-                Ok(()) => outcome.await.unwrap_or_else(|_| Err("the append task ended".into())),
+                Ok(()) => outcome
+                    .await
+                    .unwrap_or_else(|_| Err("the append task ended".into())),
                 Err(_) => Err("the append task ended".into()),
             };
-            appended.map_err(|reason| {
-                RedisError::from(std::io::Error::other(reason))
-            })?;
+            appended.map_err(|reason| RedisError::from(std::io::Error::other(reason)))?;
             self.length.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }

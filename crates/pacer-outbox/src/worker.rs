@@ -13,7 +13,7 @@ use bytes::Bytes;
 use pacer_customerio::{BatchOutcome, EntryOutcome, Error, Packer, Pushed};
 use pacer_retry::{Backoff, Jitter};
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -232,6 +232,7 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
     let mut groups = vec![batch];
     let mut phase = shared.phase.clone();
     let mut failures = 0_u32;
+    // Seeded from the OS only once a pause is needed: most batches never need one.
     let mut rng: Option<SmallRng> = None;
     while let Some(group) = groups.pop() {
         if *phase.borrow() == Phase::Stopping {
@@ -301,9 +302,11 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
             }
         };
         if let Some(group) = retry_later {
-            let rng = rng.get_or_insert_with(SmallRng::from_os_rng);
             let backoff = &shared.delivery.backoff;
-            let pause = backoff.delay(failures, backoff.base(), rng);
+            let unit = rng
+                .get_or_insert_with(SmallRng::from_os_rng)
+                .random::<f64>();
+            let pause = backoff.delay(failures, backoff.base(), unit);
             failures = failures.saturating_add(1);
             groups.push(group);
             tokio::select! {

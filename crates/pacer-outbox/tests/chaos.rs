@@ -3,7 +3,7 @@
 //! answering 5 % of requests 500 and dropping 2 % of connections after applying them. Every
 //! enqueue that returned Ok must be in the mock's ledger, no event under two ids, and every
 //! invalid operation in the dead-letter stream with its reason. Bounded: well under 60 s.
-#![cfg(feature = "redis")]
+#![cfg(feature = "cli")]
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};

@@ -8,13 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use pacer_customerio::{Body, Client, Credentials, Event, Operation, Roots};
 use pacer_mock::{Faults, MockConfig, MockServer};
 use pacer_outbox::{EnqueueError, Outbox, WhenFull};
 use serde_json::json;
 
-fn client(mock: &MockServer) -> Client<Incoming> {
+fn client(mock: &MockServer) -> Client {
     Client::builder()
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))

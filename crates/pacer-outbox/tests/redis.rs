@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use pacer_customerio::{Client, Credentials, Event, Operation, Roots};
 use pacer_mock::{MockConfig, MockServer};
 use pacer_outbox::{EnqueueError, Outbox, RedisOptions};
 use pacer_testkit::RedisServer;
 use serde_json::json;
 
-fn client(mock: &MockServer) -> Client<Incoming> {
+fn client(mock: &MockServer) -> Client {
     Client::builder()
         .base_url(&mock.base_url())
         .credentials(Credentials::track("site-id", "track-key"))

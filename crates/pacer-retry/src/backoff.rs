@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use rand::{Rng, RngCore};
-
 /// The jitter applied to exponential backoff. `n` is the retry number (0 for the first retry),
 /// `exp(n) = min(cap, base · 2ⁿ)`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -80,25 +78,32 @@ impl Backoff {
     }
 
     /// The delay before retry number `retry` (0-based). `previous` is the delay before the
-    /// previous retry (ignored but by [`Jitter::Decorrelated`]; pass `base` at first).
-    pub fn delay(&self, retry: u32, previous: Duration, rng: &mut dyn RngCore) -> Duration {
-        let uniform = |rng: &mut dyn RngCore, low: Duration, high: Duration| {
+    /// previous retry (ignored but by [`Jitter::Decorrelated`]; pass `base` at first). `unit` is
+    /// a uniform random draw from `[0, 1)` (e.g. `rand::random::<f64>()`), which places the
+    /// delay within the jitter's range; any source will do.
+    #[must_use]
+    pub fn delay(&self, retry: u32, previous: Duration, unit: f64) -> Duration {
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let within = |low: Duration, high: Duration| {
             if high <= low {
                 return low;
             }
-            let nanos = rng.random_range(low.as_nanos() as u64..=high.as_nanos() as u64);
-            Duration::from_nanos(nanos)
+            low + (high - low).mul_f64(unit)
         };
         match self.jitter {
             Jitter::None => self.exponential(retry),
-            Jitter::Full => uniform(rng, Duration::ZERO, self.exponential(retry)),
+            Jitter::Full => within(Duration::ZERO, self.exponential(retry)),
             Jitter::Equal => {
                 let half = self.exponential(retry) / 2;
-                half + uniform(rng, Duration::ZERO, half)
+                half + within(Duration::ZERO, half)
             }
             Jitter::Decorrelated => {
                 let high = previous.max(self.base).saturating_mul(3).min(self.cap);
-                uniform(rng, self.base, high).min(self.cap)
+                within(self.base, high).min(self.cap)
             }
         }
     }
@@ -108,7 +113,7 @@ impl Backoff {
 mod tests {
     use super::*;
     use rand::rngs::SmallRng;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
 
     const BASE: Duration = Duration::from_millis(100);
     const CAP: Duration = Duration::from_secs(5);
@@ -119,7 +124,7 @@ mod tests {
         let mut previous = BASE;
         (0..8)
             .map(|retry| {
-                previous = backoff.delay(retry, previous, &mut rng);
+                previous = backoff.delay(retry, previous, rng.random());
                 previous
             })
             .collect()
@@ -155,7 +160,7 @@ mod tests {
         );
         assert_eq!(
             micros(&sequence(Jitter::Decorrelated, 42)),
-            [262861, 319534, 944775, 2017134, 3988172, 2981682, 714226, 1336072]
+            [262861, 319534, 944775, 2017134, 3988171, 2981682, 714226, 1336072]
         );
     }
 
@@ -191,6 +196,6 @@ mod tests {
     fn huge_retry_numbers_do_not_overflow() {
         let backoff = Backoff::new(BASE, Duration::MAX).jitter(Jitter::None);
         let mut rng = SmallRng::seed_from_u64(0);
-        assert!(backoff.delay(u32::MAX, BASE, &mut rng) >= BASE * 1024);
+        assert!(backoff.delay(u32::MAX, BASE, rng.random()) >= BASE * 1024);
     }
 }

@@ -58,13 +58,14 @@ impl StdError for AttemptTimedOut {}
 /// with nothing remaining) longer than the layer accepts to sleep (see
 /// [`RetryLayer::max_server_wait`](crate::RetryLayer::max_server_wait)); the answer is dropped
 /// and the request ends with this error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerWaitTooLong {
     status: StatusCode,
     wait: Duration,
     max: Duration,
     attempts: u32,
+    retry_after: Option<String>,
 }
 
 impl ServerWaitTooLong {
@@ -74,7 +75,20 @@ impl ServerWaitTooLong {
             wait,
             max,
             attempts,
+            retry_after: None,
         }
+    }
+
+    pub(crate) fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// The `Retry-After` value the wait came from, as the server sent it (an HTTP-date stays a
+    /// date), when it came from one.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<&str> {
+        self.retry_after.as_deref()
     }
 
     /// The status of the answer (429 or 503, say).
@@ -83,7 +97,7 @@ impl ServerWaitTooLong {
         self.status
     }
 
-    /// The wait the server asked for.
+    /// The wait the server asked for, unclamped (`Retry-After: 99999999999` is 99999999999 s).
     #[must_use]
     pub fn wait(&self) -> Duration {
         self.wait
@@ -106,8 +120,16 @@ impl fmt::Display for ServerWaitTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "server answered {} and asked to wait {:?} before retrying, beyond the {:?} limit; gave up after {} attempt(s)",
-            self.status, self.wait, self.max, self.attempts
+            "server answered {} and asked to wait {:?}",
+            self.status, self.wait
+        )?;
+        if let Some(value) = &self.retry_after {
+            write!(f, " (Retry-After: {value})")?;
+        }
+        write!(
+            f,
+            " before retrying, beyond the {:?} limit; gave up after {} attempt(s)",
+            self.max, self.attempts
         )
     }
 }
@@ -118,7 +140,7 @@ impl StdError for ServerWaitTooLong {}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum GaveUp {
-    /// The attempt limit ([`RetryLayer::max_attempts`](crate::RetryLayer::max_attempts)).
+    /// The retry limit ([`RetryLayer::max_retries`](crate::RetryLayer::max_retries)).
     Attempts,
     /// Another attempt would end past the deadline
     /// ([`RetryLayer::max_elapsed`](crate::RetryLayer::max_elapsed) or a
@@ -134,7 +156,7 @@ pub enum GaveUp {
 impl GaveUp {
     fn describe(self) -> &'static str {
         match self {
-            GaveUp::Attempts => "the attempt limit was reached",
+            GaveUp::Attempts => "the retry limit was reached",
             GaveUp::Deadline => "another attempt would end past the deadline",
             GaveUp::Budget => "the retry budget is spent",
             GaveUp::NotRepeatable => "the request may not be repeated",

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
-use pacer_throttle::parse::server_wait;
+use pacer_throttle::parse::server_signal;
 use pacer_throttle::Paced;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -221,7 +221,7 @@ fn backoff_after<RB, C, P>(
     shared
         .config
         .backoff
-        .delay(attempts - 1, previous_delay, &mut **rng)
+        .delay(attempts - 1, previous_delay, rand::Rng::random(&mut *rng))
 }
 
 /// Decides after attempt number `attempts`; `outcome` is `None` when it timed out.
@@ -269,14 +269,21 @@ where
         Some(Ok(response)) => Some(response),
         _ => None,
     };
-    let server_wait = response.and_then(|r| server_wait(r.headers(), r.extensions()));
+    let signal = response.and_then(|r| server_signal(r.headers(), r.extensions()));
+    // What the server asked for before the parser's clamp: "99999999999" is judged (and
+    // reported) as itself, not as the clamp's hour.
+    let server_wait = signal
+        .as_ref()
+        .and_then(|signal| signal.requested.or(signal.wait));
     if let Some(wait) = server_wait.filter(|&wait| wait > config.max_server_wait) {
         give_up(&counters.server_wait_too_long, "server_wait", &reason);
-        tracing::warn!(?wait, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
+        let retry_after = signal.and_then(|signal| signal.retry_after);
+        tracing::warn!(?wait, ?retry_after, max = ?config.max_server_wait, "gave up: server asked for too long a wait");
         let status = response
             .expect("a server wait comes with an answer")
             .status();
-        let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait, attempts);
+        let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait, attempts)
+            .with_retry_after(retry_after);
         return Decision::Return(Err(Box::new(too_long)));
     }
     let backoff = backoff_after(shared, response, attempts, *previous_delay);

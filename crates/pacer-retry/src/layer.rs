@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 
 use tower::retry::budget::TpsBudget;
 use tower_layer::Layer;
@@ -33,7 +33,7 @@ pub struct RetryLayer<C = DefaultClassifier, P = CloneBody> {
 }
 
 /// The jitter's random source, shared so that clones draw different delays.
-pub(crate) type SharedRng = Arc<Mutex<Box<dyn RngCore + Send>>>;
+pub(crate) type SharedRng = Arc<Mutex<SmallRng>>;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
@@ -85,16 +85,17 @@ impl RetryLayer {
             },
             classifier: DefaultClassifier,
             replay: CloneBody,
-            rng: Arc::new(Mutex::new(Box::new(SmallRng::from_os_rng()))),
+            rng: Arc::new(Mutex::new(SmallRng::from_os_rng())),
             state: State::new(Some(default_budget())),
         }
     }
 }
 
 impl<C, P> RetryLayer<C, P> {
-    /// Attempts in all, the first included (default 3; at least 1).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.config.max_attempts = attempts.max(1);
+    /// Retries after the first attempt, as reqwest-retry and backon count them (default 2,
+    /// so 3 attempts in all; 0 never retries).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.config.max_attempts = retries.saturating_add(1);
         self
     }
 
@@ -117,6 +118,11 @@ impl<C, P> RetryLayer<C, P> {
     /// When the layer does not retry it, the request fails with an
     /// [`AttemptTimedOut`](crate::AttemptTimedOut) (the [`source`](std::error::Error::source)
     /// of a [`RetriesExhausted`](crate::RetriesExhausted) after retries).
+    ///
+    /// None by default: the attempt includes whatever the layers below do, such as waiting
+    /// for a slot of a rate limiter, so no one bound fits every stack. Bound the server's own
+    /// silence next to the HTTP service instead (`pacer-customerio`'s `Client` does: 30 s per
+    /// answer head, below its pacing) and use this for a bound on the whole attempt.
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.config.attempt_timeout = Some(timeout);
         self
@@ -152,9 +158,10 @@ impl<C, P> RetryLayer<C, P> {
         self
     }
 
-    /// The random source of the jitter, e.g. a seeded `SmallRng` for reproducible delays.
-    pub fn rng(mut self, rng: impl RngCore + Send + 'static) -> Self {
-        self.rng = Arc::new(Mutex::new(Box::new(rng)));
+    /// Seeds the jitter's random source, for delays a test or a simulation can replay (by
+    /// default it is seeded from the operating system).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = Arc::new(Mutex::new(SmallRng::seed_from_u64(seed)));
         self
     }
 

@@ -14,7 +14,7 @@
 //!   [`ServerWaitTooLong`]. A refusal the throttle layer fed back to its limiter
 //!   (marked [`Paced`](pacer_throttle::Paced)) waits only for the hint: the retry then waits
 //!   for the key's next slot at its slowed rate, which is the backoff.
-//! - **When to stop**: `max_attempts` (3, the first included), a total deadline
+//! - **When to stop**: `max_retries` (2 after the first attempt), a total deadline
 //!   (`max_elapsed` or a [`Deadline`] request extension), and a retry budget shared by every
 //!   clone: retries add at most 20 % to the load plus 10 per second, so a server failing every
 //!   request sees 1.2x the requests, not 3x. An optional per-attempt timeout cancels slow

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use pacer_retry::{Backoff, Jitter, RetryLayer};
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -52,9 +50,9 @@ async fn run(jitter: Jitter) -> (usize, Duration, usize) {
     let server = Arc::new(Mutex::new(Server::default()));
     let handle = Arc::clone(&server);
     let layer = RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(2024))
+        .seed(2024)
         .no_budget()
-        .max_attempts(50)
+        .max_retries(49)
         .backoff(Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).jitter(jitter));
     let client =
         ServiceBuilder::new()

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use pacer_retry::RetryLayer;
 use pacer_testkit::capture;
-use rand::rngs::SmallRng;
-use rand::SeedableRng;
 use tower::{ServiceBuilder, ServiceExt};
 use tracing::Level;
 
@@ -33,9 +31,7 @@ fn answering(
 }
 
 fn layer() -> RetryLayer {
-    RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(1))
-        .no_budget()
+    RetryLayer::new().seed(1).no_budget()
 }
 
 #[tokio::test(start_paused = true)]
@@ -61,9 +57,7 @@ async fn retries_and_each_way_of_giving_up_are_reported() {
     let _ = client.oneshot(get()).await;
     assert_eq!(capture.find(Level::WARN, "too long a wait").len(), 1);
 
-    let spent = RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(1))
-        .budget(0.0, 0);
+    let spent = RetryLayer::new().seed(1).budget(0.0, 0);
     let client = ServiceBuilder::new()
         .layer(spent)
         .service(answering(StatusCode::BAD_GATEWAY, None));

@@ -10,7 +10,7 @@ use pacer_retry::{
     RetryLayer, RetryReason, ServerWaitTooLong,
 };
 use rand::rngs::SmallRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
@@ -79,9 +79,7 @@ fn client(layer: RetryLayer, server: &Scripted) -> Client {
 }
 
 fn seeded() -> RetryLayer {
-    RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(7))
-        .no_budget()
+    RetryLayer::new().seed(7).no_budget()
 }
 
 fn get() -> Request<String> {
@@ -112,7 +110,7 @@ async fn the_delays_follow_the_seeded_backoff_exactly() {
         Jitter::Decorrelated,
     ] {
         let server = Scripted::new(vec![status(500)]);
-        let layer = seeded().max_attempts(6).backoff(backoff.jitter(jitter));
+        let layer = seeded().max_retries(5).backoff(backoff.jitter(jitter));
         let response = client(layer, &server).oneshot(get()).await.unwrap();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         // The same seed drawn directly gives the same delays.
@@ -121,7 +119,7 @@ async fn the_delays_follow_the_seeded_backoff_exactly() {
         let mut previous = backoff.base();
         let expected: Vec<Duration> = (0..5)
             .map(|retry| {
-                previous = backoff.delay(retry, previous, &mut rng);
+                previous = backoff.delay(retry, previous, rng.random());
                 previous
             })
             .collect();
@@ -191,9 +189,35 @@ async fn a_server_wait_beyond_the_limit_gives_up_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_server_wait_too_long_reports_what_the_server_sent() {
+    for (value, asked) in [
+        ("99999999999", Some(Duration::from_secs(99_999_999_999))),
+        ("Thu, 01 Jan 2099 00:00:00 GMT", None),
+    ] {
+        let server = Scripted::new(vec![with_header(503, "retry-after", value.into())]);
+        let start = Instant::now();
+        let error = client(seeded(), &server).oneshot(get()).await.unwrap_err();
+        let too_long = error.downcast_ref::<ServerWaitTooLong>().unwrap();
+        // Not the parser's one-hour clamp: the server's own value.
+        assert!(too_long.wait() > Duration::from_secs(70 * 365 * 86_400));
+        if let Some(asked) = asked {
+            assert_eq!(too_long.wait(), asked);
+        }
+        assert_eq!(too_long.retry_after(), Some(value));
+        let message = too_long.to_string();
+        assert!(
+            message.contains(&format!("(Retry-After: {value})")),
+            "{message}"
+        );
+        assert_eq!(server.arrivals().len(), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn attempts_are_capped_and_the_last_result_returned() {
     let server = Scripted::new(vec![status(502)]);
-    let layer = seeded().max_attempts(4);
+    let layer = seeded().max_retries(3);
     let response = client(layer.clone(), &server).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(server.arrivals().len(), 4);
@@ -230,7 +254,7 @@ async fn an_error_of_a_request_sent_once_or_not_worth_retrying_is_unwrapped() {
     assert_eq!(server.arrivals().len(), 1);
     // Sent once: no retries allowed.
     let server = Scripted::new(vec![Err("reset")]);
-    let error = client(seeded().max_attempts(1), &server)
+    let error = client(seeded().max_retries(0), &server)
         .oneshot(get())
         .await
         .unwrap_err();
@@ -393,7 +417,7 @@ async fn a_slow_attempt_is_cut_and_retried() {
     // When every attempt hangs, the last timeout is the error.
     let layer = seeded()
         .attempt_timeout(Duration::from_secs(1))
-        .max_attempts(2);
+        .max_retries(1);
     let mut hanging =
         ServiceBuilder::new()
             .layer(layer)
@@ -420,7 +444,7 @@ async fn a_slow_attempt_is_cut_and_retried() {
         .layer(
             seeded()
                 .attempt_timeout(Duration::from_secs(1))
-                .max_attempts(1),
+                .max_retries(0),
         )
         .service_fn(|_request: Request<String>| async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -436,7 +460,7 @@ async fn no_retry_starts_that_would_end_past_the_deadline() {
     let server = Scripted::new(vec![status(503)]);
     let backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(2)).jitter(Jitter::None);
     let layer = seeded()
-        .max_attempts(10)
+        .max_retries(9)
         .backoff(backoff)
         .max_elapsed(Duration::from_secs(5));
     let start = Instant::now();
@@ -452,7 +476,7 @@ async fn no_retry_starts_that_would_end_past_the_deadline() {
     request
         .extensions_mut()
         .insert(Deadline(Instant::now() + Duration::from_secs(3)));
-    client(seeded().max_attempts(10).backoff(backoff), &server)
+    client(seeded().max_retries(9).backoff(backoff), &server)
         .oneshot(request)
         .await
         .unwrap();
@@ -498,14 +522,8 @@ async fn the_budget_stops_a_retry_storm() {
     // A server failing every request, 50 requests per second for 20 s from many tasks.
     let seconds = 20;
     let per_second = 50;
-    let budgeted = RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(1))
-        .max_attempts(6)
-        .budget(0.2, 10);
-    let naive = RetryLayer::new()
-        .rng(SmallRng::seed_from_u64(1))
-        .max_attempts(6)
-        .no_budget();
+    let budgeted = RetryLayer::new().seed(1).max_retries(5).budget(0.2, 10);
+    let naive = RetryLayer::new().seed(1).max_retries(5).no_budget();
     let mut results = Vec::new();
     let mut budgeted_run = Duration::ZERO;
     for layer in [budgeted, naive] {

@@ -1,9 +1,12 @@
 //! Test helpers shared by the pacer crates: a `tracing` subscriber that records events, so that
 //! tests can assert that a layer reports its decisions (waited, throttled, retried, gave up), and
-//! a throwaway `redis-server` for the shared-quota tests, and a proxy that makes it slow.
+//! a throwaway `redis-server` for the shared-quota tests, a proxy that makes it slow, and a
+//! [`HostileServer`] that misbehaves in one chosen way.
 
+mod hostile;
 mod redis_server;
 mod slow_proxy;
+pub use hostile::{Behaviour, HostileServer};
 pub use redis_server::RedisServer;
 pub use slow_proxy::SlowProxy;
 

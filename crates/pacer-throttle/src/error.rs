@@ -24,6 +24,7 @@ pub struct WaitTooLong {
     pub(crate) status: StatusCode,
     pub(crate) wait: Duration,
     pub(crate) cap: Duration,
+    pub(crate) retry_after: Option<String>,
 }
 
 impl WaitTooLong {
@@ -33,10 +34,17 @@ impl WaitTooLong {
         self.status
     }
 
-    /// The wait the server asked for.
+    /// The wait the server asked for, unclamped (`Retry-After: 99999999999` is 99999999999 s).
     #[must_use]
     pub fn wait(&self) -> Duration {
         self.wait
+    }
+
+    /// The `Retry-After` value the wait came from, as the server sent it (an HTTP-date stays a
+    /// date), when the wait came from one.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<&str> {
+        self.retry_after.as_deref()
     }
 
     /// The longest pause the layer applies.
@@ -50,9 +58,13 @@ impl fmt::Display for WaitTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "server refused the request ({}) and asked to wait {:?}, beyond the {:?} cap",
-            self.status, self.wait, self.cap
-        )
+            "server refused the request ({}) and asked to wait {:?}",
+            self.status, self.wait
+        )?;
+        if let Some(value) = &self.retry_after {
+            write!(f, " (Retry-After: {value})")?;
+        }
+        write!(f, ", beyond the {:?} cap", self.cap)
     }
 }
 

@@ -34,3 +34,17 @@ pub(crate) fn rate<K: Debug>(key: &K, per_second: f64) {
     #[cfg(not(feature = "metrics"))]
     let _ = (key, per_second);
 }
+
+/// A server's wait for `key` (in an answer with `status`) was beyond the cap, so the pause was
+/// cut to the cap.
+pub(crate) fn capped<K: Debug>(key: &K, status: StatusCode) {
+    #[cfg(feature = "metrics")]
+    metrics::counter!(
+        "pacer_throttle_pauses_capped_total",
+        "key" => format!("{key:?}"),
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+    #[cfg(not(feature = "metrics"))]
+    let _ = (key, status);
+}

@@ -150,19 +150,31 @@ impl<K: Key> Shared<K> {
         if refused {
             crate::metrics::refusal(key, status);
         }
-        if let Some(wait) = signal.as_ref().and_then(|signal| signal.wait) {
+        if let Some(signal) = signal.as_ref().filter(|signal| signal.wait.is_some()) {
+            let wait = signal.wait.unwrap_or_default();
+            let requested = signal.requested.unwrap_or(wait);
             let pause = wait.min(self.config.max_pause);
             self.limiter.pause_until(key, now + pause);
             crate::metrics::pause(key);
-            if refused && wait > self.config.max_pause {
-                tracing::warn!(key = ?key, %status, ?wait, cap = ?self.config.max_pause, "server asked for a wait beyond the cap; gave up");
+            let beyond_cap = requested > self.config.max_pause;
+            if beyond_cap {
+                crate::metrics::capped(key, status);
+            }
+            if refused && beyond_cap {
+                tracing::warn!(key = ?key, %status, wait = ?requested, retry_after = ?signal.retry_after, cap = ?self.config.max_pause, "server asked for a wait beyond the cap; gave up");
                 outcome = Err(WaitTooLong {
                     status,
-                    wait,
+                    wait: requested,
                     cap: self.config.max_pause,
+                    retry_after: signal.retry_after.clone(),
                 });
             } else if refused {
                 tracing::info!(key = ?key, %status, ?wait, "throttled by the server; key paused");
+            } else if beyond_cap {
+                // A success that says the quota is spent for longer than the cap (a day, say):
+                // honoured up to the cap only, and said loudly, since every such answer would
+                // otherwise slow the key to one request per cap, silently.
+                tracing::warn!(key = ?key, %status, wait = ?requested, cap = ?self.config.max_pause, "a success asked for a pause beyond the cap; paused for the cap only");
             } else {
                 tracing::debug!(key = ?key, ?pause, "quota exhausted until reset; key paused");
             }

@@ -42,13 +42,21 @@ pub struct Paced;
 /// # }
 /// ```
 ///
-/// Every duration is clamped to the parser's maximum, so no field is absurd or overflows.
+/// Every duration but [`requested`](Self::requested) is clamped to the parser's maximum, so no
+/// field a layer acts on is absurd or overflows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Throttle {
     /// How long the server asks the client to wait before the next request, measured from when
     /// the response was received: from `Retry-After`, or the reset time when nothing remains.
+    /// Clamped to the parser's maximum ([`ParseOptions::max`](crate::parse::ParseOptions)).
     pub wait: Option<Duration>,
+    /// `wait` as the server asked for it, before the clamp (`Retry-After: 99999999999` is
+    /// 99999999999 s here, one hour in `wait`): for messages that say what the server sent.
+    pub requested: Option<Duration>,
+    /// The `Retry-After` value `wait` came from, as sent (an HTTP-date stays a date), at most 64
+    /// bytes.
+    pub retry_after: Option<String>,
     /// `wait` as an instant on tokio's clock.
     pub wait_until: Option<Instant>,
     /// Requests left in the current window.
@@ -69,6 +77,8 @@ impl Throttle {
     pub fn new(source: Source) -> Self {
         Self {
             wait: None,
+            requested: None,
+            retry_after: None,
             wait_until: None,
             remaining: None,
             limit: None,

@@ -13,16 +13,30 @@ use std::time::Duration;
 
 use pacer_mock::{ApiClass, Faults, Limit, MockConfig, MockServer, ServerModel};
 
+const USAGE: &str = "usage: pacer-mock [--port N] [--track-limit N] [--app-limit N] \
+                     [--model sliding|gcra|fixed] [--faults F] [--drop-after F] [--latency-ms N] [--seed N]";
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Command {
+    /// Serve with this configuration on this port.
+    Serve(Box<MockConfig>, u16),
+    /// Print the usage and exit successfully (`--help`, `-h`).
+    Help,
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let (config, port) = match parse(std::env::args().skip(1)) {
-        Ok(parsed) => parsed,
+        Ok(Command::Serve(config, port)) => (*config, port),
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            println!("Prints the base URL, then serves until interrupted; on Ctrl-C prints the ledger's counts.");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("pacer-mock: {message}");
-            eprintln!(
-                "usage: pacer-mock [--port N] [--track-limit N] [--app-limit N] \
-                 [--model sliding|gcra|fixed] [--faults F] [--drop-after F] [--latency-ms N] [--seed N]"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -39,7 +53,7 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<(MockConfig, u16), String> {
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut config = MockConfig::default();
     let mut port = 0;
     let mut model = ServerModel::SlidingWindow;
@@ -47,6 +61,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(MockConfig, u16), St
     let mut app = 10;
     let mut faults = Faults::default();
     while let Some(flag) = args.next() {
+        // A flag without a value: checked before one is taken, or `--help` "needs a value".
+        if flag == "--help" || flag == "-h" {
+            return Ok(Command::Help);
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |value: &str| {
             value
@@ -78,5 +96,26 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<(MockConfig, u16), St
         .limit(ApiClass::Track, Some(Limit::per_second(track).model(model)))
         .limit(ApiClass::App, Some(Limit::per_second(app).model(model)))
         .faults(faults);
-    Ok((config, port))
+    Ok(Command::Serve(Box::new(config), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn help_prints_usage_wherever_it_is() {
+        for args in [&["--help"][..], &["-h"], &["--port", "0", "--help"]] {
+            assert!(matches!(parse_args(args), Ok(Command::Help)), "{args:?}");
+        }
+        assert!(matches!(
+            parse_args(&["--port", "8080"]),
+            Ok(Command::Serve(_, 8080))
+        ));
+        assert_eq!(parse_args(&["--port"]).unwrap_err(), "--port needs a value");
+    }
 }

@@ -1,5 +1,5 @@
 //! Pure parsers for the throttle signals servers send: no I/O, no panics, every duration
-//! clamped to a maximum. [`throttle`] combines them into one [`Throttle`].
+//! clamped to a maximum (the unclamped wait is kept as [`Throttle::requested`], for messages). [`throttle`] combines them into one [`Throttle`].
 
 mod ietf;
 mod legacy;
@@ -101,14 +101,19 @@ pub fn throttle(
     received: Instant,
     now: SystemTime,
 ) -> Option<Throttle> {
+    // Parsed unclamped, then clamped here: the signal keeps what the server really asked for
+    // (`requested`) next to the clamped figures, so an error can say "99999999999s" rather
+    // than the clamp.
+    let unclamped = Duration::MAX;
+    let clamp = |duration: Duration| duration.min(options.max);
     let date = headers.get(header::DATE);
     let retry = headers
         .get_all(header::RETRY_AFTER)
         .iter()
-        .filter_map(|value| retry_after(value, date, now, options.max))
-        .max();
-    let fields = rate_limit_fields(headers, options.max);
-    let legacy = legacy(headers, now, options.reset_format, options.max);
+        .filter_map(|value| Some((retry_after(value, date, now, unclamped)?, value)))
+        .max_by_key(|&(delay, _)| delay);
+    let fields = rate_limit_fields(headers, unclamped);
+    let legacy = legacy(headers, now, options.reset_format, unclamped);
 
     let (figures_source, remaining, reset, limit) = if fields.is_empty() {
         (
@@ -127,19 +132,40 @@ pub fn throttle(
     };
     let mut signal = Throttle::new(figures_source);
     signal.remaining = remaining;
-    signal.reset = reset;
+    signal.reset = reset.map(clamp);
     signal.limit = limit;
-    signal.window = fields.window;
-    if let Some(delay) = retry {
-        signal.wait = Some(delay);
+    signal.window = fields.window.map(clamp);
+    if let Some((delay, value)) = retry {
+        signal.requested = Some(delay);
+        signal.retry_after = Some(raw_text(value));
         signal.source = Source::RetryAfter;
     } else if remaining == Some(0) {
-        signal.wait = reset;
+        signal.requested = reset;
     }
+    signal.wait = signal.requested.map(clamp);
     signal.wait_until = signal.wait.and_then(|wait| received.checked_add(wait));
 
     let said_something = retry.is_some() || !fields.is_empty() || !legacy.is_empty();
     said_something.then_some(signal)
+}
+
+/// The most bytes of a header value kept in a [`Throttle`]: enough for any HTTP-date or
+/// number, bounded whatever the server sends.
+const MAX_RAW_BYTES: usize = 64;
+
+/// A header value as text for messages: lossy, at most [`MAX_RAW_BYTES`] bytes (cut on a
+/// character boundary, marked with `…`).
+fn raw_text(value: &http::HeaderValue) -> String {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let text = text.trim();
+    if text.len() <= MAX_RAW_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_RAW_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The wait a response asks for, given its headers and extensions: its [`Throttle`] when a
@@ -147,8 +173,17 @@ pub fn throttle(
 /// client needs from an answer.
 #[must_use]
 pub fn server_wait(headers: &HeaderMap, extensions: &http::Extensions) -> Option<Duration> {
+    server_signal(headers, extensions).and_then(|signal| signal.wait)
+}
+
+/// The whole [`Throttle`] of a response, given its headers and extensions: the one a throttle
+/// layer already read, or else read from the headers now (with the default options). For a
+/// layer that needs more than [`server_wait`], such as what the server asked for before the
+/// clamp ([`Throttle::requested`]).
+#[must_use]
+pub fn server_signal(headers: &HeaderMap, extensions: &http::Extensions) -> Option<Throttle> {
     if let Some(signal) = extensions.get::<Throttle>() {
-        return signal.wait;
+        return Some(signal.clone());
     }
     throttle(
         headers,
@@ -156,5 +191,4 @@ pub fn server_wait(headers: &HeaderMap, extensions: &http::Extensions) -> Option
         Instant::now(),
         SystemTime::now(),
     )
-    .and_then(|signal| signal.wait)
 }
