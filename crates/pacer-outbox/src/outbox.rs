@@ -270,6 +270,21 @@ impl Outbox {
         result
     }
 
+    /// Stores an operation just built, or counts why it could not be built.
+    async fn enqueue_built(
+        &self,
+        operation: Result<Operation, pacer_customerio::Error>,
+    ) -> Result<Receipt, EnqueueError> {
+        match operation {
+            Ok(operation) => self.enqueue(operation).await,
+            Err(error) => {
+                metrics::enqueue_failed("invalid");
+                tracing::debug!(%error, "outbox enqueue refused: invalid operation");
+                Err(EnqueueError::Invalid(error))
+            }
+        }
+    }
+
     async fn store(&self, operation: Operation) -> Result<Receipt, EnqueueError> {
         if *self.inner.phase.borrow() != Phase::Running {
             return Err(EnqueueError::Closed);
@@ -313,7 +328,7 @@ impl Outbox {
         id: &str,
         attributes: &(impl serde::Serialize + Sync + ?Sized),
     ) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::identify(&person(id), attributes)?)
+        self.enqueue_built(Operation::identify(&person(id), attributes))
             .await
     }
 
@@ -323,7 +338,8 @@ impl Outbox {
     /// # Errors
     /// As [`identify`](Self::identify).
     pub async fn track(&self, id: &str, event: Event) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::event(&person(id), event)?).await
+        self.enqueue_built(Operation::event(&person(id), event))
+            .await
     }
 
     /// Records `event` for an anonymous visitor.
@@ -335,7 +351,7 @@ impl Outbox {
         anonymous_id: &str,
         event: Event,
     ) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::anonymous_event(anonymous_id, event)?)
+        self.enqueue_built(Operation::anonymous_event(anonymous_id, event))
             .await
     }
 
@@ -360,7 +376,7 @@ impl Outbox {
     /// # Errors
     /// As [`identify`](Self::identify).
     pub async fn delete(&self, id: &str) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::delete(&person(id))?).await
+        self.enqueue_built(Operation::delete(&person(id))).await
     }
 
     /// Suppresses person `id`.
@@ -368,7 +384,7 @@ impl Outbox {
     /// # Errors
     /// As [`identify`](Self::identify).
     pub async fn suppress(&self, id: &str) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::suppress(&person(id))?).await
+        self.enqueue_built(Operation::suppress(&person(id))).await
     }
 
     /// Unsuppresses person `id`.
@@ -376,7 +392,7 @@ impl Outbox {
     /// # Errors
     /// As [`identify`](Self::identify).
     pub async fn unsuppress(&self, id: &str) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::unsuppress(&person(id))?).await
+        self.enqueue_built(Operation::unsuppress(&person(id))).await
     }
 
     /// Adds device `token` on `platform` to person `id`.
@@ -389,7 +405,7 @@ impl Outbox {
         token: &str,
         platform: &str,
     ) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::add_device(&person(id), token, platform)?)
+        self.enqueue_built(Operation::add_device(&person(id), token, platform))
             .await
     }
 
@@ -398,7 +414,7 @@ impl Outbox {
     /// # Errors
     /// As [`identify`](Self::identify).
     pub async fn delete_device(&self, id: &str, token: &str) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::delete_device(&person(id), token)?)
+        self.enqueue_built(Operation::delete_device(&person(id), token))
             .await
     }
 
@@ -411,7 +427,8 @@ impl Outbox {
         primary: &Identifier,
         secondary: &Identifier,
     ) -> Result<Receipt, EnqueueError> {
-        self.enqueue(Operation::merge(primary, secondary)?).await
+        self.enqueue_built(Operation::merge(primary, secondary))
+            .await
     }
 
     /// This process's counters.

@@ -26,7 +26,7 @@ async fn until_empty(options: &RedisOptions) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn enqueued_operations_are_delivered_acknowledged_and_refused_ones_dead_lettered() {
     let Some(redis) = RedisServer::start() else {
         return;
