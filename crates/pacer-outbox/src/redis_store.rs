@@ -241,7 +241,9 @@ pub(crate) struct RedisStore {
     connection: ConnectionManager,
     /// Its own connection: a blocking `XREADGROUP` would hold up enqueues on a shared one.
     reader: tokio::sync::Mutex<ConnectionManager>,
-    held: AtomicUsize,
+    /// Ids this process read and has not settled: an `XAUTOCLAIM` that finds one of its own
+    /// (a batch waiting out a long outage) leaves it to the task that holds it.
+    held: Mutex<std::collections::HashSet<String>>,
     last_claim: Mutex<Instant>,
     push: Script,
     /// The stream's length as last sampled, plus this process's enqueues since.
@@ -286,7 +288,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("options", &self.options)
             .field("capacity", &self.capacity)
-            .field("held", &self.held)
+            .field("held", &self.held())
             .finish_non_exhaustive()
     }
 }
@@ -311,7 +313,7 @@ impl RedisStore {
             capacity,
             connection,
             reader: tokio::sync::Mutex::new(reader),
-            held: AtomicUsize::new(0),
+            held: Mutex::new(std::collections::HashSet::new()),
             last_claim: Mutex::new(Instant::now() - options.claim_idle),
             push: Script::new(PUSH),
             length: AtomicUsize::new(capacity),
@@ -494,6 +496,12 @@ impl RedisStore {
     async fn entries(&self, ids: Vec<StreamId>) -> Vec<Entry> {
         let mut entries = Vec::with_capacity(ids.len());
         let mut broken = Vec::new();
+        let ids: Vec<StreamId> = {
+            let mut held = self.held.lock().expect("never poisoned");
+            ids.into_iter()
+                .filter(|item| held.insert(item.id.clone()))
+                .collect()
+        };
         for item in ids {
             let operation: Option<Vec<u8>> = item.get("op");
             let entry = Entry {
@@ -506,8 +514,6 @@ impl RedisStore {
                 _ => broken.push((entry, "the stream entry has no `op` field".to_owned())),
             }
         }
-        self.held
-            .fetch_add(entries.len() + broken.len(), Ordering::Relaxed);
         if !broken.is_empty() {
             self.dead(broken).await;
         }
@@ -526,7 +532,7 @@ impl RedisStore {
             .xack(&self.stream, &self.options.group, &ids)
             .xdel(&self.stream, &ids);
         self.run(&pipe, "acknowledging delivered entries").await;
-        self.forget(entries.len());
+        self.forget(entries);
     }
 
     pub(crate) async fn dead(&self, entries: Vec<(Entry, String)>) {
@@ -550,7 +556,10 @@ impl RedisStore {
         pipe.xack(&self.stream, &self.options.group, &ids)
             .xdel(&self.stream, &ids);
         self.run(&pipe, "dead-lettering refused entries").await;
-        self.forget(entries.len());
+        let mut held = self.held.lock().expect("never poisoned");
+        for (entry, _) in &entries {
+            held.remove(&entry.id);
+        }
     }
 
     async fn run(&self, pipe: &redis::Pipeline, what: &str) {
@@ -567,16 +576,16 @@ impl RedisStore {
         tracing::error!("{what} failed for good; the entries will be claimed and sent again");
     }
 
-    pub(crate) fn forget(&self, count: usize) {
-        let _ = self
-            .held
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                Some(held.saturating_sub(count))
-            });
+    /// This process no longer holds `entries` (settled, or left pending for another worker).
+    pub(crate) fn forget(&self, entries: &[Entry]) {
+        let mut held = self.held.lock().expect("never poisoned");
+        for entry in entries {
+            held.remove(&entry.id);
+        }
     }
 
     pub(crate) fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.held.lock().expect("never poisoned").len()
     }
 }
 

@@ -106,7 +106,7 @@ impl Store {
             Store::Memory(store) => store.release(entries),
             // Left pending in the group: another worker's XAUTOCLAIM takes them over.
             #[cfg(feature = "redis")]
-            Store::Redis(store) => store.forget(entries.len()),
+            Store::Redis(store) => store.forget(&entries),
         }
     }
 
