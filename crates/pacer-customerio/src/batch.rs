@@ -2,26 +2,7 @@
 //! that fills one `/api/v2/batch` request up to Customer.io's limits, and [`BatchOutcome`], what
 //! became of each entry of a sent request. The bulk importer and the outbox share them.
 //!
-//! # The operation JSON
-//!
-//! Each constructor writes one person operation of the Track v2 API
-//! (`shared/reference/customerio-api.md` §2):
-//!
-//! | constructor | JSON |
-//! |---|---|
-//! | [`Operation::identify`] | `{"type":"person","action":"identify","identifiers":{"id":"42"},"attributes":{…}}` |
-//! | [`Operation::event`] | `{"type":"person","action":"event","identifiers":{…},"name":"signed_up","id":"<ULID>","timestamp":unix,"attributes":{…}}` (`page`/`screen` for [`EventKind::Page`]/[`EventKind::Screen`]) |
-//! | [`Operation::anonymous_event`] | as an event, with `"anonymous_id":"…"` instead of `identifiers` |
-//! | [`Operation::delete`], [`Operation::suppress`], [`Operation::unsuppress`] | `{"type":"person","action":"delete","identifiers":{…}}` |
-//! | [`Operation::add_device`] | `{"type":"person","action":"add_device","identifiers":{…},"device":{"token":"…","platform":"ios"}}` |
-//! | [`Operation::delete_device`] | `{"type":"person","action":"delete_device","identifiers":{…},"device":{"token":"…"}}` |
-//! | [`Operation::merge`] | `{"type":"person","action":"merge","primary":{…},"secondary":{…}}` |
-//!
-//! `identifiers` is exactly one of `{"id":…}`, `{"email":…}` or `{"cio_id":…}`. In v2 an
-//! event's data is `attributes` (v1's `data`). Every event, page and screen carries its `id`, a
-//! ULID fixed when the operation is built, so a redelivered operation is deduplicated by
-//! Customer.io. [`Operation::from_value`] takes any other operation (objects, deliveries,
-//! relationships) as JSON, checked for size only.
+//! The JSON schema of each operation is on [`Operation`].
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -39,7 +20,29 @@ use crate::requests::{BatchEntries, Event, EventKind, Identifier};
 use crate::response::Answer;
 
 /// One Track v2 operation, validated and encoded as JSON once (cheap to clone: the bytes are
-/// shared). See the [module docs](self) for the JSON each constructor writes.
+/// shared), for [`Packer`] and [`Client::send_packed`].
+///
+/// # The JSON
+///
+/// Each constructor writes one person operation of the Track v2 API (Customer.io's Track API
+/// reference, `/api/v2/batch`, "person operations"):
+///
+/// | constructor | JSON |
+/// |---|---|
+/// | [`Operation::identify`] | `{"type":"person","action":"identify","identifiers":{"id":"42"},"attributes":{…}}` |
+/// | [`Operation::event`] | `{"type":"person","action":"event","identifiers":{…},"name":"signed_up","id":"<ULID>","timestamp":unix,"attributes":{…}}` (`page`/`screen` for [`EventKind::Page`]/[`EventKind::Screen`]) |
+/// | [`Operation::anonymous_event`] | as an event, with `"anonymous_id":"…"` instead of `identifiers` |
+/// | [`Operation::delete`], [`Operation::suppress`], [`Operation::unsuppress`] | `{"type":"person","action":"delete","identifiers":{…}}` |
+/// | [`Operation::add_device`] | `{"type":"person","action":"add_device","identifiers":{…},"device":{"token":"…","platform":"ios"}}` |
+/// | [`Operation::delete_device`] | `{"type":"person","action":"delete_device","identifiers":{…},"device":{"token":"…"}}` |
+/// | [`Operation::merge`] | `{"type":"person","action":"merge","primary":{…},"secondary":{…}}` |
+///
+/// `identifiers` is exactly one of `{"id":…}`, `{"email":…}` or `{"cio_id":…}`. In v2 an
+/// event's data is `attributes` (v1's `data`). Every event, page and screen carries its `id`, a
+/// ULID fixed when the operation is built, so a redelivered operation is deduplicated by
+/// Customer.io. [`Operation::from_value`] takes any other operation (objects, deliveries,
+/// relationships) as JSON: an object with a `type` and an `action`, at most 32 KB; Customer.io
+/// validates the rest.
 #[derive(Clone, PartialEq, Eq)]
 #[must_use]
 pub struct Operation {
