@@ -87,8 +87,16 @@ impl std::fmt::Debug for Shared {
 
 /// How long an idle worker waits for entries before looking at the phase again.
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// Entries taken from the store at once.
-const TAKE_AT_ONCE: usize = 1024;
+/// Entries taken from the store at once: many from memory (a lock and a copy); fewer from
+/// Redis, where one big read or acknowledgement holds up every other client of the server
+/// (the enqueues among them) while it runs.
+fn take_at_once(store: &Store) -> usize {
+    match store {
+        Store::Memory(_) => 1024,
+        #[cfg(feature = "redis")]
+        Store::Redis(_) => 256,
+    }
+}
 
 /// Delivers from `store` until the outbox closes (memory: drained; Redis: what this process
 /// holds, nothing more is read) or stops.
@@ -190,7 +198,7 @@ async fn fill_batch(
             return (batch, packer.fill(), read_nothing);
         }
         let taken = tokio::select! {
-            taken = store.take(TAKE_AT_ONCE, wait) => taken,
+            taken = store.take(take_at_once(store), wait) => taken,
             // A close ends the linger at once.
             _ = phase.wait_for(|p| *p >= Phase::Closing), if !closing => Vec::new(),
         };
