@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pacer::limit::{Limiter, Quota, RateLimitLayer, RateLimited, Reason};
+use pacer::limit::{LimitLayer, Limiter, Quota, RateLimited, Reason};
 use pacer::retry::{Idempotent, RetryLayer};
 use pacer::throttle::{PaceLayer, Paced, Source, Throttle};
 use tokio::net::TcpListener;
@@ -94,7 +94,7 @@ async fn cloned_clients_share_one_keyed_limiter_over_real_http() {
         })
         .build();
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
+        .layer(LimitLayer::keyed(limiter.clone(), api_of))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
     let tasks: Vec<_> = (0..40)
@@ -124,7 +124,7 @@ async fn a_refused_request_never_reaches_the_server() {
         .max_wait(Duration::from_secs(1))
         .build();
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::keyed(limiter, api_of))
+        .layer(LimitLayer::keyed(limiter, api_of))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
     let first = client

@@ -44,7 +44,7 @@ async fn thousands_of_calls_at_the_limit_through_faults_lose_and_double_nothing(
     };
     let mock = MockServer::start(
         MockConfig::default()
-            .limit(pacer_mock::ApiClass::Track, Some(Limit::per_second(LIMIT)))
+            .limit(pacer_mock::Api::Track, Some(Limit::per_second(LIMIT)))
             .faults(faults)
             .seed(7),
     )

@@ -17,7 +17,7 @@ fn every_identifier_round_trips_through_the_path() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mock = runtime
         .block_on(MockServer::start(
-            MockConfig::default().limit(pacer_mock::ApiClass::Track, None),
+            MockConfig::default().limit(pacer_mock::Api::Track, None),
         ))
         .unwrap();
     let client = runtime.block_on(async {

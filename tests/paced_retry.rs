@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{LimitLayer, Limiter, Quota};
 use pacer::retry::{Backoff, Idempotent, Jitter, RetryLayer};
 use pacer::throttle::{Adaptive, Paced, ThrottleLayer};
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ async fn gap_after_a_bare_refusal(refusal: StatusCode, adaptive: Adaptive) -> (D
     );
     let client = ServiceBuilder::new()
         .layer(retry)
-        .layer(RateLimitLayer::new(limiter.clone()))
+        .layer(LimitLayer::new(limiter.clone()))
         .map_response(move |response: Response<()>| {
             if response.status() == refusal {
                 *seen.lock().unwrap() = response.extensions().get::<Paced>().is_some();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pacer::customerio::{Client, Credentials, Error, Event};
 use pacer::reqwest::ReqwestService;
-use pacer_mock::{ApiClass, Limit, MockConfig, MockServer};
+use pacer_mock::{Api, Limit, MockConfig, MockServer};
 use serde_json::json;
 
 fn client_at(base_url: &str) -> Client<reqwest::Body> {
@@ -43,7 +43,7 @@ async fn identify_and_track_reach_the_mock_through_reqwest() {
 #[tokio::test]
 async fn refusals_through_reqwest_are_fed_back_and_retried() {
     // A server allowing 2 per second against a client pacing at 100.
-    let config = MockConfig::default().limit(ApiClass::Track, Some(Limit::per_second(2)));
+    let config = MockConfig::default().limit(Api::Track, Some(Limit::per_second(2)));
     let mock = MockServer::start(config).await.unwrap();
     let client = client_at(&mock.base_url());
     for n in 0..4 {

@@ -189,7 +189,7 @@ async fn a_retry_after_seen_by_one_process_pauses_the_others() {
     };
     // The server allows 5 per second; the clients believe 100 per second (a wrong quota).
     let config = MockConfig::default().limit(
-        pacer_mock::ApiClass::Track,
+        pacer_mock::Api::Track,
         Some(pacer_mock::Limit::per_second(5)),
     );
     let mock = MockServer::start(config).await.unwrap();

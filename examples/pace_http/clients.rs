@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{LimitLayer, Limiter, Quota};
 use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
@@ -98,7 +98,7 @@ impl Contender {
         let http = http_client();
         match self {
             Self::PacerDefaults => ServiceBuilder::new()
-                .layer(RateLimitLayer::new(Limiter::new(Quota::new(limit, window))))
+                .layer(LimitLayer::new(Limiter::new(Quota::new(limit, window))))
                 .service(http)
                 .map_err(BoxError::from)
                 .boxed_clone(),
@@ -113,7 +113,7 @@ impl Contender {
                     .precise_wakeups(matches!(self, Self::Pacer { .. }))
                     .build();
                 ServiceBuilder::new()
-                    .layer(RateLimitLayer::new(limiter))
+                    .layer(LimitLayer::new(limiter))
                     .service(http)
                     .map_err(BoxError::from)
                     .boxed_clone()

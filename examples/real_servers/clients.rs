@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use pacer::customerio::{self, Credentials, Event};
-use pacer::limit::{Limiter, Quota, RateLimitLayer};
+use pacer::limit::{LimitLayer, Limiter, Quota};
 use pacer::retry::RetryLayer;
 use pacer::throttle::PaceLayer;
 use serde_json::{json, Map, Value};
@@ -326,7 +326,7 @@ impl Service<Request<Body>> for Transport {
 fn rate_limit_alone(limiter: Limiter, transport: Transport) -> BoxedService {
     BoxCloneSyncService::new(
         ServiceBuilder::new()
-            .layer(RateLimitLayer::new(limiter))
+            .layer(LimitLayer::new(limiter))
             .service(transport)
             .map_err(BoxError::from),
     )

@@ -292,7 +292,7 @@ pub struct Client<RB = ResponseBody> {
 /// (in flight) and `isPaused` (paused). A snapshot; it moves on as soon as it is read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct QueueStats {
+pub struct ClassQueue {
     /// Requests waiting for a slot of the class's quota (p-queue's `size`).
     pub waiting: usize,
     /// Requests that have their slot and await the head of Customer.io's answer (p-queue's
@@ -362,9 +362,9 @@ where
     /// `class`'s queue now: waiting, in flight, paused. Shared by every clone of the client; with
     /// a quota shared through Redis (`ClientBuilder::shared_quota`), this process's part only.
     #[must_use]
-    pub fn queue_stats(&self, class: ApiClass) -> QueueStats {
+    pub fn queue_stats(&self, class: ApiClass) -> ClassQueue {
         let queue = self.limiter.queue_stats(&class);
-        QueueStats {
+        ClassQueue {
             waiting: queue.waiting,
             in_flight: self.in_flight.of(class),
             paused: queue.paused,

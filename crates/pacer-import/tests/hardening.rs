@@ -190,7 +190,7 @@ async fn a_crash_mid_dead_letter_never_doubles_or_tears_an_entry() {
         }
     }
     let mock = MockServer::start(
-        MockConfig::default().limit(pacer_mock::ApiClass::Track, Some(Limit::per_second(200))),
+        MockConfig::default().limit(pacer_mock::Api::Track, Some(Limit::per_second(200))),
     )
     .await
     .unwrap();

@@ -137,7 +137,7 @@ async fn faults_storms_and_invalid_lines_lose_nothing() {
     };
     let mock = MockServer::start(
         MockConfig::default()
-            .limit(pacer_mock::ApiClass::Track, Some(Limit::per_second(50)))
+            .limit(pacer_mock::Api::Track, Some(Limit::per_second(50)))
             .faults(faults)
             .seed(3),
     )
@@ -182,7 +182,7 @@ async fn killed_mid_run_and_resumed_everything_arrives_once() {
     let people = 600;
     let (_, invalid) = write_input(&input, people, 0);
     let mock = MockServer::start(
-        MockConfig::default().limit(pacer_mock::ApiClass::Track, Some(Limit::per_second(400))),
+        MockConfig::default().limit(pacer_mock::Api::Track, Some(Limit::per_second(400))),
     )
     .await
     .unwrap();

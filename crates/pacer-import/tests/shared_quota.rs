@@ -68,7 +68,7 @@ fn two_imports_share_one_quota_through_redis() {
         .unwrap();
     // The server allows 100/s; each import alone would send 90/s.
     let config =
-        || MockConfig::default().limit(pacer_mock::ApiClass::Track, Some(Limit::per_second(100)));
+        || MockConfig::default().limit(pacer_mock::Api::Track, Some(Limit::per_second(100)));
 
     let mock = runtime.block_on(MockServer::start(config())).unwrap();
     let url = redis.url();

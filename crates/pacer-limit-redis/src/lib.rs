@@ -2,7 +2,7 @@
 //! reserves send slots from it with one atomic script call (`EVALSHA`, with the `NOSCRIPT`
 //! fallback), on Redis's clock so that every process agrees on time.
 //!
-//! It is the same [`Limiter`](pacer_limit::Limiter) and [`RateLimitLayer`](pacer_limit::RateLimitLayer), built with
+//! It is the same [`Limiter`](pacer_limit::Limiter) and [`LimitLayer`](pacer_limit::LimitLayer), built with
 //! [`LimiterBuilderExt::shared`]: this crate is a [`SlotSource`](pacer_limit::SlotSource) for
 //! `pacer-limit`'s core, which keeps the queue, pauses and wake-ups.
 //!

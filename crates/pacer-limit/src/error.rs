@@ -1,10 +1,10 @@
-//! Errors of the limiter and of the [`RateLimit`](crate::RateLimit) service.
+//! Errors of the limiter and of the [`Limited`](crate::Limited) service.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-/// A type-erased error, as tower's `BoxError`: what the [`RateLimit`](crate::RateLimit) service
+/// A type-erased error, as tower's `BoxError`: what the [`Limited`](crate::Limited) service
 /// fails with, as tower's own middleware (`Buffer`, `Timeout`, `LoadShed`) do. It is either the
 /// limiter's refusal, a [`RateLimited`], or the inner service's error converted with
 /// `Into<BoxError>` and otherwise untouched. Tell them apart by downcasting:
@@ -36,7 +36,7 @@ pub enum Reason {
 /// [`LimiterBuilder::max_queue`](crate::LimiterBuilder::max_queue)).
 ///
 /// Returned by [`Limiter::acquire`](crate::Limiter::acquire) as is, and by the
-/// [`RateLimit`](crate::RateLimit) service boxed in a [`BoxError`]:
+/// [`Limited`](crate::Limited) service boxed in a [`BoxError`]:
 /// `error.downcast_ref::<RateLimited>()`. The request was not sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimited {

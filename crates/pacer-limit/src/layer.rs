@@ -1,10 +1,10 @@
-//! [`RateLimitLayer`]: applies a shared [`Limiter`] to any HTTP service.
+//! [`LimitLayer`]: applies a shared [`Limiter`] to any HTTP service.
 
 use tower_layer::Layer;
 
 use crate::key::GlobalKey;
 use crate::limiter::{Key, Limiter};
-use crate::service::RateLimit;
+use crate::service::Limited;
 
 /// Applies a shared [`Limiter`] to a service. Every service this layer builds, and every clone of
 /// them, spends the same budget.
@@ -12,12 +12,12 @@ use crate::service::RateLimit;
 /// See the [crate docs](crate) for an example.
 #[derive(Debug)]
 #[must_use]
-pub struct RateLimitLayer<K = (), X = GlobalKey> {
+pub struct LimitLayer<K = (), X = GlobalKey> {
     limiter: Limiter<K>,
     extractor: X,
 }
 
-impl RateLimitLayer<(), GlobalKey> {
+impl LimitLayer<(), GlobalKey> {
     /// All requests spend the limiter's single quota (key `()`).
     pub fn new(limiter: Limiter<()>) -> Self {
         Self {
@@ -27,7 +27,7 @@ impl RateLimitLayer<(), GlobalKey> {
     }
 }
 
-impl<K: Key, X> RateLimitLayer<K, X> {
+impl<K: Key, X> LimitLayer<K, X> {
     /// Each request spends the quota of the key `extractor` picks for it.
     pub fn keyed(limiter: Limiter<K>, extractor: X) -> Self {
         Self { limiter, extractor }
@@ -40,7 +40,7 @@ impl<K: Key, X> RateLimitLayer<K, X> {
     }
 }
 
-impl<K, X: Clone> Clone for RateLimitLayer<K, X> {
+impl<K, X: Clone> Clone for LimitLayer<K, X> {
     fn clone(&self) -> Self {
         Self {
             limiter: self.limiter.clone(),
@@ -49,10 +49,10 @@ impl<K, X: Clone> Clone for RateLimitLayer<K, X> {
     }
 }
 
-impl<S, K: Key, X: Clone> Layer<S> for RateLimitLayer<K, X> {
-    type Service = RateLimit<S, K, X>;
+impl<S, K: Key, X: Clone> Layer<S> for LimitLayer<K, X> {
+    type Service = Limited<S, K, X>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::keyed(inner, self.limiter.clone(), self.extractor.clone())
+        Limited::keyed(inner, self.limiter.clone(), self.extractor.clone())
     }
 }

@@ -2,7 +2,7 @@
 //! API so that the server's limit is used almost fully and never exceeded.
 //!
 //! - **One budget, shared.** A [`Limiter`] is a handle to shared state. Every clone of a
-//!   [`RateLimitLayer`], of the [`RateLimit`] services it builds, and of the limiter itself spends
+//!   [`LimitLayer`], of the [`Limited`] services it builds, and of the limiter itself spends
 //!   the same budget, with no `Buffer` and no background task, unlike
 //!   `tower::limit::RateLimit`, which is not `Clone`.
 //! - **Keyed.** A [`KeyExtractor`] picks the bucket of each request (an API class, a workspace),
@@ -31,7 +31,7 @@
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response};
-//! use pacer_limit::{Limiter, Quota, RateLimitLayer};
+//! use pacer_limit::{Limiter, Quota, LimitLayer};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -40,7 +40,7 @@
 //! // absorbs network jitter).
 //! let limiter = Limiter::new(Quota::per_second(100));
 //! let client = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(limiter.clone()))
+//!     .layer(LimitLayer::new(limiter.clone()))
 //!     .service(tower::service_fn(|_req: Request<String>| async {
 //!         Ok::<_, Infallible>(Response::new("ok"))
 //!     }));
@@ -82,12 +82,12 @@ pub use builder::LimiterBuilder;
 pub use error::{BoxError, RateLimited, Reason};
 pub use future::ResponseFuture;
 pub use key::{GlobalKey, KeyExtractor};
-pub use layer::RateLimitLayer;
+pub use layer::LimitLayer;
 pub use limiter::{Key, Limiter};
 pub use quota::{Model, Quota};
-pub use service::RateLimit;
+pub use service::Limited;
 pub use source::{Admission, HeadWaker, LocalSlots, SlotSource, SlotSources};
-pub use stats::{QueueStats, Stats};
+pub use stats::{LimiterStats, QueueStats};
 
 /// Re-exported so that users can name instants without depending on tokio's paths.
 pub use tokio::time::Instant;

@@ -13,7 +13,7 @@ use crate::builder::LimiterBuilder;
 use crate::error::{RateLimited, Reason};
 use crate::quota::Quota;
 use crate::source::{Admission, HeadWaker, SlotSources, Wake};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, LimiterStats};
 
 /// The bounds a [`Key`] must satisfy: hashable, cheap to clone, printable in logs.
 pub trait Key: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static {}
@@ -22,7 +22,7 @@ impl<T: Hash + Eq + Clone + fmt::Debug + Send + Unpin + 'static> Key for T {}
 pub(crate) type QuotaFn<K> = Arc<dyn Fn(&K) -> Quota + Send + Sync>;
 pub(crate) type QueueFn<K> = Arc<dyn Fn(&K) -> usize + Send + Sync>;
 
-/// A shared, keyed rate limiter: the state every [`RateLimit`](crate::RateLimit) clone and every
+/// A shared, keyed rate limiter: the state every [`Limited`](crate::Limited) clone and every
 /// other layer of the stack use to pace one quota.
 ///
 /// `Limiter` is a cheap handle (an `Arc`): clones share one budget. Each key gets its own bucket
@@ -285,7 +285,7 @@ impl<K: Key> Limiter<K> {
 
     /// Counters since the limiter was built, summed over all keys.
     #[must_use]
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> LimiterStats {
         let state = self.shared.lock();
         state.counters.snapshot(state.buckets.len())
     }

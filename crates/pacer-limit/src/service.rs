@@ -1,4 +1,4 @@
-//! [`RateLimit`]: the service that waits for a slot before each call.
+//! [`Limited`]: the service that waits for a slot before each call.
 
 use std::task::{Context, Poll};
 
@@ -8,7 +8,7 @@ use tower_service::Service;
 use crate::error::BoxError;
 use crate::future::ResponseFuture;
 use crate::key::{GlobalKey, KeyExtractor};
-use crate::layer::RateLimitLayer;
+use crate::layer::LimitLayer;
 use crate::limiter::{Key, Limiter};
 
 /// Paces the requests of an inner service by a shared [`Limiter`].
@@ -24,13 +24,13 @@ use crate::limiter::{Key, Limiter};
 /// `Into<BoxError>` and otherwise unchanged (an inner `BoxError` passes through as it is), so
 /// `error.downcast_ref::<RateLimited>()` or `downcast_ref::<std::io::Error>()` tells them apart.
 #[derive(Debug)]
-pub struct RateLimit<S, K = (), X = GlobalKey> {
+pub struct Limited<S, K = (), X = GlobalKey> {
     inner: S,
     limiter: Limiter<K>,
     extractor: X,
 }
 
-impl<S> RateLimit<S> {
+impl<S> Limited<S> {
     /// Paces `inner` by `limiter`'s single quota.
     pub fn new(inner: S, limiter: Limiter<()>) -> Self {
         Self {
@@ -41,7 +41,7 @@ impl<S> RateLimit<S> {
     }
 }
 
-impl<S, K: Key, X> RateLimit<S, K, X> {
+impl<S, K: Key, X> Limited<S, K, X> {
     /// Paces `inner` by `limiter`, spending the quota of the key `extractor` picks per request.
     pub fn keyed(inner: S, limiter: Limiter<K>, extractor: X) -> Self {
         Self {
@@ -52,8 +52,8 @@ impl<S, K: Key, X> RateLimit<S, K, X> {
     }
 
     /// A layer that wraps services the way this one is wrapped.
-    pub fn layer(limiter: Limiter<K>, extractor: X) -> RateLimitLayer<K, X> {
-        RateLimitLayer::keyed(limiter, extractor)
+    pub fn layer(limiter: Limiter<K>, extractor: X) -> LimitLayer<K, X> {
+        LimitLayer::keyed(limiter, extractor)
     }
 
     /// The shared limiter.
@@ -77,7 +77,7 @@ impl<S, K: Key, X> RateLimit<S, K, X> {
     }
 }
 
-impl<S: Clone, K, X: Clone> Clone for RateLimit<S, K, X> {
+impl<S: Clone, K, X: Clone> Clone for Limited<S, K, X> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -87,7 +87,7 @@ impl<S: Clone, K, X: Clone> Clone for RateLimit<S, K, X> {
     }
 }
 
-impl<S, B, K, X> Service<Request<B>> for RateLimit<S, K, X>
+impl<S, B, K, X> Service<Request<B>> for Limited<S, K, X>
 where
     S: Service<Request<B>> + Clone,
     S::Error: Into<BoxError>,

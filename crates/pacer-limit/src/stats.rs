@@ -21,8 +21,8 @@ impl Counters {
         self.total_wait += waited;
     }
 
-    pub(crate) fn snapshot(&self, live_keys: usize) -> Stats {
-        Stats {
+    pub(crate) fn snapshot(&self, live_keys: usize) -> LimiterStats {
+        LimiterStats {
             acquired: self.acquired,
             waited: self.waited,
             rejected: self.rejected,
@@ -37,7 +37,7 @@ impl Counters {
 /// A snapshot of a limiter's counters, summed over all keys since it was built.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct LimiterStats {
     /// Slots granted (immediately or after waiting).
     pub acquired: u64,
     /// Of those, how many had to wait.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{conforms_to_gcra, max_in_any_window, Recorder};
 use http::Request;
-use pacer_limit::{Limiter, Quota, RateLimitLayer};
+use pacer_limit::{LimitLayer, Limiter, Quota};
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 
@@ -20,7 +20,7 @@ async fn run_stream(quota: Quota) -> (Vec<Instant>, Duration, Limiter) {
 
 async fn run_stream_with(limiter: Limiter) -> (Vec<Instant>, Duration, Limiter) {
     let recorder = Recorder::default();
-    let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
+    let service = LimitLayer::new(limiter.clone()).layer(recorder.service());
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
@@ -97,7 +97,7 @@ async fn margin_widens_every_window() {
     let margin = Duration::from_millis(30);
     let quota = Quota::per_second(100).with_margin(margin).sliding_window();
     let recorder = Recorder::default();
-    let service = RateLimitLayer::new(Limiter::new(quota)).layer(recorder.service());
+    let service = LimitLayer::new(Limiter::new(quota)).layer(recorder.service());
     for _ in 0..1_000 {
         service.clone().oneshot(Request::new(())).await.unwrap();
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Recorder;
 use http::Request;
-use pacer_limit::{Limiter, Quota, RateLimitLayer, RateLimited, Reason};
+use pacer_limit::{LimitLayer, Limiter, Quota, RateLimited, Reason};
 use tokio::task::JoinHandle;
 use tokio::time::{advance, Instant};
 use tower::{Layer, ServiceExt};
@@ -131,7 +131,7 @@ async fn cancelling_the_head_hands_the_timer_to_the_next_waiter() {
 async fn dropping_a_pending_response_future_frees_its_place() {
     let recorder = Recorder::default();
     let limiter = Limiter::new(Quota::per_second(1).gcra(1).with_margin(Duration::ZERO));
-    let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
+    let service = LimitLayer::new(limiter.clone()).layer(recorder.service());
     service.clone().oneshot(Request::new(())).await.unwrap();
     {
         let pending = service.clone().oneshot(Request::new(()));
@@ -172,7 +172,7 @@ async fn keys_have_independent_quotas() {
             Api::Track
         }
     };
-    let service = RateLimitLayer::keyed(limiter.clone(), extractor).layer(recorder.service());
+    let service = LimitLayer::keyed(limiter.clone(), extractor).layer(recorder.service());
     let start = Instant::now();
     let app = tokio::spawn({
         let service = service.clone();
@@ -238,7 +238,7 @@ async fn a_request_that_would_wait_too_long_fails_at_once() {
         .max_wait(Duration::from_millis(250))
         .build();
     let recorder = Recorder::default();
-    let service = RateLimitLayer::new(limiter.clone()).layer(recorder.service());
+    let service = LimitLayer::new(limiter.clone()).layer(recorder.service());
     let start = Instant::now();
     let tasks: Vec<_> = (0..5)
         .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))
@@ -446,7 +446,7 @@ async fn the_inner_service_is_driven_to_readiness_before_each_call() {
             .sliding_window()
             .with_margin(Duration::ZERO),
     );
-    let service = RateLimitLayer::new(limiter).layer(inner);
+    let service = LimitLayer::new(limiter).layer(inner);
     let start = Instant::now();
     let tasks: Vec<_> = (0..3)
         .map(|_| tokio::spawn(service.clone().oneshot(Request::new(()))))

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-/// The surfaces Customer.io limits separately.
+/// The surfaces Customer.io limits separately (the mock's own, independent of the client's
+/// `ApiClass`, so the mock checks the client rather than sharing its assumptions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum ApiClass {
+pub enum Api {
     /// Track API v1 and v2 (`track.customer.io`).
     Track,
     /// App API reads and writes (`api.customer.io/v1/...`), 10/s.
@@ -18,14 +19,14 @@ pub enum ApiClass {
     Pipelines,
 }
 
-impl ApiClass {
+impl Api {
     /// Every class, for iteration.
-    pub const ALL: [ApiClass; 5] = [
-        ApiClass::Track,
-        ApiClass::App,
-        ApiClass::Transactional,
-        ApiClass::Broadcast,
-        ApiClass::Pipelines,
+    pub const ALL: [Api; 5] = [
+        Api::Track,
+        Api::App,
+        Api::Transactional,
+        Api::Broadcast,
+        Api::Pipelines,
     ];
 }
 
@@ -108,7 +109,7 @@ pub struct MockConfig {
     pub(crate) track_api_key: String,
     pub(crate) app_api_key: String,
     pub(crate) pipelines_api_key: String,
-    pub(crate) limits: [(ApiClass, Option<Limit>); 5],
+    pub(crate) limits: [(Api, Option<Limit>); 5],
     pub(crate) faults: Faults,
     pub(crate) seed: u64,
 }
@@ -123,15 +124,12 @@ impl Default for MockConfig {
             app_api_key: "app-key".into(),
             pipelines_api_key: "cdp-key".into(),
             limits: [
-                (ApiClass::Track, Some(Limit::per_second(100))),
-                (ApiClass::App, Some(Limit::per_second(10))),
-                (ApiClass::Transactional, Some(Limit::per_second(100))),
+                (Api::Track, Some(Limit::per_second(100))),
+                (Api::App, Some(Limit::per_second(10))),
+                (Api::Transactional, Some(Limit::per_second(100))),
+                (Api::Broadcast, Some(Limit::new(1, Duration::from_secs(10)))),
                 (
-                    ApiClass::Broadcast,
-                    Some(Limit::new(1, Duration::from_secs(10))),
-                ),
-                (
-                    ApiClass::Pipelines,
+                    Api::Pipelines,
                     Some(Limit::new(3000, Duration::from_secs(3))),
                 ),
             ],
@@ -166,7 +164,7 @@ impl MockConfig {
 
     /// Limits `class` (per workspace) with `limit`, or not at all with `None`.
     #[must_use]
-    pub fn limit(mut self, class: ApiClass, limit: Option<Limit>) -> Self {
+    pub fn limit(mut self, class: Api, limit: Option<Limit>) -> Self {
         for entry in &mut self.limits {
             if entry.0 == class {
                 entry.1 = limit;
@@ -189,7 +187,7 @@ impl MockConfig {
         self
     }
 
-    pub(crate) fn limit_of(&self, class: ApiClass) -> Option<Limit> {
+    pub(crate) fn limit_of(&self, class: Api) -> Option<Limit> {
         self.limits
             .iter()
             .find(|(c, _)| *c == class)

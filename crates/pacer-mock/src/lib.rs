@@ -38,6 +38,6 @@ mod reply;
 mod routes;
 mod server;
 
-pub use config::{ApiClass, Faults, Limit, MockConfig, ServerModel};
+pub use config::{Api, Faults, Limit, MockConfig, ServerModel};
 pub use ledger::{Counts, Event, Ledger, Person};
 pub use server::MockServer;

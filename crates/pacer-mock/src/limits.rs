@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{ApiClass, Limit, ServerModel};
+use crate::config::{Api, Limit, ServerModel};
 
 /// The state of one limit.
 #[derive(Debug)]
@@ -18,7 +18,7 @@ enum Counter {
 /// All limits of the server, keyed by workspace and class.
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
-    counters: HashMap<(String, ApiClass), Counter>,
+    counters: HashMap<(String, Api), Counter>,
 }
 
 impl Limits {
@@ -26,7 +26,7 @@ impl Limits {
     pub(crate) fn admit(
         &mut self,
         workspace: &str,
-        class: ApiClass,
+        class: Api,
         limit: Limit,
         now: Instant,
     ) -> Result<(), Duration> {
@@ -96,12 +96,7 @@ mod tests {
             .iter()
             .map(|&ms| {
                 limits
-                    .admit(
-                        "w",
-                        ApiClass::Track,
-                        limit,
-                        start + Duration::from_millis(ms),
-                    )
+                    .admit("w", Api::Track, limit, start + Duration::from_millis(ms))
                     .is_ok()
             })
             .collect()

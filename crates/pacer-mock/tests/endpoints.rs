@@ -6,7 +6,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pacer_mock::{ApiClass, Faults, Limit, MockConfig, MockServer};
+use pacer_mock::{Api, Faults, Limit, MockConfig, MockServer};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy)]
@@ -317,10 +317,9 @@ async fn app_reads_answer_404_in_the_errors_envelope() {
 
 #[tokio::test]
 async fn over_the_limit_answers_429_with_retry_after() {
-    let mock =
-        MockServer::start(MockConfig::default().limit(ApiClass::App, Some(Limit::per_second(3))))
-            .await
-            .unwrap();
+    let mock = MockServer::start(MockConfig::default().limit(Api::App, Some(Limit::per_second(3))))
+        .await
+        .unwrap();
     let mut statuses = Vec::new();
     let mut last = None;
     for _ in 0..4 {

@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::classify::DefaultClassifier;
 use crate::request::{CloneBody, NoReplay};
 use crate::service::Retry;
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, RetryStats};
 
 /// Retries failed requests with jittered exponential backoff, within a retry budget shared by
 /// every clone, honouring the server's Retry-After, and only when repeating the request is
@@ -194,7 +194,7 @@ impl<C, P> RetryLayer<C, P> {
 
     /// Counters summed over every service of this layer and its clones.
     #[must_use]
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> RetryStats {
         self.state.counters.snapshot()
     }
 }

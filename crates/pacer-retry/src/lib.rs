@@ -106,4 +106,4 @@ pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use request::{is_repeatable, CloneBody, Deadline, Idempotent, NoReplay, ReplayBody};
 pub use service::Retry;
-pub use stats::Stats;
+pub use stats::RetryStats;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// What the retry layer did, summed over every clone of its services.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct RetryStats {
     /// Requests received (first attempts).
     pub requests: u64,
     /// Retries sent.
@@ -39,9 +39,9 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> Stats {
+    pub(crate) fn snapshot(&self) -> RetryStats {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        Stats {
+        RetryStats {
             requests: read(&self.requests),
             retries: read(&self.retries),
             not_repeatable: read(&self.not_repeatable),

@@ -13,7 +13,7 @@ use crate::service::{KeyRates, Shared, Throttled};
 
 /// Reads every response's throttle signals and applies them to the shared [`Limiter`]: pauses
 /// the request's key on a refusal with a wait, adapts its rate, and paces ahead of a running-out
-/// `Remaining`. Place it inside the [`RateLimitLayer`](pacer_limit::RateLimitLayer), next to
+/// `Remaining`. Place it inside the [`LimitLayer`](pacer_limit::LimitLayer), next to
 /// the HTTP service, with the same limiter.
 ///
 /// Defaults: 429 and 503 are refusals; pauses are capped at 60 s; adaptation on

@@ -23,7 +23,7 @@
 //!
 //! [`PaceLayer`] installs the rate limit and, inside it, next to the HTTP service, the throttle
 //! layer, both on the same [`Limiter`](pacer_limit::Limiter) and key (see [`pace`]; the two
-//! layers, [`RateLimitLayer`](pacer_limit::RateLimitLayer) and [`ThrottleLayer`], stay public
+//! layers, [`LimitLayer`](pacer_limit::LimitLayer) and [`ThrottleLayer`], stay public
 //! for stacks that need a layer between them):
 //!
 //! ```

@@ -1,13 +1,13 @@
 //! [`PaceLayer`]: the rate limit and the throttle feedback as one layer, in the right order.
 //!
-//! A [`RateLimitLayer`] waits for a slot of the request's key; a [`ThrottleLayer`] reads the
+//! A [`LimitLayer`] waits for a slot of the request's key; a [`ThrottleLayer`] reads the
 //! server's answer and pauses or slows that key. They must share one [`Limiter`] and one key
 //! extractor, and the throttle must sit *inside* the rate limit, next to the HTTP service, so
 //! that a 429 pauses the key before anyone (a retry included) asks for its next slot. Two
 //! separate layers in the wrong order compile; `PaceLayer` cannot be assembled wrong:
 //!
 //! ```text
-//! RetryLayer ──► PaceLayer = RateLimitLayer ──► ThrottleLayer ──► HTTP service
+//! RetryLayer ──► PaceLayer = LimitLayer ──► ThrottleLayer ──► HTTP service
 //! ```
 //!
 //! # Example
@@ -54,7 +54,7 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use pacer_limit::{GlobalKey, Key, Limiter, RateLimit, RateLimitLayer};
+use pacer_limit::{GlobalKey, Key, LimitLayer, Limited, Limiter};
 use tower_layer::Layer;
 
 use crate::adaptive::Adaptive;
@@ -68,10 +68,10 @@ use crate::service::Throttled;
 /// [`RateLimited`](pacer_limit::RateLimited) (the limiter refused the request, it was not
 /// sent), a [`WaitTooLong`](crate::WaitTooLong) (the server asked for a wait beyond the cap),
 /// or `S`'s own error, unchanged.
-pub type Pace<S, K = (), X = GlobalKey> = RateLimit<Throttled<S, K, X>, K, X>;
+pub type Pace<S, K = (), X = GlobalKey> = Limited<Throttled<S, K, X>, K, X>;
 
 /// Paces a service by a shared [`Limiter`] and feeds the server's throttle signals back to it:
-/// a [`RateLimitLayer`] with a [`ThrottleLayer`] inside it, both on the same limiter and key
+/// a [`LimitLayer`] with a [`ThrottleLayer`] inside it, both on the same limiter and key
 /// extractor. Put a retry layer *outside* it, so that every attempt waits for (and spends) a
 /// slot.
 ///
@@ -86,7 +86,7 @@ pub type Pace<S, K = (), X = GlobalKey> = RateLimit<Throttled<S, K, X>, K, X>;
 #[derive(Debug)]
 #[must_use]
 pub struct PaceLayer<K = (), X = GlobalKey> {
-    rate_limit: RateLimitLayer<K, X>,
+    rate_limit: LimitLayer<K, X>,
     throttle: ThrottleLayer<K, X>,
 }
 
@@ -102,7 +102,7 @@ impl<K: Key, X: Clone> PaceLayer<K, X> {
     /// throttles that same key.
     pub fn keyed(limiter: Limiter<K>, extractor: X) -> Self {
         Self {
-            rate_limit: RateLimitLayer::keyed(limiter.clone(), extractor.clone()),
+            rate_limit: LimitLayer::keyed(limiter.clone(), extractor.clone()),
             throttle: ThrottleLayer::keyed(limiter, extractor),
         }
     }
@@ -148,7 +148,7 @@ impl<K: Key, X> PaceLayer<K, X> {
 
     /// The two layers, outer first, for a stack that needs a layer of its own between them:
     /// `ServiceBuilder::new().layer(rate_limit).layer(yours).layer(throttle)`.
-    pub fn into_layers(self) -> (RateLimitLayer<K, X>, ThrottleLayer<K, X>) {
+    pub fn into_layers(self) -> (LimitLayer<K, X>, ThrottleLayer<K, X>) {
         (self.rate_limit, self.throttle)
     }
 

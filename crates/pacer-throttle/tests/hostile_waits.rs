@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Request, Response, StatusCode};
-use pacer_limit::{Limiter, Quota, RateLimitLayer};
+use pacer_limit::{LimitLayer, Limiter, Quota};
 use pacer_testkit::capture;
 use pacer_throttle::parse::{throttle, ParseOptions};
 use pacer_throttle::{ThrottleLayer, WaitTooLong};
@@ -67,7 +67,7 @@ fn the_wait_is_clamped_and_what_the_server_asked_is_kept() {
 async fn refused_with(retry_after: &'static str) -> WaitTooLong {
     let limiter = Limiter::new(Quota::per_second(100));
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(limiter.clone()))
+        .layer(LimitLayer::new(limiter.clone()))
         .layer(ThrottleLayer::new(limiter.clone()))
         .service(tower::service_fn(move |_req: Request<()>| async move {
             let response = Response::builder()
@@ -105,7 +105,7 @@ async fn a_success_spending_the_quota_for_a_day_pauses_for_the_cap_with_a_warnin
     let (capture, _guard) = capture();
     let limiter = Limiter::new(Quota::per_second(100));
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(limiter.clone()))
+        .layer(LimitLayer::new(limiter.clone()))
         .layer(ThrottleLayer::new(limiter.clone()))
         .service(tower::service_fn(|_req: Request<()>| async {
             let response = Response::builder()

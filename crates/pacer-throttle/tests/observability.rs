@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use http::{Request, Response, StatusCode};
-use pacer_limit::{Limiter, Quota, RateLimitLayer};
+use pacer_limit::{LimitLayer, Limiter, Quota};
 use pacer_testkit::capture;
 use pacer_throttle::ThrottleLayer;
 use tower::{ServiceBuilder, ServiceExt};
@@ -23,7 +23,7 @@ async fn throttling_giving_up_and_adapting_are_reported() {
     let limiter = Limiter::new(Quota::per_second(100));
     let client = |retry_after: &'static str| {
         ServiceBuilder::new()
-            .layer(RateLimitLayer::new(limiter.clone()))
+            .layer(LimitLayer::new(limiter.clone()))
             .layer(ThrottleLayer::new(limiter.clone()))
             .service(tower::service_fn(move |_req: Request<()>| async move {
                 Ok::<_, Infallible>(refusal(retry_after))

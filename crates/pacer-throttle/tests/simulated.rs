@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use pacer_limit::{Limiter, Quota, RateLimitLayer};
+use pacer_limit::{LimitLayer, Limiter, Quota};
 use pacer_throttle::{Adaptive, Throttle, ThrottleLayer, WaitTooLong};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -271,7 +271,7 @@ async fn a_refusal_pauses_only_its_own_key() {
     };
     let limiter: Limiter<Api> = Limiter::builder(Quota::per_second(100)).build();
     let mut client = ServiceBuilder::new()
-        .layer(RateLimitLayer::keyed(limiter.clone(), api_of))
+        .layer(LimitLayer::keyed(limiter.clone(), api_of))
         .layer(ThrottleLayer::keyed(limiter.clone(), api_of))
         .service_fn(|request: Request<()>| async move {
             let response = if request.uri().path() == "/app" {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pacer_mock::{ApiClass, Faults, Limit, MockConfig, MockServer, ServerModel};
+use pacer_mock::{Api, Faults, Limit, MockConfig, MockServer, ServerModel};
 
 const USAGE: &str = "usage: pacer-mock [--port N] [--track-limit N] [--app-limit N] \
                      [--model sliding|gcra|fixed] [--faults F] [--drop-after F] [--latency-ms N] [--seed N]";
@@ -93,8 +93,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
         }
     }
     let config = config
-        .limit(ApiClass::Track, Some(Limit::per_second(track).model(model)))
-        .limit(ApiClass::App, Some(Limit::per_second(app).model(model)))
+        .limit(Api::Track, Some(Limit::per_second(track).model(model)))
+        .limit(Api::App, Some(Limit::per_second(app).model(model)))
         .faults(faults);
     Ok(Command::Serve(Box::new(config), port))
 }

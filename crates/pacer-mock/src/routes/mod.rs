@@ -8,7 +8,7 @@ mod track_v2;
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value};
 
-use crate::config::ApiClass;
+use crate::config::Api;
 use crate::ledger::LedgerState;
 use crate::reply::Reply;
 
@@ -109,21 +109,21 @@ impl Endpoint {
     }
 
     /// The API class whose limit the endpoint spends.
-    pub(crate) fn class(&self) -> ApiClass {
+    pub(crate) fn class(&self) -> Api {
         match self {
-            Self::SendEmail | Self::SendPush => ApiClass::Transactional,
-            Self::TriggerBroadcast(_) => ApiClass::Broadcast,
-            Self::CustomerAttributes(_) => ApiClass::App,
-            Self::PipelinesBatch | Self::PipelinesCall(_) => ApiClass::Pipelines,
-            _ => ApiClass::Track,
+            Self::SendEmail | Self::SendPush => Api::Transactional,
+            Self::TriggerBroadcast(_) => Api::Broadcast,
+            Self::CustomerAttributes(_) => Api::App,
+            Self::PipelinesBatch | Self::PipelinesCall(_) => Api::Pipelines,
+            _ => Api::Track,
         }
     }
 
     /// How the endpoint authenticates.
     pub(crate) fn auth(&self) -> Auth {
         match self.class() {
-            ApiClass::Track => Auth::Track,
-            ApiClass::Pipelines => Auth::Pipelines,
+            Api::Track => Auth::Track,
+            Api::Pipelines => Auth::Pipelines,
             _ => Auth::App,
         }
     }

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use pacer_limit::{Limiter, RateLimitLayer};
+use pacer_limit::{LimitLayer, Limiter};
 use pacer_throttle::ThrottleLayer;
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -66,7 +66,7 @@ where
     F: FnMut(Request<()>) -> Response<()> + Clone + Send + 'static,
 {
     ServiceBuilder::new()
-        .layer(RateLimitLayer::new(limiter.clone()))
+        .layer(LimitLayer::new(limiter.clone()))
         .layer(throttle)
         .service_fn(move |request| {
             let mut server = server.clone();
