@@ -104,10 +104,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mock = match &args.base_url {
         Some(_) => None,
         None => Some(
-            MockServer::start(MockConfig::default().limit(
-                pacer_mock::ApiClass::Track,
-                Some(Limit::per_second(args.rate)),
-            ))
+            MockServer::start(
+                MockConfig::default()
+                    .limit(pacer_mock::Api::Track, Some(Limit::per_second(args.rate))),
+            )
             .await?,
         ),
     };

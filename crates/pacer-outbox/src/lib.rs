@@ -65,7 +65,7 @@ mod store;
 mod worker;
 
 pub use error::EnqueueError;
-pub use outbox::{Outbox, OutboxBuilder, Receipt, ShutdownReport, Stats};
+pub use outbox::{Outbox, OutboxBuilder, OutboxStats, Receipt, ShutdownReport};
 pub use pacer_customerio::{Client, Event, Identifier, Operation};
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisOptions, StreamStats};

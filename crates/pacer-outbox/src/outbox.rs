@@ -29,7 +29,7 @@ pub struct Receipt {
 /// The outbox's counters at a glance (this process's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Stats {
+pub struct OutboxStats {
     /// Operations stored.
     pub enqueued: u64,
     /// Operations Customer.io accepted.
@@ -433,12 +433,12 @@ impl Outbox {
 
     /// This process's counters.
     #[must_use]
-    pub fn stats(&self) -> Stats {
+    pub fn stats(&self) -> OutboxStats {
         let counters = &self.inner.shared.counters;
         let pending =
             self.inner.store.pending() + self.inner.fallback.as_ref().map_or(0, Store::pending);
         metrics::pending(pending);
-        Stats {
+        OutboxStats {
             enqueued: counters.enqueued.load(Ordering::Relaxed),
             delivered: counters.delivered.load(Ordering::Relaxed),
             dead: counters.dead.load(Ordering::Relaxed),
