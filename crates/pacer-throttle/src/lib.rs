@@ -61,7 +61,6 @@
 //! layer, a [`RateLimited`](pacer_limit::RateLimited) of the limiter, or the inner service's
 //! error, unchanged. Downcast to tell them apart (`error.downcast_ref::<WaitTooLong>()`).
 
-mod adaptive;
 mod error;
 mod future;
 mod layer;
@@ -71,10 +70,10 @@ pub mod parse;
 mod service;
 mod throttle;
 
-pub use adaptive::Adaptive;
 pub use error::{BoxError, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
 pub use pace::{Pace, PaceLayer};
+pub use pacer_limit::Adaptive;
 pub use service::Throttled;
 pub use throttle::{Paced, Source, Throttle};
