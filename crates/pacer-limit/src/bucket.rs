@@ -170,8 +170,11 @@ impl Bucket {
         Some(quota.rate_per_second())
     }
 
-    /// Spends `remaining` sends evenly until `reset_at`: when the key's own rate would spend
-    /// them sooner, the next send waits one share of the time left. Returns the pause, if any.
+    /// Spends `remaining` sends evenly before `reset_at`: when the key's own rate would spend
+    /// them sooner, the next send waits one share of the time left, a share being a
+    /// `remaining + 1`-th: the last of them then goes out one share before the reset, inside the
+    /// window that granted it (a `remaining`-th would put it on the reset itself, where it
+    /// starts the next window and the allowance is lost). Returns the pause, if any.
     pub(crate) fn pace_ahead(
         &mut self,
         remaining: u64,
@@ -181,7 +184,8 @@ impl Bucket {
         if remaining == 0 || reset_at <= now {
             return None;
         }
-        let share = (reset_at - now) / u32::try_from(remaining).unwrap_or(u32::MAX);
+        let shares = u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX);
+        let share = (reset_at - now) / shares;
         if share <= self.quota.emission_interval() {
             return None;
         }
