@@ -160,11 +160,16 @@ impl Bucket {
         let learned = self
             .learned
             .get_or_insert_with(|| Box::new(Learned::new(configured.effective_window(), now)));
-        let quota = learned.on_answer(params, configured, answer, now)?;
+        let lesson = learned.on_answer(params, configured, answer, now)?;
         let overridden = !learned.at_configured();
         if !overridden && learned.is_idle(now) {
             self.learned = None;
         }
+        if let (Some(extra), Some(shared)) = (lesson.widened, &self.shared) {
+            let half_life = configured.effective_window() * crate::spacing::HALF_LIFE_WINDOWS;
+            shared.share_spacing(now, extra, half_life);
+        }
+        let quota = lesson.quota;
         self.requota(quota, now, overridden);
         self.wake_head();
         Some(quota.rate_per_second())

@@ -26,6 +26,13 @@ pub(crate) struct Learned {
     applied: f64,
 }
 
+/// What one answer changed: the quota to put in force, and the spacing margin when it widened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lesson {
+    pub(crate) quota: Quota,
+    pub(crate) widened: Option<f64>,
+}
+
 /// One answer, as [`Learned::on_answer`] takes it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Answer {
@@ -46,14 +53,14 @@ impl Learned {
         }
     }
 
-    /// Learns from one answer; returns the quota to put in force when it changed.
+    /// Learns from one answer; returns what changed, if anything.
     pub(crate) fn on_answer(
         &mut self,
         params: &Adaptive,
         configured: &Quota,
         answer: Answer,
         now: Instant,
-    ) -> Option<Quota> {
+    ) -> Option<Lesson> {
         let window = configured.effective_window();
         let ceiling = f64::from(configured.limit());
         let rate = self.rate_in_force.unwrap_or(ceiling);
@@ -69,11 +76,13 @@ impl Learned {
                 // A refusal soon after the last widening: the margin did not help, the rate's
                 // own rules decide.
                 asked_wait: answer.paused_until.is_some() && !recent,
+                paused_until: answer.paused_until,
             };
             self.rate.on_refusal(params, in_force, answer.sent_at, now)
         } else {
             self.rate.on_success(params, ceiling, answer.sent_at, now)
         };
+        let mut widened = None;
         let forced = match change {
             Change::Keep => false,
             Change::Rate(rate) => {
@@ -99,6 +108,7 @@ impl Learned {
                     ?window,
                     "key paused by the server while even; spacing widened"
                 );
+                widened = Some(extra);
                 true
             }
         };
@@ -107,7 +117,10 @@ impl Learned {
             return None;
         }
         self.applied = fraction;
-        Some(self.quota(configured, fraction))
+        Some(Lesson {
+            quota: self.quota(configured, fraction),
+            widened,
+        })
     }
 
     /// The share of the configured rate in force at `now`: the learned rate over the margin.

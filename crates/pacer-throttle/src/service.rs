@@ -141,12 +141,8 @@ impl<K: Key> Shared<K> {
             }
             if refused && beyond_cap {
                 tracing::warn!(key = ?key, %status, wait = ?requested, retry_after = ?signal.retry_after, cap = ?self.config.max_pause, "server asked for a wait beyond the cap; gave up");
-                outcome = Err(WaitTooLong {
-                    status,
-                    wait: requested,
-                    cap: self.config.max_pause,
-                    retry_after: signal.retry_after.clone(),
-                });
+                outcome = Err(WaitTooLong::new(status, requested, self.config.max_pause)
+                    .with_retry_after(signal.retry_after.clone()));
             } else if refused {
                 tracing::info!(key = ?key, %status, ?wait, "throttled by the server; key paused");
             } else if beyond_cap {
