@@ -196,16 +196,16 @@ async fn print_table(
                 }
                 run_number += 1;
                 let inject_at = options.inject_at.filter(|_| contender.takes_injection());
-                let result = run(
+                let result = run(RunSpec {
                     contender,
-                    url,
+                    base_url: url,
                     run_number,
-                    kind.limit(),
+                    limit: kind.limit(),
                     tasks,
-                    options.seconds,
+                    seconds: options.seconds,
                     inject_at,
-                    fleet.as_ref(),
-                )
+                    fleet: fleet.as_ref(),
+                })
                 .await;
                 println!(
                     "| {} | {tasks} | {} | {:.1} | {:.3} | {} | {} |",
@@ -261,17 +261,34 @@ impl RunResult {
     }
 }
 
-/// One run: a fresh client and key, `tasks` tasks sending until the deadline.
-async fn run(
+/// What one run is: which client against which server, how long, with how many tasks.
+#[derive(Debug)]
+struct RunSpec<'a> {
     contender: Contender,
-    base_url: &str,
+    base_url: &'a str,
     run_number: u64,
+    /// The server's limit, requests per second.
     limit: f64,
     tasks: usize,
     seconds: u32,
     inject_at: Option<Duration>,
-    fleet: Option<&(u32, String)>,
-) -> RunResult {
+    /// How many clients share the quota, and the Redis they share it through.
+    fleet: Option<&'a (u32, String)>,
+}
+
+/// One run: a fresh client and key (or a fleet of them), `tasks` tasks each sending until the
+/// deadline.
+async fn run(spec: RunSpec<'_>) -> RunResult {
+    let RunSpec {
+        contender,
+        base_url,
+        run_number,
+        limit,
+        tasks,
+        seconds,
+        inject_at,
+        fleet,
+    } = spec;
     let run_time = Duration::from_secs(seconds.into());
     let tally = Arc::new(Tally::default());
     // Each client of a fleet is a process of its own as far as pacing goes: its own limiter,

@@ -6,8 +6,9 @@
 //!    count does not show the server accepting less than it sends, the refusal was timing
 //!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, shrinking back
 //!    over minutes) and leaves the rate alone. Only a refusal soon after the last one (the
-//!    margin did not help), one without a wait, or a count that shows the rate is wrong goes
-//!    on to the rules below.
+//!    margin did not help; on a quota shared through Redis, where a rate learned in one
+//!    process slows only that one, every refusal with a wait widens the shared margin), one
+//!    without a wait, or a count that shows the rate is wrong goes on to the rules below.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.
@@ -146,8 +147,6 @@ pub(crate) struct InForce {
     /// costs a whole pause, and unless the key's count shows its rate is wrong, it widens the
     /// key's spacing rather than cutting its rate ([`Change::Widen`]).
     pub(crate) asked_wait: bool,
-    /// The end of the pause the server asked for with this refusal, if it asked for one.
-    pub(crate) paused_until: Option<Instant>,
 }
 
 /// Sub-windows of the answers counter: the count is exact to one sub-window.
@@ -219,12 +218,6 @@ impl Answers {
     /// sub-windows inside it, and the two at its edges in proportion to their part inside.
     fn in_window_before(&self, end: Instant) -> (f64, f64) {
         let start = end.checked_sub(self.window).unwrap_or(self.origin);
-        self.in_span(start, end)
-    }
-
-    /// Accepted and answered among the requests sent from `start` to `end`, the edge
-    /// sub-windows in proportion to their part inside.
-    fn in_span(&self, start: Instant, end: Instant) -> (f64, f64) {
         let (first, last) = (self.slot_of(start), self.slot_of(end));
         let share = |number: u64| {
             let slot_start = self.slot_start(number);
@@ -314,28 +307,8 @@ pub(crate) struct KeyRate {
     recovery: Option<Recovery>,
     /// The last decrease (or smoothing): refusals of requests sent before it are old news.
     decreased_at: Option<Instant>,
-    /// When the last pause a refusal brought ended: the start of the run of sends after it.
-    resumed_at: Option<Instant>,
-    /// The last round of refusals with a pause, for the answers still in flight to weigh in.
-    round: Option<Round>,
     window: Duration,
 }
-
-/// A round of refusals with a pause: the refusal that started it and the run it ended.
-#[derive(Clone, Copy, Debug)]
-struct Round {
-    /// When the run of sends that ended in the refusal started (the previous pause's end).
-    run_start: Instant,
-    /// When the refused request was sent.
-    sent_at: Instant,
-    /// The key's rate (requests per window, margin included) when it was refused.
-    rate: f64,
-}
-
-/// The answers of a run below this many say nothing of the share the server accepts.
-const MIN_RUN_ANSWERS: f64 = 6.0;
-/// A run whose accepted share is below this fraction shows the rate is wrong.
-const WRONG_SHARE: f64 = 0.9;
 
 impl KeyRate {
     pub(crate) fn new(window: Duration, now: Instant) -> Self {
@@ -343,8 +316,6 @@ impl KeyRate {
             answers: Answers::new(window, now),
             recovery: None,
             decreased_at: None,
-            resumed_at: None,
-            round: None,
             window,
         }
     }
@@ -401,21 +372,9 @@ impl KeyRate {
     ) -> Change {
         self.answers.add(sent_at, false);
         if self.decreased_at.is_some_and(|at| sent_at <= at) {
-            return self.weigh_run(params);
+            return Change::Keep;
         }
         let current = in_force.rate;
-        if let Some(until) = in_force.paused_until {
-            let run_start = self
-                .resumed_at
-                .filter(|&resumed| resumed <= sent_at)
-                .unwrap_or_else(|| sent_at.checked_sub(self.window).unwrap_or(sent_at));
-            self.round = Some(Round {
-                run_start,
-                sent_at,
-                rate: current,
-            });
-            self.resumed_at = Some(until);
-        }
         // A round within the climb back from the last one escalates a blind decrease.
         let rounds = match (self.recovery, self.decreased_at) {
             (Some(recovery), Some(at))
@@ -496,43 +455,6 @@ impl KeyRate {
 }
 
 impl KeyRate {
-    /// A refusal of a request sent before the last decision arrived (it was in flight): with
-    /// the other answers of the run that ended in the round's refusal, it may show the server
-    /// accepts a clearly smaller share of the rate than the round assumed (a link whose jitter
-    /// refuses every other request, a fleet far over the quota). The rate then drops to that
-    /// share of the rate refused (at most halving), at once rather than over further rounds,
-    /// each of which would cost a pause.
-    fn weigh_run(&mut self, params: &Adaptive) -> Change {
-        let Some(round) = self.round else {
-            return Change::Keep;
-        };
-        // Up to the decision: what was sent after it waited out the pause.
-        let end = self.decreased_at.unwrap_or(round.sent_at);
-        let (accepted, answered) = self.answers.in_span(round.run_start, end);
-        if answered < MIN_RUN_ANSWERS || accepted >= answered * WRONG_SHARE {
-            return Change::Keep;
-        }
-        let target =
-            (round.rate * accepted / answered * params.backoff).max(round.rate * MAX_DECREASE);
-        if self
-            .recovery
-            .is_some_and(|recovery| recovery.rate <= target * (1.0 + RATE_STEP))
-        {
-            return Change::Keep;
-        }
-        let rounds = self.recovery.map_or(1, |recovery| recovery.rounds.max(1));
-        self.recovery = Some(Recovery {
-            start: target,
-            peak: target,
-            cap: round.rate,
-            measured_until: round.sent_at,
-            measured: false,
-            rate: target,
-            rounds,
-        });
-        Change::Rate(target)
-    }
-
     /// Whether the key's own count shows its rate is wrong: it sent about its rate over a whole
     /// busy window before `sent_at`, and the server accepted clearly less than that.
     fn rate_is_wrong(&self, current: f64, sent_at: Instant) -> bool {
@@ -571,7 +493,6 @@ mod tests {
         rate: 100.0,
         bursts: false,
         asked_wait: false,
-        paused_until: None,
     };
 
     fn even(rate: f64) -> InForce {
@@ -579,7 +500,6 @@ mod tests {
             rate,
             bursts: false,
             asked_wait: false,
-            paused_until: None,
         }
     }
 
@@ -790,7 +710,6 @@ mod tests {
             rate: 100.0,
             bursts: true,
             asked_wait: false,
-            paused_until: None,
         };
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 100, 2);

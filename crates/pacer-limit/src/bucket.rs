@@ -160,7 +160,8 @@ impl Bucket {
         let learned = self
             .learned
             .get_or_insert_with(|| Box::new(Learned::new(configured.effective_window(), now)));
-        let lesson = learned.on_answer(params, configured, answer, now)?;
+        let shared = self.shared.is_some();
+        let lesson = learned.on_answer(params, configured, answer, shared, now)?;
         let overridden = !learned.at_configured();
         if !overridden && learned.is_idle(now) {
             self.learned = None;

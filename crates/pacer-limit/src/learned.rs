@@ -59,6 +59,7 @@ impl Learned {
         params: &Adaptive,
         configured: &Quota,
         answer: Answer,
+        shared: bool,
         now: Instant,
     ) -> Option<Lesson> {
         let window = configured.effective_window();
@@ -73,10 +74,11 @@ impl Learned {
             let in_force = InForce {
                 rate: rate / (1.0 + self.spacing.extra(now)),
                 bursts: configured.model().bursts() && !self.smoothed,
-                // A refusal soon after the last widening: the margin did not help, the rate's
-                // own rules decide.
-                asked_wait: answer.paused_until.is_some() && !recent,
-                paused_until: answer.paused_until,
+                // A refusal soon after the last one: the margin did not help, the rate's own
+                // rules decide. Not on a quota shared with other processes, though: a rate
+                // learned here slows this process only, while the margin, shared, spaces them
+                // all, so every refusal with a wait widens it.
+                asked_wait: answer.paused_until.is_some() && (!recent || shared),
             };
             self.rate.on_refusal(params, in_force, answer.sent_at, now)
         } else {
