@@ -164,7 +164,6 @@ fn to_anyhow(error: BoxError) -> anyhow::Error {
         error,
         pacer_limit::RateLimited,
         pacer_throttle::WaitTooLong,
-        pacer_retry::ServerWaitTooLong,
         pacer_retry::RetriesExhausted,
         pacer_retry::AttemptTimedOut
     );

@@ -141,7 +141,7 @@ async fn a_server_wait_beyond_the_retry_limit_is_at_the_top() {
         .expect("ServerWaitTooLong");
     assert_eq!(too_long.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(too_long.wait(), Duration::from_secs(120));
-    assert_eq!(too_long.max(), Duration::from_secs(60));
+    assert_eq!(too_long.cap(), Duration::from_secs(60));
     assert_eq!(too_long.attempts(), 1);
 }
 

@@ -19,6 +19,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use pacer::customerio::{self, Credentials, Event};
 use pacer::limit::{LimitLayer, Limiter, Quota};
+use pacer::redis::{LimiterBuilderExt, RedisStore, SharedQuota};
 use pacer::retry::RetryLayer;
 use pacer::throttle::PaceLayer;
 use serde_json::{json, Map, Value};
@@ -73,23 +74,48 @@ impl Contender {
         }
     }
 
+    /// Whether the contender can share its quota with others through Redis (`--fleet`).
+    pub(crate) fn shares_a_quota(self) -> bool {
+        matches!(
+            self,
+            Self::CustomerIo | Self::ReadmeStack | Self::PerSecondAlone
+        )
+    }
+
     /// Whether `--inject-429-at` applies: the contenders that react to a 429.
     pub(crate) fn takes_injection(self) -> bool {
         matches!(self, Self::CustomerIo | Self::ReadmeStack)
     }
 
     /// A fresh paced client over `transport` for one run, sending to `base_url` as `run`
-    /// (its own `Authorization` value, so that the server's limiter state is fresh).
-    pub(crate) fn client(self, transport: Transport, base_url: &str, run: u64) -> Paced {
+    /// (its own `Authorization` value, so that the server's limiter state is fresh), sharing
+    /// `shared` with the other clients of a fleet.
+    pub(crate) fn client(
+        self,
+        transport: Transport,
+        base_url: &str,
+        run: u64,
+        shared: Option<SharedQuota>,
+    ) -> Paced {
+        let limiter = |quota: Quota| {
+            let builder = Limiter::builder(quota);
+            match shared.clone() {
+                Some(shared) => builder.shared(shared).build(),
+                None => builder.build(),
+            }
+        };
         let authorization =
             HeaderValue::try_from(format!("Bearer run-{run}")).expect("an ASCII header value");
         let uri = format!("{base_url}/api/v1/customers/events");
         let service = match self {
             Self::CustomerIo => {
-                let client = customerio::Client::builder()
+                let mut builder = customerio::Client::builder()
                     .base_url(base_url)
-                    .credentials(Credentials::track(format!("site-{run}"), "track-key"))
-                    .build(transport);
+                    .credentials(Credentials::track(format!("site-{run}"), "track-key"));
+                if let Some(shared) = shared {
+                    builder = builder.shared_quota(shared);
+                }
+                let client = builder.build(transport);
                 let mut attributes = Map::new();
                 attributes.insert("plan".to_owned(), json!("pro"));
                 return Paced::CustomerIo {
@@ -98,7 +124,7 @@ impl Contender {
                 };
             }
             Self::ReadmeStack => {
-                let limiter = Limiter::new(Quota::per_second(100));
+                let limiter = limiter(Quota::per_second(100));
                 BoxCloneSyncService::new(
                     ServiceBuilder::new()
                         .layer(RetryLayer::new())
@@ -107,9 +133,7 @@ impl Contender {
                         .map_err(BoxError::from),
                 )
             }
-            Self::PerSecondAlone => {
-                rate_limit_alone(Limiter::new(Quota::per_second(100)), transport)
-            }
+            Self::PerSecondAlone => rate_limit_alone(limiter(Quota::per_second(100)), transport),
             Self::OldDefault => {
                 let quota = Quota::per_second(100)
                     .sliding_window()
@@ -330,4 +354,15 @@ fn rate_limit_alone(limiter: Limiter, transport: Transport) -> BoxedService {
             .service(transport)
             .map_err(BoxError::from),
     )
+}
+
+/// One fleet client's share of the quota kept in the Redis at `url` under `namespace`, among
+/// `clients` clients.
+pub(crate) async fn shared_quota(
+    url: &str,
+    namespace: &str,
+    clients: u32,
+) -> Result<SharedQuota, BoxError> {
+    let store = RedisStore::connect(url, namespace).await?;
+    Ok(SharedQuota::new(store, clients))
 }

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! cargo run --release --example real_servers -- [--seconds 6] [--tasks 1,10,50]
-//!     [--server nginx0|nginx5|nginx99|haproxy|all] [--only <part of a client's name>]
-//!     [--inject-429-at SECS]
+//!     [--server nginx0|nginx5|nginx99|haproxy|fixed|github|github-ms|all]
+//!     [--only <part of a client's name>] [--inject-429-at SECS] [--jitter] [--fleet N]
 //! ```
+//!
+//! (`--features customerio,redis`: the fleet shares its quota through a `redis-server`.)
 //!
 //! The servers run as child processes on free loopback ports, from a directory under the
 //! system's temporary directory (removed at the end, also on a panic), and all limit 100
@@ -18,6 +20,20 @@
 //!   sliding window that forgives burstiness.
 //! - `haproxy`: a stick table of `http_req_rate(1s)` per `Authorization`, `deny 429` when it is
 //!   above 100. Refused requests are counted too, so a client that overshoots keeps itself out.
+//! - `fixed` (in process, `rust_servers.rs`): 100 per clock second, the window starting on the
+//!   second.
+//! - `github`, `github-ms` (in process): 5 per clock second, with `X-RateLimit-Limit`,
+//!   `-Remaining` and `-Reset` (the next second in epoch seconds, or milliseconds) on every
+//!   answer; the ratio column is against 5.
+//!
+//! Every refusal carries `Retry-After: 1`, as Customer.io's App API sends.
+//!
+//! `--jitter` puts every server behind a TCP proxy (`jitter.rs`) that delays each chunk 20 ms
+//! plus 0–10 ms each way, keeping each connection's order. `--fleet N` runs N clients per row
+//! (each with `--tasks` tasks, its own limiter, Redis connection and connection pool, as N
+//! processes would have) sharing one quota through a `redis-server` started for the run, for
+//! the clients that can share one (the Customer.io client, the README stack, the rate limit
+//! alone).
 //!
 //! nginx's `return` runs before `limit_req` (rewrite phase before preaccess) and is never
 //! limited; the `200 {}` comes from a named location reached by `try_files` (see `servers.rs`).
@@ -46,6 +62,8 @@
 #[path = "../common/bench_args.rs"]
 mod bench_args;
 mod clients;
+mod jitter;
+mod rust_servers;
 mod servers;
 
 use std::process::ExitCode;
@@ -55,7 +73,6 @@ use std::time::{Duration, Instant};
 use clients::{Contender, Outcome, Paced, Tally, Transport};
 use servers::{ServerKind, Servers};
 
-const LIMIT: f64 = 100.0;
 const BUCKET: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
@@ -65,6 +82,11 @@ struct Options {
     servers: Vec<ServerKind>,
     only: Option<String>,
     inject_at: Option<Duration>,
+    /// Every server behind a jitter proxy (`jitter.rs`).
+    jitter: bool,
+    /// This many clients (each with `tasks` tasks) share one quota through a `redis-server`
+    /// of the benchmark's own.
+    fleet: Option<u32>,
 }
 
 #[tokio::main]
@@ -75,8 +97,8 @@ async fn main() -> ExitCode {
             eprintln!("real_servers: {message}");
             eprintln!(
                 "usage: real_servers [--seconds N] [--tasks 1,10,50] \
-                 [--server nginx0|nginx5|nginx99|haproxy|all] [--only <client name part>] \
-                 [--inject-429-at SECS]"
+                 [--server nginx0|nginx5|nginx99|haproxy|fixed|github|github-ms|all] \
+                 [--only <client name part>] [--inject-429-at SECS] [--jitter] [--fleet N]"
             );
             return ExitCode::from(2);
         }
@@ -87,7 +109,24 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let servers = Servers::start(&options.servers);
+    let mut servers = Servers::start(&options.servers);
+    servers.start_in_process(&options.servers).await;
+    if options.jitter {
+        servers.behind_jitter().await;
+    }
+    let redis = match options.fleet {
+        Some(_) => match pacer_testkit::RedisServer::start() {
+            Some(redis) => Some(redis),
+            None => {
+                println!("No redis-server to share a quota through.");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let fleet = options
+        .fleet
+        .zip(redis.as_ref().map(pacer_testkit::RedisServer::url));
     let running: Vec<(ServerKind, String)> = options
         .servers
         .iter()
@@ -97,7 +136,7 @@ async fn main() -> ExitCode {
         println!("No server to run against.");
         return ExitCode::FAILURE;
     }
-    let notes = print_table(&options, &running, &contenders).await;
+    let notes = print_table(&options, &running, &contenders, fleet).await;
     if !notes.is_empty() {
         println!();
         for note in notes {
@@ -129,10 +168,21 @@ async fn print_table(
     options: &Options,
     running: &[(ServerKind, String)],
     contenders: &[Contender],
+    fleet: Option<(u32, String)>,
 ) -> Vec<String> {
     println!(
-        "Limit: {LIMIT} requests/s per Authorization value; {} s per run, a fresh key per run.\n",
-        options.seconds
+        "Limit per Authorization value: 100 requests/s (5 for the GitHub-style servers); {} s \
+         per run, a fresh key per run{}{}.\n",
+        options.seconds,
+        if options.jitter {
+            "; every server behind the jitter proxy (20 ms + 0-10 ms each way)"
+        } else {
+            ""
+        },
+        match &fleet {
+            Some((clients, _)) => format!("; {clients} clients per run sharing the quota through Redis, each with the tasks given"),
+            None => String::new(),
+        },
     );
     println!("| server | tasks | client | ok req/s | ratio | 429s | errors |");
     println!("|---|---:|---|---:|---:|---:|---:|");
@@ -141,23 +191,28 @@ async fn print_table(
     for (kind, url) in running {
         for &tasks in &options.tasks {
             for &contender in contenders {
+                if fleet.is_some() && !contender.shares_a_quota() {
+                    continue;
+                }
                 run_number += 1;
                 let inject_at = options.inject_at.filter(|_| contender.takes_injection());
-                let result = run(
+                let result = run(RunSpec {
                     contender,
-                    url,
+                    base_url: url,
                     run_number,
+                    limit: kind.limit(),
                     tasks,
-                    options.seconds,
+                    seconds: options.seconds,
                     inject_at,
-                )
+                    fleet: fleet.as_ref(),
+                })
                 .await;
                 println!(
                     "| {} | {tasks} | {} | {:.1} | {:.3} | {} | {} |",
                     kind.name(),
                     contender.name(),
                     result.ok_per_second,
-                    result.ok_per_second / LIMIT,
+                    result.ok_per_second / kind.limit(),
                     result.refused,
                     result.errors,
                 );
@@ -206,26 +261,66 @@ impl RunResult {
     }
 }
 
-/// One run: a fresh client and key, `tasks` tasks sending until the deadline.
-async fn run(
+/// What one run is: which client against which server, how long, with how many tasks.
+#[derive(Debug)]
+struct RunSpec<'a> {
     contender: Contender,
-    base_url: &str,
+    base_url: &'a str,
     run_number: u64,
+    /// The server's limit, requests per second.
+    limit: f64,
     tasks: usize,
     seconds: u32,
     inject_at: Option<Duration>,
-) -> RunResult {
+    /// How many clients share the quota, and the Redis they share it through.
+    fleet: Option<&'a (u32, String)>,
+}
+
+/// One run: a fresh client and key (or a fleet of them), `tasks` tasks each sending until the
+/// deadline.
+async fn run(spec: RunSpec<'_>) -> RunResult {
+    let RunSpec {
+        contender,
+        base_url,
+        run_number,
+        limit,
+        tasks,
+        seconds,
+        inject_at,
+        fleet,
+    } = spec;
     let run_time = Duration::from_secs(seconds.into());
+    let tally = Arc::new(Tally::default());
+    // Each client of a fleet is a process of its own as far as pacing goes: its own limiter,
+    // its own Redis connection, its own hyper pool, sharing only the quota in Redis.
+    let mut clients = Vec::new();
+    for _ in 0..fleet.map_or(1, |(clients, _)| *clients) {
+        let shared = match fleet {
+            Some((clients, url)) => Some(
+                clients::shared_quota(url, &format!("run-{run_number}"), *clients)
+                    .await
+                    .expect("the benchmark's redis-server answers"),
+            ),
+            None => None,
+        };
+        clients.push(shared);
+    }
     let start = Instant::now();
     let deadline = start + run_time;
-    let tally = Arc::new(Tally::default());
-    let transport = Transport::new(Arc::clone(&tally), inject_at.map(|at| start + at));
-    let client = contender.client(transport, base_url, run_number);
+    let clients: Vec<Paced> = clients
+        .into_iter()
+        .map(|shared| {
+            let transport = Transport::new(Arc::clone(&tally), inject_at.map(|at| start + at));
+            contender.client(transport, base_url, run_number, shared)
+        })
+        .collect();
 
-    let senders: Vec<_> = (0..tasks)
-        .map(|task| {
+    let senders: Vec<_> = clients
+        .iter()
+        .flat_map(|client| (0..tasks).map(move |task| (client.clone(), task)))
+        .map(|(client, task)| {
             tokio::spawn(send_until(
-                client.clone(),
+                client,
                 task,
                 tokio::time::Instant::from_std(deadline),
             ))
@@ -247,13 +342,13 @@ async fn run(
             result.first_error = sent.first_error;
         }
     }
-    drop(client);
+    drop(clients);
     let ok_sent = tally.ok_sent();
     let in_window = ok_sent.iter().filter(|&&at| at < deadline).count();
     result.ok_per_second = in_window as f64 / run_time.as_secs_f64();
     result.refused = tally.refused();
     if inject_at.is_some() {
-        result.injection = injection_line(&ok_sent, start, tally.injected(), deadline);
+        result.injection = injection_line(&ok_sent, start, tally.injected(), deadline, limit);
     }
     result
 }
@@ -266,13 +361,14 @@ fn injection_line(
     start: Instant,
     injected: Option<Instant>,
     deadline: Instant,
+    limit: f64,
 ) -> String {
     let Some(injected) = injected else {
         return "no request reached the transport after the injection time".to_owned();
     };
     let rate = |from: Instant, to: Instant| {
         let count = ok_sent.iter().filter(|&&at| at >= from && at < to).count();
-        count as f64 / to.duration_since(from).as_secs_f64() / LIMIT
+        count as f64 / to.duration_since(from).as_secs_f64() / limit
     };
     let marks: Vec<u32> = (1..)
         .take_while(|&k| injected + BUCKET * k <= deadline)
@@ -338,6 +434,8 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         servers: ServerKind::ALL.to_vec(),
         only: None,
         inject_at: None,
+        jitter: false,
+        fleet: None,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -357,6 +455,15 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
                 };
             }
             "--only" => options.only = Some(value()?),
+            "--jitter" => options.jitter = true,
+            "--fleet" => {
+                let clients: u32 = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=16).contains(n))
+                    .ok_or("--fleet takes a number of clients from 1 to 16")?;
+                options.fleet = Some(clients);
+            }
             "--inject-429-at" => {
                 let secs: f64 = value()?
                     .parse()

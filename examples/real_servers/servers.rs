@@ -1,6 +1,7 @@
 //! Real rate-limiting servers from Debian's packages (nginx-light, haproxy), started as child
-//! processes on free loopback ports, all limiting 100 requests per second per `Authorization`
-//! value, answering `200 {}` or `429`. A [`Servers`] guard stops them and removes their
+//! processes on free loopback ports, and the in-process ones of `rust_servers.rs`, all limiting
+//! per `Authorization` value, answering `200 {}` or `429` with `Retry-After: 1` (as Customer.io's
+//! App API and many others do). A [`Servers`] guard stops the processes and removes their
 //! directory when dropped, also when the benchmark panics.
 
 use std::collections::HashMap;
@@ -9,6 +10,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::{jitter, rust_servers};
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,15 +30,49 @@ pub(crate) enum ServerKind {
     Nginx99,
     /// HAProxy `sc_http_req_rate(0) gt 100` over `http_req_rate(1s)`: refused requests count.
     Haproxy,
+    /// 100 per clock second (in process).
+    FixedWindow,
+    /// GitHub-style: 5 per clock second, `X-RateLimit-Reset` in epoch seconds (in process).
+    GitHubSeconds,
+    /// The same with `X-RateLimit-Reset` in epoch milliseconds.
+    GitHubMillis,
 }
 
 impl ServerKind {
-    pub(crate) const ALL: [ServerKind; 4] = [
+    pub(crate) const ALL: [ServerKind; 7] = [
         ServerKind::Nginx0,
         ServerKind::Nginx5,
         ServerKind::Nginx99,
         ServerKind::Haproxy,
+        ServerKind::FixedWindow,
+        ServerKind::GitHubSeconds,
+        ServerKind::GitHubMillis,
     ];
+
+    /// Requests per second the server allows.
+    pub(crate) fn limit(self) -> f64 {
+        match self {
+            Self::GitHubSeconds | Self::GitHubMillis => 5.0,
+            _ => 100.0,
+        }
+    }
+
+    /// The in-process server of this kind, if it is one.
+    fn in_process(self) -> Option<rust_servers::Kind> {
+        use rust_servers::{Kind, ResetIn};
+        match self {
+            Self::FixedWindow => Some(Kind::FixedWindow { limit: 100 }),
+            Self::GitHubSeconds => Some(Kind::GitHub {
+                limit: 5,
+                reset: ResetIn::EpochSeconds,
+            }),
+            Self::GitHubMillis => Some(Kind::GitHub {
+                limit: 5,
+                reset: ResetIn::EpochMillis,
+            }),
+            _ => None,
+        }
+    }
 
     /// The table's name.
     pub(crate) fn name(self) -> &'static str {
@@ -44,6 +81,9 @@ impl ServerKind {
             Self::Nginx5 => "nginx burst=5 nodelay",
             Self::Nginx99 => "nginx burst=99 nodelay",
             Self::Haproxy => "HAProxy req_rate(1s)",
+            Self::FixedWindow => "fixed window, clock-aligned",
+            Self::GitHubSeconds => "GitHub-style 5/s, reset epoch s",
+            Self::GitHubMillis => "GitHub-style 5/s, reset epoch ms",
         }
     }
 
@@ -54,13 +94,17 @@ impl ServerKind {
             Self::Nginx5 => "nginx5",
             Self::Nginx99 => "nginx99",
             Self::Haproxy => "haproxy",
+            Self::FixedWindow => "fixed",
+            Self::GitHubSeconds => "github",
+            Self::GitHubMillis => "github-ms",
         }
     }
 
-    fn program(self) -> Program {
+    fn program(self) -> Option<Program> {
         match self {
-            Self::Nginx0 | Self::Nginx5 | Self::Nginx99 => Program::Nginx,
-            Self::Haproxy => Program::Haproxy,
+            Self::Nginx0 | Self::Nginx5 | Self::Nginx99 => Some(Program::Nginx),
+            Self::Haproxy => Some(Program::Haproxy),
+            Self::FixedWindow | Self::GitHubSeconds | Self::GitHubMillis => None,
         }
     }
 
@@ -70,7 +114,7 @@ impl ServerKind {
             Self::Nginx0 => "limit_req zone=burst0;",
             Self::Nginx5 => "limit_req zone=burst5 burst=5 nodelay;",
             Self::Nginx99 => "limit_req zone=burst99 burst=99 nodelay;",
-            Self::Haproxy => unreachable!("not an nginx server"),
+            _ => unreachable!("not an nginx server"),
         }
     }
 }
@@ -131,7 +175,7 @@ impl Servers {
             let wanted: Vec<ServerKind> = kinds
                 .iter()
                 .copied()
-                .filter(|kind| kind.program() == program)
+                .filter(|kind| kind.program() == Some(program))
                 .collect();
             if wanted.is_empty() {
                 continue;
@@ -150,6 +194,31 @@ impl Servers {
             }
         }
         servers
+    }
+
+    /// Starts the in-process servers among `kinds`.
+    pub(crate) async fn start_in_process(&mut self, kinds: &[ServerKind]) {
+        for &kind in kinds {
+            let Some(server) = kind.in_process() else {
+                continue;
+            };
+            match rust_servers::start(server).await {
+                Ok(addr) => {
+                    self.addrs.insert(kind, addr);
+                }
+                Err(error) => println!("SKIPPED {}: {error}", kind.name()),
+            }
+        }
+    }
+
+    /// Puts a jitter proxy (see `jitter.rs`) in front of every running server: from now on
+    /// their URLs are the proxies'.
+    pub(crate) async fn behind_jitter(&mut self) {
+        for addr in self.addrs.values_mut() {
+            *addr = jitter::start(*addr)
+                .await
+                .expect("a jitter proxy on loopback");
+        }
     }
 
     /// The base URL of `kind`'s server, when it runs.
@@ -341,6 +410,7 @@ fn nginx_config(dir: &Path, servers: &[(ServerKind, SocketAddr)]) -> String {
                 "    server {{
         listen {addr};
         root {dir};
+        add_header Retry-After $retry_after always;
         location / {{
             {limit}
             try_files /.never-a-file @accepted;
@@ -375,6 +445,10 @@ http {{
     limit_req_zone $http_authorization zone=burst99:1m rate=100r/s;
     limit_req_status 429;
     limit_req_log_level info;
+    map $status $retry_after {{
+        429 1;
+        default \"\";
+    }}
 {blocks}}}
 "
     )
@@ -403,7 +477,7 @@ frontend api
     bind {addr}
     stick-table type string len 200 size 10k expire 10s store http_req_rate(1s)
     http-request track-sc0 req.hdr(authorization)
-    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt 100 }}
+    http-request deny deny_status 429 hdr Retry-After 1 if {{ sc_http_req_rate(0) gt 100 }}
     http-request return status 200 content-type application/json string \"{{}}\"
 "
     )

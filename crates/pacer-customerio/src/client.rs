@@ -22,6 +22,9 @@ use crate::timeouts::{
     HeadTimeout, TimeoutPhase, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT,
 };
 
+/// The longest server-imposed wait the default stack honours.
+const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+
 /// The limiter key of a request built by [`Requests`]: its [`ApiClass`] extension.
 #[must_use]
 pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
@@ -70,7 +73,8 @@ pub type Stack<RB> = BoxCloneSyncService<Request<Body>, Response<RB>, BoxError>;
 /// - body timeout 30 s for the whole answer body ([`body_timeout`](Self::body_timeout));
 /// - answer bodies capped at 1 MiB, success or error
 ///   ([`max_answer_bytes`](Self::max_answer_bytes));
-/// - server waits (Retry-After) honoured up to 60 s; a longer one fails the request at once
+/// - server waits (Retry-After) honoured up to 60 s ([`max_server_wait`](Self::max_server_wait));
+///   a longer one fails the request at once
 ///   with [`Error::Throttled`] carrying the server's own value.
 #[derive(Debug)]
 #[must_use]
@@ -80,6 +84,7 @@ pub struct ClientBuilder {
     quotas: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
     max_wait: Option<Duration>,
+    max_server_wait: Duration,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
     limits: ReadLimits,
@@ -95,6 +100,7 @@ impl Default for ClientBuilder {
             quotas: Vec::new(),
             retry: RetryLayer::new(),
             max_wait: None,
+            max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             limits: ReadLimits::default(),
@@ -141,6 +147,16 @@ impl ClientBuilder {
     /// Fails a request at once when it would wait longer than `max` for its slot.
     pub fn max_wait(mut self, max: Duration) -> Self {
         self.max_wait = Some(max);
+        self
+    }
+
+    /// The longest wait a server may impose (Retry-After, or a reset with nothing remaining;
+    /// default 60 s): the one cap of the stack, for the throttle's pause and the retry layer's
+    /// sleep alike (it replaces the [`retry`](Self::retry) layer's own `max_server_wait`). A
+    /// longer wait pauses the key for `max` and fails the request with [`Error::Throttled`]
+    /// carrying the server's own value.
+    pub fn max_server_wait(mut self, max: Duration) -> Self {
+        self.max_server_wait = max;
         self
     }
 
@@ -216,6 +232,8 @@ impl ClientBuilder {
         RB: Send + 'static,
     {
         let quotas = self.quotas.clone();
+        // One cap for the two layers that judge a server's wait.
+        let retry = self.retry.clone().max_server_wait(self.max_server_wait);
         let mut limiter =
             Limiter::builder(default_quota(ApiClass::Track)).quota_fn(move |class: &ApiClass| {
                 quotas
@@ -243,8 +261,10 @@ impl ClientBuilder {
         let response_timeout = self.response_timeout.unwrap_or(Duration::MAX);
         let service = BoxCloneSyncService::new(
             ServiceBuilder::new()
-                .layer(self.retry.clone())
-                .layer(PaceLayer::keyed(limiter.clone(), api_class_of))
+                .layer(retry.clone())
+                .layer(
+                    PaceLayer::keyed(limiter.clone(), api_class_of).max_pause(self.max_server_wait),
+                )
                 // Below the pacing, next to the HTTP service: what holds a slot and awaits its
                 // answer. The throttle calls it in the poll in which the limiter hands over the
                 // request, and reads the answer in the poll its head arrives, so this counts
@@ -258,7 +278,7 @@ impl ClientBuilder {
             service,
             requests: Requests::new(self.endpoints, self.credentials),
             limiter,
-            retry: self.retry,
+            retry,
             in_flight,
             limits: self.limits,
             connect_timeout: self.connect_timeout,

@@ -184,9 +184,9 @@ pub enum Error {
     /// 401: wrong or missing credentials (the body is plain text; the key is never echoed).
     Unauthorized,
     /// Throttled (429) and not resolved by retries: the last answer was a 429, or the server
-    /// (with a 429 or a 503) asked for a wait beyond what the stack accepts (the throttle layer's
-    /// [`WaitTooLong`](pacer_throttle::WaitTooLong) or the retry layer's
-    /// [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong) of a 429).
+    /// (with a 429 or a 503) asked for a wait beyond what the stack accepts (a
+    /// [`WaitTooLong`](pacer_throttle::WaitTooLong), from the throttle or the retry layer; the
+    /// cap is [`ClientBuilder::max_server_wait`](crate::ClientBuilder::max_server_wait)).
     Throttled {
         /// The server's Retry-After, if it gave one (none means a daily quota), as the server
         /// asked (unclamped: `Retry-After: 99999999999` is 99999999999 s here).
@@ -285,8 +285,8 @@ impl fmt::Display for Error {
 
 impl From<Box<dyn StdError + Send + Sync>> for Error {
     /// Maps an error of the stack (its `BoxError`) by downcasting: the client's own response
-    /// timeout becomes [`Error::TimedOut`]; a server's 429 or 503 wait that is too long (the throttle layer's [`WaitTooLong`](pacer_throttle::WaitTooLong), the
-    /// retry layer's [`ServerWaitTooLong`](pacer_retry::ServerWaitTooLong)) becomes
+    /// timeout becomes [`Error::TimedOut`]; a server's 429 or 503 wait that is too long (a
+    /// [`WaitTooLong`](pacer_throttle::WaitTooLong), from the throttle or the retry layer) becomes
     /// [`Error::Throttled`] with that wait; anything else [`Error::Transport`], unchanged.
     fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
         if let Some(timed_out) = pacer_retry::find::<crate::timeouts::ResponseTimedOut>(&*error) {
@@ -307,16 +307,9 @@ impl From<Box<dyn StdError + Send + Sync>> for Error {
             })
         };
         // Anywhere in the chain: a classifier that retries them wraps them in RetriesExhausted.
-        let mapped = if let Some(too_long) =
-            pacer_retry::find::<pacer_throttle::WaitTooLong>(&*error)
-        {
-            throttled(too_long.status(), too_long.wait())
-        } else if let Some(too_long) = pacer_retry::find::<pacer_retry::ServerWaitTooLong>(&*error)
-        {
-            throttled(too_long.status(), too_long.wait())
-        } else {
-            None
-        };
+        // One type whichever layer gave up (the retry layer's `ServerWaitTooLong` is it too).
+        let mapped = pacer_retry::find::<pacer_throttle::WaitTooLong>(&*error)
+            .and_then(|too_long| throttled(too_long.status(), too_long.wait()));
         mapped.unwrap_or(Error::Transport(error))
     }
 }

@@ -329,11 +329,8 @@ async fn client(
         .credentials(credentials)
         .response_timeout(timeout)
         .body_timeout(timeout)
-        .retry(
-            RetryLayer::new()
-                .max_retries(4)
-                .max_server_wait(MAX_SERVER_WAIT),
-        );
+        .max_server_wait(MAX_SERVER_WAIT)
+        .retry(RetryLayer::new().max_retries(4));
     builder = match (&base_url, cli.region.as_str()) {
         (Some(base), _) => builder.base_url(base),
         (None, "eu") => builder.region(Region::Eu),

@@ -1,11 +1,17 @@
 -- (After prelude.lua: `now` and `base`.) Reserves ARGV[3] slots of a GCRA quota at once, atomically, on Redis's clock.
 -- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
+-- KEYS[3]: the spacing margin the processes learned (see spacing.lua): widens the interval
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
 -- while the TAT is still the one after, when the slot is given back unused.
 local interval = tonumber(ARGV[1])
+local spacing = redis.call('GET', KEYS[3])
+if spacing then
+  local extra, set_at, life = string.match(spacing, '(%S+) (%S+) (%S+)')
+  interval = interval * (1 + tonumber(extra) * 2 ^ (-(now - tonumber(set_at)) / tonumber(life)))
+end
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -194,3 +194,29 @@ pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, quota: Quota, pause
         }
     });
 }
+
+/// Widens the key's spacing margin in Redis for every process, in the background (see
+/// [`RedisStore::widen_spacing`](crate::RedisStore::widen_spacing)).
+pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_life: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let (core, name) = (Arc::clone(core), Arc::clone(name));
+    runtime.spawn(async move {
+        let call = core
+            .options
+            .store
+            .widen_spacing(&name, extra, SPACING_STEP, half_life);
+        match tokio::time::timeout(core.options.timeout, call).await {
+            Ok(Ok(margin)) => {
+                tracing::debug!(key = %name, margin, "spacing margin shared with every process");
+            }
+            Ok(Err(error)) => core.failed(&error, Instant::now()),
+            Err(_) => core.failed(&"timeout", Instant::now()),
+        }
+    });
+}
+
+/// How far one process's refusal widens the shared margin over the one in force: the step
+/// of the limiter's own (3 %).
+const SPACING_STEP: f64 = 0.03;

@@ -100,6 +100,14 @@ impl SlotSource for RemoteSlots {
             .share_pause(until.saturating_duration_since(now));
     }
 
+    fn share_spacing(&self, _now: Instant, extra: f64, half_life: Duration) {
+        let state = self.state();
+        // Only an evenly spaced quota has an interval to widen in Redis.
+        if let Model::Gcra { .. } = state.quota.model() {
+            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life);
+        }
+    }
+
     fn on_leave(&mut self, waiting: usize) {
         // A waiter that gave up leaves its leased slot to the others, or to Redis.
         self.state().release_surplus(waiting);

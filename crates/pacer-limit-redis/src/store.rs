@@ -39,6 +39,7 @@ pub struct RedisStore {
     sliding: Script,
     release: Script,
     pause: Script,
+    spacing: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -86,6 +87,7 @@ impl RedisStore {
             )),
             release: Script::new(include_str!("release.lua")),
             pause: Script::new(include_str!("pause.lua")),
+            spacing: Script::new(include_str!("spacing.lua")),
         })
     }
 
@@ -130,6 +132,7 @@ impl RedisStore {
                 self.gcra
                     .key(state)
                     .key(pause)
+                    .key(format!("{}:spacing", self.tag(key)))
                     .arg(interval)
                     .arg(tolerance)
                     .arg(slots.max(1))
@@ -231,6 +234,33 @@ impl RedisStore {
     ) -> Result<Duration, RedisError> {
         let keep = quota.effective_window().max(Duration::from_secs(1));
         self.pause_with_keep(key, wait, keep).await
+    }
+
+    /// Widens the spacing margin of `key` for every process: their reservations of an evenly
+    /// spaced (GCRA) quota space slots by the interval times `1 + margin`. The margin becomes
+    /// `extra` (this process's), or the one in force widened by `step` if that is wider, and
+    /// halves every `half_life`. Returns the margin in force.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn widen_spacing(
+        &self,
+        key: &str,
+        extra: f64,
+        step: f64,
+        half_life: Duration,
+    ) -> Result<f64, RedisError> {
+        let millionths = |fraction: f64| (fraction.clamp(0.0, 1000.0) * 1e6).round() as u64;
+        let mut connection = self.connection.clone();
+        let margin: i64 = self
+            .spacing
+            .key(format!("{}:spacing", self.tag(key)))
+            .arg(millionths(extra))
+            .arg(millionths(step))
+            .arg(micros(half_life).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(margin.max(0) as f64 / 1e6)
     }
 
     async fn pause_with_keep(

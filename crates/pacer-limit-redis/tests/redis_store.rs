@@ -338,3 +338,39 @@ async fn a_pause_is_kept_on_record_for_the_window_after_it() {
         assert!(pair[1] - pair[0] >= spacing, "{:?}", reservation.slots);
     }
 }
+
+/// A spacing margin one connection learned spaces every connection's slots (issue 22): four
+/// connections reserving after one widened the margin by 50 % get slots 1.5 intervals apart;
+/// a second widening by another connection widens further, by at least the step.
+#[tokio::test]
+async fn a_widened_spacing_spaces_every_connection() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let quota = Quota::per_second(100).gcra(1).with_margin(Duration::ZERO);
+    let interval = quota.emission_interval().as_micros() as u64;
+    let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let half_life = Duration::from_secs(3600);
+    let margin = store
+        .widen_spacing("spaced", 0.5, 0.03, half_life)
+        .await
+        .unwrap();
+    assert!((margin - 0.5).abs() < 1e-3, "{margin}");
+    let slots = reserve_from_four(&redis, "spaced", quota, 5, 5).await;
+    for pair in slots.windows(2) {
+        let apart = pair[1] - pair[0];
+        assert!(apart >= interval * 3 / 2 - 1, "slots {apart} us apart");
+    }
+    // Another connection learned less: the margin in force, widened by its step, stands.
+    let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
+    let margin = other
+        .widen_spacing("spaced", 0.03, 0.03, half_life)
+        .await
+        .unwrap();
+    assert!(margin > 0.5 * 1.03 + 0.02, "{margin}");
+    // Another key is not affected.
+    let slots = reserve_from_four(&redis, "unspaced", quota, 2, 5).await;
+    assert!(slots
+        .windows(2)
+        .any(|pair| pair[1] - pair[0] < interval * 3 / 2));
+}

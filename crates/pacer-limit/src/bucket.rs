@@ -5,6 +5,8 @@ use std::task::Waker;
 
 use tokio::time::Instant;
 
+use crate::adaptive::Adaptive;
+use crate::learned::{Answer, Learned};
 use crate::quota::Quota;
 use crate::source::{Admission, LocalSlots, SlotSource};
 
@@ -19,9 +21,12 @@ struct Waiter {
 #[derive(Debug)]
 pub(crate) struct Bucket {
     quota: Quota,
-    /// Whether the quota was set at run time (see [`crate::Limiter::set_quota`]); such a bucket
-    /// is never evicted, or the override would be forgotten.
+    /// Whether the quota in force differs from the configured one (set at run time, see
+    /// [`crate::Limiter::set_quota`], or learned): with a shared source it paces this process
+    /// below the shared quota, and the bucket is not evicted, or the change would be forgotten.
     overridden: bool,
+    /// What the key learned from the server's answers ([`crate::Limiter::observe`]).
+    learned: Option<Box<Learned>>,
     /// The key's own pacing at `quota`; every send is recorded here. With a `shared` source it
     /// paces only a quota set at run time, which slows this process below the shared one.
     local: LocalSlots,
@@ -38,6 +43,7 @@ impl Bucket {
         Self {
             quota,
             overridden: false,
+            learned: None,
             local: LocalSlots::new(&quota, now),
             shared,
             paused_until: None,
@@ -100,6 +106,11 @@ impl Bucket {
         self.paused_until.is_some_and(|until| until > now)
     }
 
+    /// The pause in force at `now`, if any.
+    pub(crate) fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
     /// Returns whether the pause is longer than the one in force. When the pause ends, the
     /// waiters leave evenly spaced at the key's rate, never in a herd.
     pub(crate) fn pause_until(&mut self, until: Instant) -> bool {
@@ -121,23 +132,83 @@ impl Bucket {
         }
     }
 
+    /// Puts `quota` in force from now on, replacing anything learned.
     pub(crate) fn set_quota(&mut self, quota: Quota, now: Instant) {
+        self.learned = None;
+        self.requota(quota, now, true);
+    }
+
+    /// Switches to `quota`, keeping the key's history; `overridden`: it is not the configured one.
+    fn requota(&mut self, quota: Quota, now: Instant, overridden: bool) {
         let not_before = self.local.requota(&quota, now);
         self.quota = quota;
-        self.overridden = true;
+        self.overridden = overridden;
         if let Some(at) = not_before {
             self.pause_until(at);
         }
     }
 
-    pub(crate) fn reset_quota(&mut self, quota: Quota, now: Instant) {
-        self.set_quota(quota, now);
-        self.overridden = false;
+    /// Learns from one answer of the server (see [`crate::Limiter::observe`]); returns the new
+    /// rate per second when the quota in force changed.
+    pub(crate) fn learn(
+        &mut self,
+        params: &Adaptive,
+        configured: &Quota,
+        answer: Answer,
+        now: Instant,
+    ) -> Option<f64> {
+        let learned = self
+            .learned
+            .get_or_insert_with(|| Box::new(Learned::new(configured.effective_window(), now)));
+        let shared = self.shared.is_some();
+        let lesson = learned.on_answer(params, configured, answer, shared, now)?;
+        let overridden = !learned.at_configured();
+        if !overridden && learned.is_idle(now) {
+            self.learned = None;
+        }
+        if let (Some(extra), Some(shared)) = (lesson.widened, &self.shared) {
+            let half_life = configured.effective_window() * crate::spacing::HALF_LIFE_WINDOWS;
+            shared.share_spacing(now, extra, half_life);
+        }
+        let quota = lesson.quota;
+        self.requota(quota, now, overridden);
+        self.wake_head();
+        Some(quota.rate_per_second())
+    }
+
+    /// Spends `remaining` sends evenly before `reset_at`: when the key's own rate would spend
+    /// them sooner, the next send waits one share of the time left, a share being a
+    /// `remaining + 1`-th: the last of them then goes out one share before the reset, inside the
+    /// window that granted it (a `remaining`-th would put it on the reset itself, where it
+    /// starts the next window and the allowance is lost). Returns the pause, if any.
+    pub(crate) fn pace_ahead(
+        &mut self,
+        remaining: u64,
+        reset_at: Instant,
+        now: Instant,
+    ) -> Option<Instant> {
+        if remaining == 0 || reset_at <= now {
+            return None;
+        }
+        let shares = u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX);
+        let share = (reset_at - now) / shares;
+        if share <= self.quota.emission_interval() {
+            return None;
+        }
+        let until = now + share;
+        if self.pause_until(until) {
+            self.share_pause(now, until);
+        }
+        Some(until)
     }
 
     /// Whether dropping this bucket would forget nothing.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         !self.overridden
+            && self
+                .learned
+                .as_ref()
+                .is_none_or(|learned| learned.is_idle(now))
             && self.waiters.is_empty()
             && self.paused_until.is_none_or(|p| p <= now)
             && self.local.is_idle(now)

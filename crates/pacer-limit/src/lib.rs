@@ -18,7 +18,7 @@
 //! - **Bounded.** An optional maximum wait and a bounded queue fail fast with [`RateLimited`]
 //!   instead of queueing without end.
 //! - **Pluggable.** The [`Limiter`] handle lets other layers pause a key until a server's
-//!   Retry-After ([`Limiter::pause_until`]) or change its quota ([`Limiter::set_quota`]).
+//!   Retry-After ([`Limiter::pause_until`]) or change its quota ([`Limiter::set_quota`]), or report each response with [`Limiter::observe`].
 //! - **Pluggable slot sources.** The queue, pauses and wake-ups are one core; where slots come
 //!   from is a [`SlotSource`]: each key's own [`LocalSlots`] model by default, or, through
 //!   [`LimiterBuilder::slot_sources`], a quota shared with other processes (the
@@ -61,12 +61,15 @@
 //! ```
 
 mod acquire;
+mod adaptive;
 mod bucket;
 mod builder;
 mod error;
+mod feedback;
 mod future;
 mod key;
 mod layer;
+mod learned;
 mod limiter;
 mod metrics;
 mod model;
@@ -75,11 +78,14 @@ mod quota;
 mod service;
 mod sliding;
 mod source;
+mod spacing;
 mod stats;
 
 pub use acquire::Acquire;
+pub use adaptive::Adaptive;
 pub use builder::LimiterBuilder;
 pub use error::{BoxError, RateLimited, Reason};
+pub use feedback::{Feedback, Outcome, Verdict};
 pub use future::ResponseFuture;
 pub use key::{GlobalKey, KeyExtractor};
 pub use layer::LimitLayer;

@@ -11,6 +11,8 @@ use crate::acquire::Acquire;
 use crate::bucket::Bucket;
 use crate::builder::LimiterBuilder;
 use crate::error::{RateLimited, Reason};
+use crate::feedback::{Feedback, Outcome, Verdict};
+use crate::learned::Answer;
 use crate::quota::Quota;
 use crate::source::{Admission, HeadWaker, SlotSources, Wake};
 use crate::stats::{Counters, LimiterStats};
@@ -194,8 +196,9 @@ impl<K: Key> Limiter<K> {
         tracing::debug!(key = ?key, pause = ?until.saturating_duration_since(now), "limiter key paused");
     }
 
-    /// Replaces `key`'s quota at run time (e.g. a rate learned from the server). The key's recent
-    /// history carries over, so the change never grants a burst the old quota forbade.
+    /// Replaces `key`'s quota at run time, forgetting what the key learned from the server. The
+    /// key's recent history carries over, so the change never grants a burst the old quota
+    /// forbade.
     pub fn set_quota(&self, key: &K, quota: Quota) {
         let now = Instant::now();
         let mut state = self.shared.lock();
@@ -204,14 +207,59 @@ impl<K: Key> Limiter<K> {
         bucket.wake_head();
     }
 
-    /// Restores `key`'s configured quota after [`set_quota`](Self::set_quota).
-    pub fn reset_quota(&self, key: &K) {
+    /// Applies what the server said about one request of `key`, under one lock: the pause it
+    /// asked for (every waiter and new request on the key waits; a pause never shortens one in
+    /// force, and ends with the waiters leaving evenly spaced), what the answer teaches about
+    /// the key's rate and spacing (see [`Adaptive`](crate::Adaptive)), and the allowance left until a reset
+    /// (spent evenly by then). The limiter is the one owner of everything it learns: a layer
+    /// reports each response once and acts on the [`Verdict`].
+    ///
+    /// A refusal with a wait on a key that was sending evenly at its rate widens the key's
+    /// spacing margin (3 % for an isolated refusal, further for repeated rounds, shrinking back
+    /// over minutes) rather than cutting its rate; the rate is cut only when the key's own count
+    /// over a whole busy window shows the server accepts less, or when the server refused
+    /// without a wait.
+    pub fn observe(&self, key: &K, feedback: Feedback) -> Verdict {
         let now = Instant::now();
-        let configured = (self.shared.config.quota_fn)(key);
+        let config = &self.shared.config;
+        let configured = (config.quota_fn)(key);
+        let adapting = feedback.adaptive.is_enabled();
+        let refused = feedback.outcome == Outcome::Refused;
         let mut state = self.shared.lock();
-        let bucket = state.bucket(&self.shared.config, key, now);
-        bucket.reset_quota(configured, now);
-        bucket.wake_head();
+        let bucket = state.bucket(config, key, now);
+        if let Some(until) = feedback.pause_until {
+            if bucket.pause_until(until) {
+                bucket.share_pause(now, until);
+            }
+            // Queued waiters re-check their maximum wait against the new horizon.
+            bucket.wake_all();
+        }
+        let rate_per_second = match feedback.outcome {
+            Outcome::Accepted | Outcome::Refused if adapting => {
+                let answer = Answer {
+                    refused,
+                    sent_at: feedback.sent_at,
+                    paused_until: feedback.pause_until.filter(|_| refused),
+                };
+                bucket.learn(&feedback.adaptive, &configured, answer, now)
+            }
+            _ => None,
+        };
+        if let Some((remaining, reset_at)) = feedback.allowance.filter(|_| !refused) {
+            if feedback.pause_until.is_none() {
+                bucket.pace_ahead(remaining, reset_at, now);
+            }
+        }
+        let paused_until = bucket.paused_until(now);
+        drop(state);
+        if let Some(per_second) = rate_per_second {
+            tracing::debug!(key = ?key, per_second, "adapted key rate");
+        }
+        Verdict {
+            paused_until,
+            paced: refused && (adapting || paused_until.is_some()),
+            rate_per_second,
+        }
     }
 
     /// The quota `key` is paced by now.
@@ -222,13 +270,6 @@ impl<K: Key> Limiter<K> {
             Some(bucket) => bucket.quota(),
             None => (self.shared.config.quota_fn)(key),
         }
-    }
-
-    /// The quota `key` is configured with (the builder's `quota_fn`), whatever
-    /// [`set_quota`](Self::set_quota) put in force since: the ceiling a learned rate stays under.
-    #[must_use]
-    pub fn configured_quota(&self, key: &K) -> Quota {
-        (self.shared.config.quota_fn)(key)
     }
 
     /// How long a request on `key` arriving now would wait, behind everybody already queued.

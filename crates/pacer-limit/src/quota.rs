@@ -164,18 +164,10 @@ impl Quota {
     /// The same quota at `fraction` of its rate, exactly: the window and the margin stretched
     /// by `1 / fraction`, the limit, model and burst kept. Where [`scaled`](Self::scaled) rounds
     /// the rate to a whole number of requests per window, this keeps a learned rate of, say,
-    /// 99.4 per window as it is. `fraction` is clamped to `1e-6..=1` (NaN counts as 1).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use pacer_limit::Quota;
-    ///
-    /// let quota = Quota::per_second(100).with_margin(Duration::ZERO).slowed(0.8);
-    /// assert_eq!(quota.limit(), 100);
-    /// assert_eq!(quota.emission_interval(), Duration::from_micros(12_500));
-    /// ```
+    /// 99.4 per window as it is. `fraction` is clamped to `1e-6..=1` (NaN counts as 1). The
+    /// limiter's own learning uses it (see [`crate::Limiter::observe`]).
     #[must_use]
-    pub fn slowed(mut self, fraction: f64) -> Self {
+    pub(crate) fn slowed(mut self, fraction: f64) -> Self {
         if fraction.is_nan() || fraction >= 1.0 {
             return self;
         }

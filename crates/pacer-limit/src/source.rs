@@ -15,6 +15,7 @@
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -54,6 +55,15 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// tell whoever else takes slots from the same quota. Default: nobody else does.
     fn share_pause(&self, now: Instant, until: Instant) {
         let _ = (now, until);
+    }
+
+    /// The key's learned spacing margin widened to `extra` (0.03: sends 3 % further apart than
+    /// the quota's interval) at `now`, after a refusal with a wait on an evenly paced key; it
+    /// halves every `half_life` ([`Limiter::observe`](crate::Limiter::observe)). Tell whoever
+    /// else takes slots from the same quota, so that they space their sends as widely: a
+    /// margin one process keeps to itself does not slow the others. Default: nobody else does.
+    fn share_spacing(&self, now: Instant, extra: f64, half_life: Duration) {
+        let _ = (now, extra, half_life);
     }
 
     /// A waiter left the queue, with its slot or giving up; `waiting` remain. A source holding

@@ -384,7 +384,12 @@ async fn set_quota_changes_the_rate_without_a_burst() {
         limiter.try_acquire(&()).unwrap();
     }
     assert!(limiter.try_acquire(&()).is_err());
-    limiter.reset_quota(&());
+    limiter.set_quota(
+        &(),
+        Quota::per_second(100)
+            .sliding_window()
+            .with_margin(Duration::ZERO),
+    );
     assert_eq!(limiter.quota(&()).limit(), 100);
     for _ in 0..90 {
         limiter.try_acquire(&()).unwrap();

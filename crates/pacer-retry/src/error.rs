@@ -4,8 +4,6 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
-
 use crate::classify::RetryReason;
 
 /// A type-erased error, as tower's `BoxError` (the same type as `pacer_limit::BoxError` and
@@ -57,84 +55,11 @@ impl StdError for AttemptTimedOut {}
 /// The server answered with a retryable status and asked for a wait (Retry-After, or a reset
 /// with nothing remaining) longer than the layer accepts to sleep (see
 /// [`RetryLayer::max_server_wait`](crate::RetryLayer::max_server_wait)); the answer is dropped
-/// and the request ends with this error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServerWaitTooLong {
-    status: StatusCode,
-    wait: Duration,
-    max: Duration,
-    attempts: u32,
-    retry_after: Option<String>,
-}
-
-impl ServerWaitTooLong {
-    pub(crate) fn new(status: StatusCode, wait: Duration, max: Duration, attempts: u32) -> Self {
-        Self {
-            status,
-            wait,
-            max,
-            attempts,
-            retry_after: None,
-        }
-    }
-
-    pub(crate) fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
-        self.retry_after = retry_after;
-        self
-    }
-
-    /// The `Retry-After` value the wait came from, as the server sent it (an HTTP-date stays a
-    /// date), when it came from one.
-    #[must_use]
-    pub fn retry_after(&self) -> Option<&str> {
-        self.retry_after.as_deref()
-    }
-
-    /// The status of the answer (429 or 503, say).
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The wait the server asked for, unclamped (`Retry-After: 99999999999` is 99999999999 s).
-    #[must_use]
-    pub fn wait(&self) -> Duration {
-        self.wait
-    }
-
-    /// The longest wait the layer honours.
-    #[must_use]
-    pub fn max(&self) -> Duration {
-        self.max
-    }
-
-    /// Attempts made, the last one included.
-    #[must_use]
-    pub fn attempts(&self) -> u32 {
-        self.attempts
-    }
-}
-
-impl fmt::Display for ServerWaitTooLong {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "server answered {} and asked to wait {:?}",
-            self.status, self.wait
-        )?;
-        if let Some(value) = &self.retry_after {
-            write!(f, " (Retry-After: {value})")?;
-        }
-        write!(
-            f,
-            " before retrying, beyond the {:?} limit; gave up after {} attempt(s)",
-            self.max, self.attempts
-        )
-    }
-}
-
-impl StdError for ServerWaitTooLong {}
+/// and the request ends with this error. It is the throttle layer's
+/// [`WaitTooLong`](pacer_throttle::WaitTooLong), one type for one failure whichever layer saw
+/// it ([`cap`](pacer_throttle::WaitTooLong::cap) is the limit,
+/// [`attempts`](pacer_throttle::WaitTooLong::attempts) the attempts made).
+pub type ServerWaitTooLong = pacer_throttle::WaitTooLong;
 
 /// Why the retry layer stopped retrying a retryable failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -282,7 +282,8 @@ where
         let status = response
             .expect("a server wait comes with an answer")
             .status();
-        let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait, attempts)
+        let too_long = ServerWaitTooLong::new(status, wait, config.max_server_wait)
+            .with_attempts(attempts)
             .with_retry_after(retry_after);
         return Decision::Return(Err(Box::new(too_long)));
     }

@@ -12,22 +12,58 @@ use http::StatusCode;
 /// tell them apart.
 pub use pacer_limit::BoxError;
 
-/// The server refused a request and asked for a wait longer than the layer's cap. The key was
-/// paused for the cap only, so one lying or misconfigured server cannot stall the process for a
-/// day; the request fails rather than look like it could be retried soon.
+/// The server refused a request and asked for a wait longer than the stack's cap: the one
+/// error for it, whichever layer saw it first. The throttle layer pauses the key for the cap
+/// only (so one lying or misconfigured server cannot stall the process for a day) and fails the
+/// request rather than let it look like it could be retried soon; `pacer-retry`'s layer, over
+/// an answer the throttle did not judge, gives up with the same error.
 ///
-/// The [`Throttled`](crate::Throttled) service returns it boxed in a [`BoxError`]:
-/// `error.downcast_ref::<WaitTooLong>()`. `pacer-retry`'s default classifier does not retry it, so it
-/// reaches the top of a full stack as it is.
+/// The services return it boxed in a [`BoxError`]: `error.downcast_ref::<WaitTooLong>()`.
+/// `pacer-retry`'s default classifier does not retry it, so it reaches the top of a full stack
+/// as it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WaitTooLong {
-    pub(crate) status: StatusCode,
-    pub(crate) wait: Duration,
-    pub(crate) cap: Duration,
-    pub(crate) retry_after: Option<String>,
+    status: StatusCode,
+    wait: Duration,
+    cap: Duration,
+    retry_after: Option<String>,
+    attempts: u32,
 }
 
 impl WaitTooLong {
+    /// The server answered `status` and asked for `wait` (unclamped), beyond `cap`, on the
+    /// first attempt.
+    #[must_use]
+    pub fn new(status: StatusCode, wait: Duration, cap: Duration) -> Self {
+        Self {
+            status,
+            wait,
+            cap,
+            retry_after: None,
+            attempts: 1,
+        }
+    }
+
+    /// The `Retry-After` value as the server sent it, when the wait came from one.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// The attempts made, the last one included (a retry layer gave up after them).
+    #[must_use]
+    pub fn with_attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Attempts made, the last one included (1 when the throttle layer failed the request).
+    #[must_use]
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
     /// The status of the refusal (429 or 503, say).
     #[must_use]
     pub fn status(&self) -> StatusCode {
@@ -47,7 +83,8 @@ impl WaitTooLong {
         self.retry_after.as_deref()
     }
 
-    /// The longest pause the layer applies.
+    /// The longest wait the stack honours (the throttle's `max_pause`, the retry layer's
+    /// `max_server_wait`; the Customer.io client's builder sets both with `max_server_wait`).
     #[must_use]
     pub fn cap(&self) -> Duration {
         self.cap
@@ -64,7 +101,11 @@ impl fmt::Display for WaitTooLong {
         if let Some(value) = &self.retry_after {
             write!(f, " (Retry-After: {value})")?;
         }
-        write!(f, ", beyond the {:?} cap", self.cap)
+        write!(f, ", beyond the {:?} cap", self.cap)?;
+        if self.attempts > 1 {
+            write!(f, "; gave up after {} attempts", self.attempts)?;
+        }
+        Ok(())
     }
 }
 

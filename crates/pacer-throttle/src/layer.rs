@@ -1,15 +1,15 @@
 //! [`ThrottleLayer`]: configuration, and the state its services share.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
 use pacer_limit::{GlobalKey, Key, Limiter};
 use tower_layer::Layer;
 
-use crate::adaptive::Adaptive;
 use crate::parse::{ParseOptions, ResetFormat};
-use crate::service::{KeyRates, Shared, Throttled};
+use crate::service::{Shared, Throttled};
+use pacer_limit::Adaptive;
 
 /// Reads every response's throttle signals and applies them to the shared [`Limiter`]: pauses
 /// the request's key on a refusal with a wait, adapts its rate, and paces ahead of a running-out
@@ -24,7 +24,6 @@ pub struct ThrottleLayer<K = (), X = GlobalKey> {
     limiter: Limiter<K>,
     extractor: X,
     config: Config,
-    rates: Arc<Mutex<KeyRates<K>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +65,6 @@ impl<K: Key, X> ThrottleLayer<K, X> {
             limiter,
             extractor,
             config: Config::default(),
-            rates: Arc::new(Mutex::new(KeyRates::default())),
         }
     }
 
@@ -114,7 +112,6 @@ impl<K, X: Clone> Clone for ThrottleLayer<K, X> {
             limiter: self.limiter.clone(),
             extractor: self.extractor.clone(),
             config: self.config.clone(),
-            rates: Arc::clone(&self.rates),
         }
     }
 }
@@ -132,7 +129,6 @@ impl<S, K: Key, X: Clone> Layer<S> for ThrottleLayer<K, X> {
         let shared = Shared {
             limiter: self.limiter.clone(),
             config,
-            rates: Arc::clone(&self.rates),
         };
         Throttled::new(inner, Arc::new(shared), self.extractor.clone())
     }

@@ -10,6 +10,12 @@
 //! - **Pausing**: a 429 or 503 with a wait pauses the request's key in the shared limiter, so
 //!   every queued and new request on that key waits. Waits beyond a cap (default 60 s) pause
 //!   for the cap and fail the request with [`WaitTooLong`].
+//! - **One report per response**: the layer parses the answer and reports it once to the
+//!   limiter ([`Limiter::observe`](pacer_limit::Limiter::observe)), which owns everything it
+//!   learns about the key and applies the pause, the adaptation and pacing ahead under one lock.
+//! - **A refusal's cost decides the answer**: a refusal with a wait on an evenly paced key
+//!   widens its spacing by 3 % (shrinking back over minutes) instead of cutting its rate; the
+//!   rate is cut only on evidence that it is wrong.
 //! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
 //!   spacing; then it lowers the key's rate to just under what the server accepted over the
 //!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the
@@ -17,7 +23,8 @@
 //!   by more than half per round. Successes bring it back to the configured quota in a bounded
 //!   time (see [`Adaptive`]). A client that starts 10x too fast converges within a few rounds.
 //! - **Pacing ahead**: when `Remaining` is too low to last until the reset at the current rate,
-//!   the key is spaced out to make it last.
+//!   the key is spaced out to spend it all, evenly, before the reset (epoch resets measured
+//!   against the local clock while it agrees with the response's `Date` to the second).
 //!
 //! # Example
 //!
@@ -61,7 +68,6 @@
 //! layer, a [`RateLimited`](pacer_limit::RateLimited) of the limiter, or the inner service's
 //! error, unchanged. Downcast to tell them apart (`error.downcast_ref::<WaitTooLong>()`).
 
-mod adaptive;
 mod error;
 mod future;
 mod layer;
@@ -71,10 +77,10 @@ pub mod parse;
 mod service;
 mod throttle;
 
-pub use adaptive::Adaptive;
 pub use error::{BoxError, WaitTooLong};
 pub use future::ResponseFuture;
 pub use layer::ThrottleLayer;
 pub use pace::{Pace, PaceLayer};
+pub use pacer_limit::Adaptive;
 pub use service::Throttled;
 pub use throttle::{Paced, Source, Throttle};

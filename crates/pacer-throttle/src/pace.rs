@@ -57,10 +57,10 @@ use http::StatusCode;
 use pacer_limit::{GlobalKey, Key, LimitLayer, Limited, Limiter};
 use tower_layer::Layer;
 
-use crate::adaptive::Adaptive;
 use crate::layer::ThrottleLayer;
 use crate::parse::ResetFormat;
 use crate::service::Throttled;
+use pacer_limit::Adaptive;
 
 /// The service [`PaceLayer`] builds: the rate limit over the throttle feedback over `S`.
 ///

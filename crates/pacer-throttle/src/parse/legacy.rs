@@ -40,8 +40,10 @@ impl Legacy {
 ///
 /// `*-Reset` is delta-seconds, epoch seconds or epoch milliseconds depending on the server;
 /// [`ResetFormat::Auto`] tells them apart by magnitude (below 10⁹: delta; below 10¹²: epoch
-/// seconds; above: epoch milliseconds). Epoch values are measured against the response's `Date`
-/// when valid, or else `now`. Values that are not numbers are ignored.
+/// seconds; above: epoch milliseconds). Epoch values are measured against `now` when it reads
+/// within the second of the response's `Date`, against `Date` when `now` is outside it (a
+/// skewed local clock), and against `now` without a valid `Date`. Values that are not numbers
+/// are ignored.
 #[must_use]
 pub fn legacy(headers: &HeaderMap, now: SystemTime, format: ResetFormat, max: Duration) -> Legacy {
     let number = |names: &[&str; 3]| {
@@ -80,12 +82,65 @@ fn reset_delay(
     if reset.negative {
         return Duration::ZERO;
     }
-    let reference = headers
+    let date = headers
         .get(http::header::DATE)
-        .and_then(|date| httpdate::parse_http_date(date.to_str().ok()?.trim()).ok())
-        .unwrap_or(now);
+        .and_then(|date| httpdate::parse_http_date(date.to_str().ok()?.trim()).ok());
+    let reference = match date {
+        // `Date` has whole seconds, truncated: the server's clock reads somewhere in the second
+        // after it. While the local clock reads within that second too, it is the same clock
+        // with the fraction the header dropped; measured from `Date` alone, a reset at the next
+        // second would always look a whole second away. A local clock outside that second is
+        // skewed, and `Date` (the earliest the server's clock can read) keeps the reset from
+        // looking sooner than it is.
+        Some(date) if now >= date && now < date + Duration::from_secs(1) => now,
+        Some(date) => date,
+        None => now,
+    };
     let since_epoch = reference
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     epoch_offset.saturating_sub(since_epoch).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(reset: &str, date: SystemTime) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset", reset.parse().unwrap());
+        headers.insert(
+            http::header::DATE,
+            httpdate::fmt_http_date(date).parse().unwrap(),
+        );
+        headers
+    }
+
+    const MAX: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn an_epoch_reset_is_measured_to_the_fraction_of_a_second_date_drops() {
+        let second = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let now = second + Duration::from_millis(700);
+        for (reset, format) in [
+            ("1700000001", ResetFormat::Auto),
+            ("1700000001000", ResetFormat::Auto),
+        ] {
+            let parsed = legacy(&headers(reset, now), now, format, MAX);
+            assert_eq!(parsed.reset, Some(Duration::from_millis(300)), "{reset}");
+        }
+    }
+
+    #[test]
+    fn a_skewed_local_clock_falls_back_on_date() {
+        let second = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let headers = headers("1700000001", second);
+        // The local clock runs 5 s ahead: the reset is a second from the server's `Date`.
+        let ahead = second + Duration::from_secs(5);
+        let parsed = legacy(&headers, ahead, ResetFormat::Auto, MAX);
+        assert_eq!(parsed.reset, Some(Duration::from_secs(1)));
+        let behind = second - Duration::from_secs(5);
+        let parsed = legacy(&headers, behind, ResetFormat::Auto, MAX);
+        assert_eq!(parsed.reset, Some(Duration::from_secs(1)));
+    }
 }

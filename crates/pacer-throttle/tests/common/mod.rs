@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use pacer_limit::{LimitLayer, Limiter};
+use pacer_limit::{LimitLayer, Limiter, Quota};
 use pacer_throttle::ThrottleLayer;
 use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
@@ -131,9 +131,9 @@ pub(crate) fn rate_and_refusals(
 }
 
 /// The rate the key is paced at now, in whole requests per window of its configured quota
-/// (rounded): what a learned rate looks like next to the configured limit.
-pub(crate) fn paced_per_window(limiter: &Limiter) -> u32 {
-    let window = limiter.configured_quota(&()).effective_window();
+/// `configured` (rounded): what a learned rate looks like next to the configured limit.
+pub(crate) fn paced_per_window(limiter: &Limiter, configured: &Quota) -> u32 {
+    let window = configured.effective_window();
     (limiter.quota(&()).rate_per_second() * window.as_secs_f64()).round() as u32
 }
 
@@ -145,11 +145,13 @@ pub(crate) fn watch_rate(
     every: Duration,
 ) -> tokio::task::JoinHandle<Vec<(Duration, u32)>> {
     let limiter = limiter.clone();
+    // Called before any answer: the quota in force is the configured one.
+    let configured = limiter.quota(&());
     let start = Instant::now();
     tokio::spawn(async move {
         let mut samples = Vec::new();
         while start.elapsed() < run {
-            samples.push((start.elapsed(), paced_per_window(&limiter)));
+            samples.push((start.elapsed(), paced_per_window(&limiter, &configured)));
             tokio::time::sleep(every).await;
         }
         samples

@@ -1,6 +1,14 @@
 //! Learning a key's real rate from the server's refusals, without ever collapsing.
 //!
 //! A refusal is answered in this order:
+//! 0. **A refusal's cost decides the answer.** A refusal with a wait (`Retry-After`) already
+//!    costs every caller of the key the pause. When the key was sending evenly and its own
+//!    count does not show the server accepting less than it sends, the refusal was timing
+//!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, shrinking back
+//!    over minutes) and leaves the rate alone. Only a refusal soon after the last one (the
+//!    margin did not help; on a quota shared through Redis, where a rate learned in one
+//!    process slows only that one, every refusal with a wait widens the shared margin), one
+//!    without a wait, or a count that shows the rate is wrong goes on to the rules below.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.
@@ -37,7 +45,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How a [`ThrottleLayer`](crate::ThrottleLayer) adapts a key's rate (on by default).
+/// How a key's rate adapts to the server's refusals reported through
+/// [`Limiter::observe`](crate::Limiter::observe) (on by default): the throttle layer's
+/// `adaptive` setting.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Adaptive {
     enabled: bool,
@@ -121,6 +131,9 @@ pub(crate) enum Change {
     Smooth,
     /// Back at the configured quota: restore it and forget the key's adaptive state.
     Recovered,
+    /// The key was sending evenly at its rate and the server paused it: keep the rate, widen
+    /// the spacing between sends (see `crate::spacing`).
+    Widen,
 }
 
 /// What the server said about the key's requests lately, and the quota in force.
@@ -130,6 +143,10 @@ pub(crate) struct InForce {
     pub(crate) rate: f64,
     /// Whether the quota in force lets sends go out back to back.
     pub(crate) bursts: bool,
+    /// Whether the server asked for a wait (and the key is paused for it): the refusal then
+    /// costs a whole pause, and unless the key's count shows its rate is wrong, it widens the
+    /// key's spacing rather than cutting its rate ([`Change::Widen`]).
+    pub(crate) asked_wait: bool,
 }
 
 /// Sub-windows of the answers counter: the count is exact to one sub-window.
@@ -304,7 +321,7 @@ impl KeyRate {
     }
 
     /// Nothing to remember: no recent answers and no decrease in force.
-    pub(crate) fn is_idle(&mut self, now: Instant) -> bool {
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
         self.recovery.is_none() && self.answers.is_empty(now)
     }
 
@@ -368,6 +385,18 @@ impl KeyRate {
             _ => 1,
         };
         self.decreased_at = Some(now);
+        if in_force.asked_wait && !in_force.bursts && !self.rate_is_wrong(current, sent_at) {
+            // Evenly at its rate, and the count does not say the rate is wrong: timing noise
+            // (a strict server's clock, jitter on the way) put two sends too close. A cut of
+            // the rate would compound with every such refusal; the spacing margin does not.
+            // A climb or probe under way stops where it is and holds there: the rate in force
+            // got refused once, so it is not raised further for a while.
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.start = recovery.rate;
+                recovery.peak = recovery.rate;
+            }
+            return Change::Widen;
+        }
         if in_force.bursts {
             self.recovery = Some(Recovery {
                 start: current,
@@ -425,6 +454,17 @@ impl KeyRate {
     }
 }
 
+impl KeyRate {
+    /// Whether the key's own count shows its rate is wrong: it sent about its rate over a whole
+    /// busy window before `sent_at`, and the server accepted clearly less than that.
+    fn rate_is_wrong(&self, current: f64, sent_at: Instant) -> bool {
+        let (accepted, answered) = self.answers.in_window_before(sent_at);
+        self.answers.busy_for_window_before(sent_at)
+            && answered >= current * AT_RATE
+            && accepted < current * AT_RATE
+    }
+}
+
 impl Recovery {
     /// The rate `windows` windows after the decrease: a concave cubic from `start` back to
     /// `peak` over `recovery_windows`, `peak` for `probe_windows`, then a probe that adds one
@@ -452,12 +492,14 @@ mod tests {
     const EVEN: InForce = InForce {
         rate: 100.0,
         bursts: false,
+        asked_wait: false,
     };
 
     fn even(rate: f64) -> InForce {
         InForce {
             rate,
             bursts: false,
+            asked_wait: false,
         }
     }
 
@@ -667,6 +709,7 @@ mod tests {
         let bursting = InForce {
             rate: 100.0,
             bursts: true,
+            asked_wait: false,
         };
         let mut rate = KeyRate::new(WINDOW, start);
         let now = busy(&mut rate, start, 100, 2);

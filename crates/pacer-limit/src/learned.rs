@@ -1,0 +1,155 @@
+//! What a key learned from the server's answers: its rate ([`KeyRate`]), its spacing margin
+//! ([`Spacing`]), and whether it must send evenly. Lives in the key's bucket, under the
+//! limiter's one lock, and is swept with it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::adaptive::{Adaptive, Change, InForce, KeyRate};
+use crate::quota::Quota;
+use crate::spacing::Spacing;
+
+/// A quota change is handed out once the pace moved by this fraction of the configured rate.
+const PACE_STEP: f64 = 0.002;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Learned {
+    rate: KeyRate,
+    spacing: Spacing,
+    /// Requests per window of the configured quota the key is paced at before its spacing
+    /// margin; `None`: the configured rate.
+    rate_in_force: Option<f64>,
+    /// The server refused a burst: the key sends evenly from now on, at any rate.
+    smoothed: bool,
+    /// The fraction of the configured rate last put in force.
+    applied: f64,
+}
+
+/// What one answer changed: the quota to put in force, and the spacing margin when it widened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lesson {
+    pub(crate) quota: Quota,
+    pub(crate) widened: Option<f64>,
+}
+
+/// One answer, as [`Learned::on_answer`] takes it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Answer {
+    pub(crate) refused: bool,
+    pub(crate) sent_at: Instant,
+    /// The pause the server asked for, when it asked for one.
+    pub(crate) paused_until: Option<Instant>,
+}
+
+impl Learned {
+    pub(crate) fn new(window: Duration, now: Instant) -> Self {
+        Self {
+            rate: KeyRate::new(window, now),
+            spacing: Spacing::new(window),
+            rate_in_force: None,
+            smoothed: false,
+            applied: 1.0,
+        }
+    }
+
+    /// Learns from one answer; returns what changed, if anything.
+    pub(crate) fn on_answer(
+        &mut self,
+        params: &Adaptive,
+        configured: &Quota,
+        answer: Answer,
+        shared: bool,
+        now: Instant,
+    ) -> Option<Lesson> {
+        let window = configured.effective_window();
+        let ceiling = f64::from(configured.limit());
+        let rate = self.rate_in_force.unwrap_or(ceiling);
+        let recent = self.spacing.is_recent(now);
+        if answer.refused {
+            self.spacing
+                .note_refusal(now, answer.paused_until.unwrap_or(now));
+        }
+        let change = if answer.refused {
+            let in_force = InForce {
+                rate: rate / (1.0 + self.spacing.extra(now)),
+                bursts: configured.model().bursts() && !self.smoothed,
+                // A refusal soon after the last one: the margin did not help, the rate's own
+                // rules decide. Not on a quota shared with other processes, though: a rate
+                // learned here slows this process only, while the margin, shared, spaces them
+                // all, so every refusal with a wait widens it.
+                asked_wait: answer.paused_until.is_some() && (!recent || shared),
+            };
+            self.rate.on_refusal(params, in_force, answer.sent_at, now)
+        } else {
+            self.rate.on_success(params, ceiling, answer.sent_at, now)
+        };
+        let mut widened = None;
+        let forced = match change {
+            Change::Keep => false,
+            Change::Rate(rate) => {
+                if answer.refused {
+                    // Measured from what the server took: the margin is in that count already.
+                    self.spacing.clear();
+                }
+                self.rate_in_force = Some(rate);
+                false
+            }
+            Change::Smooth => {
+                self.smoothed = true;
+                true
+            }
+            Change::Recovered => {
+                self.rate_in_force = None;
+                true
+            }
+            Change::Widen => {
+                let extra = self.spacing.widen(now);
+                tracing::debug!(
+                    extra,
+                    ?window,
+                    "key paused by the server while even; spacing widened"
+                );
+                widened = Some(extra);
+                true
+            }
+        };
+        let fraction = self.fraction(ceiling, now);
+        if !forced && (fraction - self.applied).abs() < PACE_STEP {
+            return None;
+        }
+        self.applied = fraction;
+        Some(Lesson {
+            quota: self.quota(configured, fraction),
+            widened,
+        })
+    }
+
+    /// The share of the configured rate in force at `now`: the learned rate over the margin.
+    fn fraction(&self, ceiling: f64, now: Instant) -> f64 {
+        let rate = self.rate_in_force.unwrap_or(ceiling) / ceiling;
+        (rate / (1.0 + self.spacing.extra(now))).min(1.0)
+    }
+
+    fn quota(&self, configured: &Quota, fraction: f64) -> Quota {
+        let paced = if self.smoothed {
+            configured.gcra(1)
+        } else {
+            *configured
+        };
+        paced.slowed(fraction)
+    }
+
+    /// Whether the key is back at its configured quota with nothing left to remember.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        !self.smoothed
+            && self.rate_in_force.is_none()
+            && self.spacing.is_gone(now)
+            && self.rate.is_idle(now)
+    }
+
+    /// Whether the quota in force is exactly the configured one.
+    pub(crate) fn at_configured(&self) -> bool {
+        !self.smoothed && self.applied >= 1.0
+    }
+}
