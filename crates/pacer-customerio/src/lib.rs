@@ -34,8 +34,9 @@
 //!   fails with [`Error::UnreadableAnswer`]; nothing counts as delivered.
 //!
 //! ```
-//! use pacer_customerio::{Client, Credentials, Event, Roots};
-//! use pacer_mock::{MockConfig, MockServer};
+//! # mod pacer { pub mod customerio { pub use ::pacer_customerio::*; } pub mod mock { pub use ::pacer_mock::*; } }
+//! use pacer::customerio::{Client, Credentials, Event, Roots};
+//! use pacer::mock::{MockConfig, MockServer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -31,8 +31,9 @@
 //! send up to `1 / expected_processes` of the quota more, until it answers again.
 //!
 //! ```no_run
-//! use pacer_limit::{Limiter, Quota};
-//! use pacer_limit_redis::{LimiterBuilderExt, RedisStore, SharedQuota};
+//! # mod pacer { pub mod limit { pub use ::pacer_limit::*; } pub mod redis { pub use ::pacer_limit_redis::*; } }
+//! use pacer::limit::{Limiter, Quota};
+//! use pacer::redis::{LimiterBuilderExt, RedisStore, SharedQuota};
 //!
 //! # async fn example() -> Result<(), redis::RedisError> {
 //! // Every pod of the service runs this; together they send at most 100 requests per second.

@@ -13,8 +13,9 @@ use crate::source::SlotSources;
 /// under 50 ms apart get [precise wake-ups](Self::precise_wakeups).
 ///
 /// ```
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
-/// use pacer_limit::{Limiter, Quota};
+/// use pacer::limit::{Limiter, Quota};
 ///
 /// #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 /// enum Api { Track, App }

@@ -10,7 +10,8 @@ use std::time::Duration;
 /// `Into<BoxError>` and otherwise untouched. Tell them apart by downcasting:
 ///
 /// ```
-/// # use pacer_limit::{BoxError, RateLimited};
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+/// # use pacer::limit::{BoxError, RateLimited};
 /// fn describe(error: &BoxError) -> String {
 ///     match error.downcast_ref::<RateLimited>() {
 ///         Some(limited) => format!("not sent, try again in {:?}", limited.retry_after()),

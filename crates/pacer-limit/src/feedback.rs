@@ -21,8 +21,9 @@ pub enum Outcome {
 /// server's signals (a pause it asked for, the allowance left until a reset).
 ///
 /// ```
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
-/// use pacer_limit::{Feedback, Limiter, Outcome, Quota};
+/// use pacer::limit::{Feedback, Limiter, Outcome, Quota};
 /// use tokio::time::Instant;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

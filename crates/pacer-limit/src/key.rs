@@ -8,7 +8,8 @@ use http::Request;
 /// puts every request under one quota.
 ///
 /// ```
-/// use pacer_limit::KeyExtractor;
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+/// use pacer::limit::KeyExtractor;
 ///
 /// // One quota per host.
 /// let by_host = |req: &http::Request<()>| req.uri().host().map(str::to_owned);

@@ -28,10 +28,11 @@
 //! # Example
 //!
 //! ```
+//! # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response};
-//! use pacer_limit::{Limiter, Quota, LimitLayer};
+//! use pacer::limit::{Limiter, Quota, LimitLayer};
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

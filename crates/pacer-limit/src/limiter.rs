@@ -36,8 +36,9 @@ pub(crate) type QueueFn<K> = Arc<dyn Fn(&K) -> usize + Send + Sync>;
 /// leaves the queue and takes no capacity with it.
 ///
 /// ```
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
-/// use pacer_limit::{Limiter, Quota};
+/// use pacer::limit::{Limiter, Quota};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -294,8 +295,9 @@ impl<K: Key> Limiter<K> {
     /// wait. A key never seen (or evicted as idle) has an empty, unpaused queue.
     ///
     /// ```
+    /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
     /// use std::time::Duration;
-    /// use pacer_limit::{Limiter, Quota};
+    /// use pacer::limit::{Limiter, Quota};
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {

@@ -35,8 +35,9 @@ pub enum Model {
 /// ([`sliding_window`](Self::sliding_window), [`gcra`](Self::gcra) with a burst above 1).
 ///
 /// ```
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
-/// use pacer_limit::{Model, Quota};
+/// use pacer::limit::{Model, Quota};
 ///
 /// // 100 requests per second: one every 10.1 ms (the window plus its 1 % margin, over 100).
 /// let track = Quota::per_second(100);
@@ -137,7 +138,8 @@ impl Quota {
     /// Used to pace a key below its configured quota, e.g. after the server refused requests.
     ///
     /// ```
-    /// use pacer_limit::{Model, Quota};
+    /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+    /// use pacer::limit::{Model, Quota};
     ///
     /// let quota = Quota::per_second(100).gcra(20).scaled(50);
     /// assert_eq!(quota.limit(), 50);

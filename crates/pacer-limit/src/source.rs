@@ -134,7 +134,8 @@ impl fmt::Debug for HeadWaker {
 /// alone: the default source, and what a shared source may fall back on.
 ///
 /// ```
-/// use pacer_limit::{Admission, LocalSlots, Quota, SlotSource};
+/// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+/// use pacer::limit::{Admission, LocalSlots, Quota, SlotSource};
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///

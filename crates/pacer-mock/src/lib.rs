@@ -21,7 +21,8 @@
 //! people); objects, relationships and delivery events are validated but not stored.
 //!
 //! ```
-//! use pacer_mock::{MockConfig, MockServer};
+//! # mod pacer { pub mod mock { pub use ::pacer_mock::*; } }
+//! use pacer::mock::{MockConfig, MockServer};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {

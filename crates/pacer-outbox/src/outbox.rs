@@ -209,9 +209,10 @@ struct Inner {
 /// clone.
 ///
 /// ```
-/// use pacer_customerio::{Client, Credentials, Event, Roots};
-/// use pacer_mock::{MockConfig, MockServer};
-/// use pacer_outbox::Outbox;
+/// # mod pacer { pub mod customerio { pub use ::pacer_customerio::*; } pub mod mock { pub use ::pacer_mock::*; } pub mod outbox { pub use ::pacer_outbox::*; } }
+/// use pacer::customerio::{Client, Credentials, Event, Roots};
+/// use pacer::mock::{MockConfig, MockServer};
+/// use pacer::outbox::Outbox;
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

@@ -170,7 +170,8 @@ impl StdError for RetriesExhausted {
 /// a custom classifier or another layer wrapped it.
 ///
 /// ```
-/// use pacer_retry::{find, AttemptTimedOut, BoxError, RetriesExhausted};
+/// # mod pacer { pub mod retry { pub use ::pacer_retry::*; } }
+/// use pacer::retry::{find, AttemptTimedOut, BoxError, RetriesExhausted};
 ///
 /// fn timed_out(error: &BoxError) -> bool {
 ///     find::<AttemptTimedOut>(&**error).is_some()

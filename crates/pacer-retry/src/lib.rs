@@ -59,11 +59,12 @@
 //! # Example
 //!
 //! ```
+//! # mod pacer { pub mod retry { pub use ::pacer_retry::*; } }
 //! use std::convert::Infallible;
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::sync::Arc;
 //! use http::{Request, Response, StatusCode};
-//! use pacer_retry::RetryLayer;
+//! use pacer::retry::RetryLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 /// deduplicates it), which makes a POST or PATCH retryable.
 ///
 /// ```
+/// # mod pacer { pub mod retry { pub use ::pacer_retry::*; } }
 /// let mut request = http::Request::post("https://track.customer.io/api/v2/entity").body(()).unwrap();
-/// request.extensions_mut().insert(pacer_retry::Idempotent);
+/// request.extensions_mut().insert(pacer::retry::Idempotent);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Idempotent;

@@ -34,11 +34,12 @@
 //! for stacks that need a layer between them):
 //!
 //! ```
+//! # mod pacer { pub mod limit { pub use ::pacer_limit::*; } pub mod throttle { pub use ::pacer_throttle::*; } }
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use pacer_limit::{Limiter, Quota};
-//! use pacer_throttle::{PaceLayer, Throttle};
+//! use pacer::limit::{Limiter, Quota};
+//! use pacer::throttle::{PaceLayer, Throttle};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

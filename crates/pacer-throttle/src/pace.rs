@@ -13,13 +13,14 @@
 //! # Example
 //!
 //! ```
+//! # mod pacer { pub mod limit { pub use ::pacer_limit::*; } pub mod throttle { pub use ::pacer_throttle::*; } pub use ::pacer_throttle::PaceLayer; }
 //! use std::convert::Infallible;
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use http::{Request, Response, StatusCode};
-//! use pacer_limit::{Limiter, Quota};
-//! use pacer_throttle::PaceLayer;
+//! use pacer::limit::{Limiter, Quota};
+//! use pacer::PaceLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

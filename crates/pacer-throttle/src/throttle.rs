@@ -34,7 +34,8 @@ pub struct Paced;
 /// carries a signal, so the layers above (a retry layer, the caller) can read it:
 ///
 /// ```
-/// # use pacer_throttle::Throttle;
+/// # mod pacer { pub mod throttle { pub use ::pacer_throttle::*; } }
+/// # use pacer::throttle::Throttle;
 /// # fn check(response: &http::Response<()>) {
 /// if let Some(throttle) = response.extensions().get::<Throttle>() {
 ///     println!("server asks to wait {:?}, {:?} left", throttle.wait, throttle.remaining);

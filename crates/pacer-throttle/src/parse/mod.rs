@@ -80,10 +80,11 @@ impl ParseOptions {
 /// the legacy headers for the quota figures.
 ///
 /// ```
+/// # mod pacer { pub mod throttle { pub use ::pacer_throttle::*; } }
 /// use std::time::{Duration, SystemTime};
 /// use http::HeaderMap;
-/// use pacer_throttle::parse::{throttle, ParseOptions};
-/// use pacer_throttle::Source;
+/// use pacer::throttle::parse::{throttle, ParseOptions};
+/// use pacer::throttle::Source;
 ///
 /// let mut headers = HeaderMap::new();
 /// headers.insert("ratelimit-policy", "\"default\";q=100;w=1".parse().unwrap());

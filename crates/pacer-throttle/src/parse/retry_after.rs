@@ -18,9 +18,10 @@ use super::number::Decimal;
 /// `None` when the value says nothing usable.
 ///
 /// ```
+/// # mod pacer { pub mod throttle { pub use ::pacer_throttle::*; } }
 /// use std::time::{Duration, SystemTime};
 /// use http::HeaderValue;
-/// use pacer_throttle::parse::retry_after;
+/// use pacer::throttle::parse::retry_after;
 ///
 /// let max = Duration::from_secs(60);
 /// let now = SystemTime::now();
