@@ -1,16 +1,5 @@
-//! Where a key's send slots come from, apart from how waiters queue for them.
-//!
-//! The limiter's core (the FIFO queue, pauses, quota overrides, the head's timer) asks a
-//! [`SlotSource`] for each slot. [`LocalSlots`], the key's own GCRA or sliding-window model, is
-//! the source of every key by default. A limiter built with
-//! [`LimiterBuilder::slot_sources`](crate::LimiterBuilder::slot_sources) takes its slots from
-//! elsewhere too, e.g. a quota kept in Redis and shared with other processes (the
-//! `pacer-limit-redis` crate): the core keeps queueing, pausing and waking exactly as for a
-//! local key, and the source only says when a slot is free.
-//!
-//! A source is called under the limiter's lock: its methods must not block, must not call back
-//! into the limiter, and must not wake heads synchronously (a [`HeadWaker`] is for tasks the
-//! source spawns).
+//! Where a key's send slots come from, apart from how waiters queue for them. The rules are
+//! on [`SlotSource`].
 
 use std::any::Any;
 use std::fmt;
@@ -36,7 +25,19 @@ pub enum Admission {
     Pending(Instant),
 }
 
-/// Gives out the send slots of one key. See the [module docs](self) for the rules.
+/// Gives out the send slots of one key.
+///
+/// The limiter's core (the FIFO queue, pauses, quota overrides, the head's timer) asks a
+/// [`SlotSource`] for each slot. [`LocalSlots`], the key's own GCRA or sliding-window model, is
+/// the source of every key by default. A limiter built with
+/// [`LimiterBuilder::slot_sources`](crate::LimiterBuilder::slot_sources) takes its slots from
+/// elsewhere too, e.g. a quota kept in Redis and shared with other processes (the
+/// `pacer-limit-redis` crate): the core keeps queueing, pausing and waking exactly as for a
+/// local key, and the source only says when a slot is free.
+///
+/// A source is called under the limiter's lock: its methods must not block, must not call back
+/// into the limiter, and must not wake heads synchronously (a [`HeadWaker`] is for tasks the
+/// source spawns).
 pub trait SlotSource: fmt::Debug + Send + 'static {
     /// Takes a slot at `now` if one is free. `demand` is how many waiters want a slot, the
     /// caller among them (at least 1): a source that fetches slots ahead knows how many.
