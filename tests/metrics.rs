@@ -3,43 +3,18 @@
 //! known run must give.
 #![cfg(all(feature = "metrics", feature = "retry"))]
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use pacer::limit::{Limiter, Quota};
 use pacer::retry::{Idempotent, RetryLayer};
 use pacer::throttle::PaceLayer;
+use pacer_testkit::metrics::readings;
 use tower::{ServiceBuilder, ServiceExt};
-
-/// `name{label=value,...}` of every metric, and its value: a counter's count, a gauge's value,
-/// a histogram's number of samples.
-fn read(snapshotter: &Snapshotter) -> HashMap<String, f64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let value = match value {
-                DebugValue::Counter(count) => count as f64,
-                DebugValue::Gauge(gauge) => gauge.into_inner(),
-                DebugValue::Histogram(samples) => samples.len() as f64,
-            };
-            (name, value)
-        })
-        .collect()
-}
 
 /// A stack over a server that refuses the first request with `429, Retry-After: 1`, answers
 /// every request to `/down` with 503, and accepts the rest.
@@ -108,7 +83,7 @@ fn every_layer_reports_its_decisions() {
         .build()
         .unwrap();
     metrics::with_local_recorder(&recorder, || runtime.block_on(run_stack()));
-    let metrics = read(&snapshotter);
+    let metrics = readings(&snapshotter);
     let get = |name: &str| {
         *metrics
             .get(name)
@@ -173,7 +148,7 @@ fn a_wait_beyond_the_cap_is_counted() {
             assert_eq!(response.status(), StatusCode::OK);
         });
     });
-    let metrics = read(&snapshotter);
+    let metrics = readings(&snapshotter);
     assert_eq!(
         metrics.get("pacer_throttle_pauses_capped_total{key=\"track\",status=200}"),
         Some(&1.0),
@@ -212,7 +187,7 @@ fn a_redis_fallback_is_counted() {
             }
         });
     });
-    let metrics = read(&snapshotter);
+    let metrics = readings(&snapshotter);
     assert_eq!(
         metrics.get("pacer_limit_redis_fallbacks_total{}"),
         Some(&1.0),

@@ -3,39 +3,14 @@
 //! must give.
 #![cfg(feature = "metrics")]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use pacer_customerio::{Client, Credentials, Event, Operation, Roots};
 use pacer_mock::{MockConfig, MockServer};
 use pacer_outbox::Outbox;
+use pacer_testkit::metrics::readings;
 use serde_json::json;
-
-/// `name{label=value,...}` of every metric, and its value: a counter's count, a gauge's value,
-/// a histogram's number of samples.
-fn read(snapshotter: &Snapshotter) -> HashMap<String, f64> {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let key = key.key();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|label| format!("{}={}", label.key(), label.value()))
-                .collect();
-            labels.sort();
-            let name = format!("{}{{{}}}", key.name(), labels.join(","));
-            let value = match value {
-                DebugValue::Counter(count) => count as f64,
-                DebugValue::Gauge(gauge) => gauge.into_inner(),
-                DebugValue::Histogram(samples) => samples.len() as f64,
-            };
-            (name, value)
-        })
-        .collect()
-}
 
 async fn run() {
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
@@ -71,7 +46,7 @@ fn every_outbox_metric_is_reported() {
         .build()
         .unwrap();
     metrics::with_local_recorder(&recorder, || runtime.block_on(run()));
-    let metrics = read(&snapshotter);
+    let metrics = readings(&snapshotter);
     let value = |name: &str| {
         *metrics
             .get(name)

@@ -4,6 +4,8 @@
 //! [`HostileServer`] that misbehaves in one chosen way.
 
 mod hostile;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod redis_server;
 mod slow_proxy;
 pub use hostile::{Behaviour, HostileServer};
