@@ -102,7 +102,7 @@ where
         let Some(body) = replayable_body(&request) else {
             return next.run(request, extensions).await;
         };
-        let request = to_http(request, body);
+        let request = to_http(&request, body)?;
         let inner = NextService {
             next,
             extensions: extensions.clone(),
@@ -124,17 +124,23 @@ fn replayable_body(request: &reqwest::Request) -> Option<Bytes> {
     }
 }
 
-fn to_http(request: reqwest::Request, body: Bytes) -> http::Request<Full<Bytes>> {
-    let mut built = http::Request::new(Full::new(body));
-    *built.method_mut() = request.method().clone();
-    *built.uri_mut() = request
+/// The request as the tower stack takes it; a URL that is no valid URI (none that reqwest
+/// builds, but the check is cheap) is the middleware's error, not a panic.
+fn to_http(
+    request: &reqwest::Request,
+    body: Bytes,
+) -> reqwest_middleware::Result<http::Request<Full<Bytes>>> {
+    let uri: http::Uri = request
         .url()
         .as_str()
         .parse()
-        .expect("a reqwest URL is a valid URI");
+        .map_err(|error| reqwest_middleware::Error::Middleware(anyhow::Error::new(error)))?;
+    let mut built = http::Request::new(Full::new(body));
+    *built.method_mut() = request.method().clone();
+    *built.uri_mut() = uri;
     *built.version_mut() = request.version();
     *built.headers_mut() = request.headers().clone();
-    built
+    Ok(built)
 }
 
 /// A stack error back as reqwest-middleware's: the inner middleware's or reqwest's own error
