@@ -102,10 +102,14 @@ where
         let Some(body) = replayable_body(&request) else {
             return next.run(request, extensions).await;
         };
+        // `RequestBuilder::timeout` lives on the reqwest request, not in the http one: carried
+        // across so every attempt keeps it.
+        let request_timeout = request.timeout().copied();
         let request = to_http(&request, body)?;
         let inner = NextService {
             next,
             extensions: extensions.clone(),
+            timeout: request_timeout,
         };
         let mut stack = self.retry.layer(self.pace.layer(inner));
         std::future::poll_fn(|cx| stack.poll_ready(cx))
@@ -181,6 +185,8 @@ fn to_anyhow(error: BoxError) -> anyhow::Error {
 struct NextService<'a> {
     next: Next<'a>,
     extensions: Extensions,
+    /// The request's own timeout (`RequestBuilder::timeout`), for every attempt.
+    timeout: Option<std::time::Duration>,
 }
 
 impl Clone for NextService<'_> {
@@ -188,6 +194,7 @@ impl Clone for NextService<'_> {
         Self {
             next: self.next.clone(),
             extensions: self.extensions.clone(),
+            timeout: self.timeout,
         }
     }
 }
@@ -204,6 +211,7 @@ impl<'a> Service<http::Request<Full<Bytes>>> for NextService<'a> {
     fn call(&mut self, request: http::Request<Full<Bytes>>) -> Self::Future {
         let next = self.next.clone();
         let mut extensions = self.extensions.clone();
+        let timeout = self.timeout;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
             let body = reqwest::Body::from(
@@ -211,7 +219,8 @@ impl<'a> Service<http::Request<Full<Bytes>>> for NextService<'a> {
                     .await
                     .map_or_else(|never| match never {}, |collected| collected.to_bytes()),
             );
-            let request = reqwest::Request::try_from(http::Request::from_parts(parts, body))?;
+            let mut request = reqwest::Request::try_from(http::Request::from_parts(parts, body))?;
+            *request.timeout_mut() = timeout;
             let response = next.run(request, &mut extensions).await?;
             Ok(http::Response::from(response))
         })

@@ -123,3 +123,34 @@ async fn reqwest_errors_and_pacer_decisions_come_back_told_apart() {
         other => panic!("not the limiter's decision: {other:?}"),
     }
 }
+
+/// `RequestBuilder::timeout` holds through the middleware: a server that never answers fails
+/// the request within it (it was dropped on the way, and the request waited forever).
+#[tokio::test]
+async fn a_requests_own_timeout_holds_through_the_middleware() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    // Accepts and never answers (the connections are held until the test ends).
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let limiter = Limiter::new(Quota::per_second(1000));
+    let client = client(&limiter, RetryLayer::new().max_retries(0));
+    let started = Instant::now();
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get(&url).timeout(Duration::from_millis(200)).send(),
+    )
+    .await
+    .expect("the request's own timeout ends it")
+    .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match &error {
+        reqwest_middleware::Error::Reqwest(error) => assert!(error.is_timeout(), "{error:?}"),
+        other => panic!("not reqwest's timeout: {other:?}"),
+    }
+    silent.abort();
+}
