@@ -703,32 +703,39 @@ async fn send_unit(
                 .iter()
                 .map(|(_, operation)| operation.clone())
                 .collect();
-            match send_batch(client, &operations, redactor).await {
-                Ok(entries) => {
-                    for ((line, operation), entry) in unit.operations.into_iter().zip(entries) {
-                        match entry {
-                            EntryOutcome::Delivered => outcome.delivered += 1,
-                            EntryOutcome::Refused(entry) | EntryOutcome::Retry(entry) => {
-                                let reason = format!(
-                                    "{} ({}: {})",
-                                    entry.message, entry.field, entry.reason
-                                );
-                                let reason = crate::reason::cut(&redactor.redact(&reason));
-                                outcome.refused.push((line, text(&operation), reason));
-                            }
-                            _ => outcome.fatal = Some("an entry's outcome is unknown".into()),
-                        }
+            let (entries, failure) = send_batch(client, &operations, redactor).await;
+            // A permanent failure refuses the entries still waiting for an answer; an entry
+            // an earlier round delivered stays delivered. Any other failure leaves the unit
+            // unacknowledged (fatal): a resume sends it again, harmlessly.
+            let refusal = failure.as_ref().map(|error| {
+                (
+                    is_permanent(error).then(|| redactor.describe(error)),
+                    redactor.describe(error),
+                )
+            });
+            for ((line, operation), entry) in unit.operations.into_iter().zip(entries) {
+                match (entry, &refusal) {
+                    (Some(EntryOutcome::Delivered), _) => outcome.delivered += 1,
+                    (Some(EntryOutcome::Refused(entry) | EntryOutcome::Retry(entry)), _) => {
+                        let reason =
+                            format!("{} ({}: {})", entry.message, entry.field, entry.reason);
+                        let reason = crate::reason::cut(&redactor.redact(&reason));
+                        outcome.refused.push((line, text(&operation), reason));
+                    }
+                    (None, Some((Some(permanent), _))) => {
+                        outcome
+                            .refused
+                            .push((line, text(&operation), permanent.clone()));
+                    }
+                    (None, Some((None, transient))) => {
+                        outcome.fatal.get_or_insert_with(|| transient.clone());
+                    }
+                    (_, _) => {
+                        outcome
+                            .fatal
+                            .get_or_insert_with(|| "an entry's outcome is unknown".into());
                     }
                 }
-                Err(error) if is_permanent(&error) => {
-                    let reason = redactor.describe(&error);
-                    outcome.refused = unit
-                        .operations
-                        .into_iter()
-                        .map(|(line, operation)| (line, text(&operation), reason.clone()))
-                        .collect();
-                }
-                Err(error) => outcome.fatal = Some(redactor.describe(&error)),
             }
         }
         Mode::Single => {
@@ -751,14 +758,15 @@ async fn send_unit(
 }
 
 /// Sends one packed batch ([`Client::send_packed`], in rounds when transient failures outlast
-/// the stack's retries) and says what became of each entry, in order. Entries Customer.io
-/// refused for a reason that may pass ([`EntryOutcome::Retry`]) are sent again, in the same
-/// rounds; those still refused after the last round come back as they are.
+/// the stack's retries) and says what became of each entry, in order: `None` for an entry
+/// still waiting for an answer when a request failed (the failure comes back beside). Entries
+/// Customer.io refused for a reason that may pass ([`EntryOutcome::Retry`]) are sent again, in
+/// the same rounds; those still refused after the last round come back as they are.
 async fn send_batch(
     client: &Client<Incoming>,
     operations: &[Bytes],
     redactor: &Redactor,
-) -> Result<Vec<EntryOutcome>, Error> {
+) -> (Vec<Option<EntryOutcome>>, Option<Error>) {
     let mut entries: Vec<Option<EntryOutcome>> = vec![None; operations.len()];
     let mut pending: Vec<usize> = (0..operations.len()).collect();
     for round in 0..=UNIT_ROUNDS {
@@ -766,9 +774,10 @@ async fn send_batch(
             .iter()
             .map(|&index| operations[index].clone())
             .collect();
-        let BatchOutcome {
-            entries: answered, ..
-        } = with_rounds(|| client.send_packed(&batch), redactor).await?;
+        let answered = match with_rounds(|| client.send_packed(&batch), redactor).await {
+            Ok(BatchOutcome { entries, .. }) => entries,
+            Err(error) => return (entries, Some(error)),
+        };
         let mut again = Vec::new();
         for (index, entry) in pending.into_iter().zip(answered) {
             if matches!(entry, EntryOutcome::Retry(_)) && round < UNIT_ROUNDS {
@@ -787,15 +796,14 @@ async fn send_batch(
         pending = again;
     }
     // An entry without an answer is never counted delivered.
-    entries
-        .into_iter()
-        .map(|entry| {
-            entry.ok_or_else(|| Error::UnreadableAnswer {
-                status: http::StatusCode::MULTI_STATUS,
-                reason: "fewer outcomes than entries".into(),
-            })
-        })
-        .collect()
+    let missing = entries
+        .iter()
+        .any(Option::is_none)
+        .then(|| Error::UnreadableAnswer {
+            status: http::StatusCode::MULTI_STATUS,
+            reason: "fewer outcomes than entries".into(),
+        });
+    (entries, missing)
 }
 
 async fn send_one(client: &Client<Incoming>, record: &Record, line: u64) -> Result<(), Error> {
@@ -832,8 +840,10 @@ fn text(operation: &Bytes) -> String {
 /// Whether an error means the record will never be accepted as it is.
 fn is_permanent(error: &Error) -> bool {
     match error {
+        // 401 and 403 (credentials, permissions, region) and 408/429 say nothing of the
+        // records: they stop the import (resumable) rather than dead-letter everything.
         Error::Api { status, .. } => {
-            status.is_client_error() && status.as_u16() != 408 && status.as_u16() != 429
+            status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16())
         }
         Error::PayloadTooLarge { .. } | Error::InvalidInput(_) => true,
         _ => false,
@@ -849,6 +859,7 @@ fn rounds_help(error: &Error) -> bool {
         Error::Throttled {
             retry_after: Some(wait),
         } => *wait <= MAX_SERVER_WAIT,
+        Error::Api { status, .. } if *status == http::StatusCode::FORBIDDEN => false,
         Error::Unauthorized
         | Error::TimedOut { .. }
         | Error::AnswerTooLarge { .. }

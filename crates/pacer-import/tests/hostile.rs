@@ -321,3 +321,23 @@ fn echoed_credentials_are_redacted_everywhere() {
     }
     std::fs::remove_dir_all(&directory).unwrap();
 }
+
+/// A 403 (no permission, the wrong region) says nothing of the records: the import stops at
+/// once, resumable, and dead-letters none of them.
+#[test]
+fn a_403_stops_the_import_and_dead_letters_nothing() {
+    let runtime = runtime();
+    let server = runtime.block_on(HostileServer::start(Behaviour::Status(
+        403,
+        "{\"meta\":{\"error\":\"forbidden\"}}".into(),
+    )));
+    let directory = scratch("forbidden");
+    let input = people(&directory, 50);
+    let (output, took) = import(&input, &server, &["--json"], Duration::from_secs(20));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["dead_lettered"], 0, "{summary}");
+    assert_eq!(checkpoint(&input)["offset"], 0);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
