@@ -486,7 +486,8 @@ impl BatchOutcome {
             .ok()
             .and_then(|body| body.get("errors").and_then(Value::as_array).map(Vec::len))
             .ok_or_else(|| unreadable("no errors list"))?;
-        let errors = ApiError::parse(&answer.body).entries;
+        // The entries `read` parsed (and `Client::send` redacted), not the raw body again.
+        let errors = answer.rejected.clone();
         if errors.len() != listed || errors.is_empty() {
             return Err(unreadable("entries without a reason"));
         }
@@ -653,11 +654,16 @@ mod tests {
         assert!(matches!(Packer::new().push(huge), Pushed::TooLarge(_)));
     }
 
+    /// An answer as `read` makes it: a 207's entries parsed beside the body.
     fn answer(status: StatusCode, body: &str) -> Answer {
         Answer {
             status,
             body: Bytes::from(body.to_owned()),
-            rejected: Vec::new(),
+            rejected: if status == StatusCode::MULTI_STATUS {
+                ApiError::parse(body.as_bytes()).entries
+            } else {
+                Vec::new()
+            },
         }
     }
 

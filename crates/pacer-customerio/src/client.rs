@@ -410,12 +410,27 @@ where
         let batch = request.extensions().get::<BatchEntries>().is_some();
         let authorization = request.headers().get(http::header::AUTHORIZATION).cloned();
         let result = self.exchange(request, batch).await;
-        result.map_err(|mut error| {
-            if let (Error::Api { error, .. }, Some(value)) = (&mut error, &authorization) {
+        let Some(value) = &authorization else {
+            return result;
+        };
+        // Server text that echoes the credentials, in an error or in a 207's refused entries
+        // (which end up in dead letters and logs), is redacted before anyone sees it.
+        match result {
+            Err(Error::Api { status, mut error }) => {
                 error.redact(&secrets_of(value));
+                Err(Error::Api { status, error })
             }
-            error
-        })
+            Ok(mut answer) if !answer.rejected.is_empty() => {
+                let mut refused = crate::error::ApiError {
+                    entries: std::mem::take(&mut answer.rejected),
+                    ..crate::error::ApiError::default()
+                };
+                refused.redact(&secrets_of(value));
+                answer.rejected = refused.entries;
+                Ok(answer)
+            }
+            other => other,
+        }
     }
 
     async fn exchange(&self, request: Request<Body>, batch: bool) -> Result<Answer, Error> {
