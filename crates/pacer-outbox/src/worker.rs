@@ -278,7 +278,11 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
                     metrics::dead(dead.len());
                     store.dead(dead).await;
                 }
-                failures = 0;
+                // Entries Customer.io asked for again back off like a failed batch: a 207 that
+                // keeps saying `rate_limited` must not cost a slot every linger.
+                if retry.is_empty() {
+                    failures = 0;
+                }
                 (!retry.is_empty()).then_some(retry)
             }
             Err(error) if refuses_content(&error) => {
