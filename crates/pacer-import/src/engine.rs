@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::budget::ReadBudget;
 use crate::checkpoint::Checkpoint;
 use crate::deadletter::DeadLetters;
 use crate::input::{Format, Input, Item, Start};
@@ -203,17 +204,21 @@ pub async fn run(
     let dead = DeadLetters::open(&plan.dead_letter, keep)?;
     checkpoint.dead_letter = Some(dead_letter);
     let mut progress = Progress::new(total, Arc::clone(&counters), plan.quiet);
-    let (mut items, reader) = spawn_reader(input);
+    let budget = Arc::new(ReadBudget::new(READ_AHEAD_BYTES));
+    let (mut items, reader) = spawn_reader(input, start.offset, Arc::clone(&budget));
 
     let mut pipeline = Pipeline::new(plan, client.as_ref(), &counters, checkpoint, dead);
     // At once, so that a crash before the first periodic save still finds the dead-letter
     // file's starting length.
     pipeline.save()?;
-    pipeline
-        .drive(&mut items, interrupts, &mut progress)
-        .await?;
+    let driven = pipeline
+        .drive(&mut items, interrupts, &mut progress, &budget)
+        .await;
+    // The reader may wait for room that will not come now: let it go before joining it.
+    budget.close();
     drop(items);
     let _ = reader.join();
+    driven?;
     pipeline.save()?;
     progress.finish();
     Ok(pipeline.summary(started))
@@ -258,9 +263,15 @@ fn starting_checkpoint(plan: &Plan) -> Result<Checkpoint, String> {
     Ok(saved)
 }
 
-/// Reads on a thread of its own: file I/O blocks, and memory stays bounded by the channel.
+/// Input read ahead of the pipeline at most: a few batches' worth.
+const READ_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Reads on a thread of its own: file I/O blocks, and memory stays bounded by the channel (in
+/// records) and by `budget` (in bytes: each record's input bytes until the pipeline packed it).
 fn spawn_reader(
     input: Input,
+    start: u64,
+    budget: Arc<ReadBudget>,
 ) -> (
     mpsc::Receiver<Result<Item, String>>,
     std::thread::JoinHandle<()>,
@@ -268,8 +279,13 @@ fn spawn_reader(
     let (items_tx, items) = mpsc::channel::<Result<Item, String>>(4096);
     let reader = std::thread::spawn(move || {
         let mut input = input;
+        let mut read_to = start;
         loop {
             let next = input.next_item();
+            if let Ok(Some(item)) = &next {
+                budget.take(item.end.saturating_sub(read_to));
+                read_to = item.end;
+            }
             let done = !matches!(next, Ok(Some(_)));
             let message = next.map(|item| item.ok_or(()));
             let sent = match message {
@@ -365,9 +381,16 @@ impl<'a> Pipeline<'a> {
         items: &mut mpsc::Receiver<Result<Item, String>>,
         mut interrupts: Interrupts,
         progress: &mut Progress,
+        budget: &ReadBudget,
     ) -> Result<(), String> {
+        let mut packed_to = self.checkpoint.offset;
         loop {
             let wake = self.wait(items, &mut interrupts).await;
+            // A record is packed (or dropped) as soon as it arrives: its input bytes go back.
+            if let Wake::Item(Some(Ok(item))) = &wake {
+                budget.give(item.end.saturating_sub(packed_to));
+                packed_to = item.end;
+            }
             if let Wake::Abort(why) = wake {
                 // Dropped, not acknowledged: the checkpoint ends before them.
                 eprintln!(

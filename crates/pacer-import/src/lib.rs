@@ -17,6 +17,7 @@
 //! (`event_id` in CSV) must be a ULID, as Customer.io deduplicates on; without one, an id is
 //! derived from the line and its content, so a retry or a resume never doubles the event.
 
+mod budget;
 pub mod checkpoint;
 pub mod csv_rows;
 pub mod deadletter;
