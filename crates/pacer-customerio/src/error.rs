@@ -283,6 +283,24 @@ impl fmt::Display for Error {
     }
 }
 
+impl Error {
+    /// Whether Customer.io refused the request for what it carries (a 4xx other than 401, 403,
+    /// 408 and 429, or a payload this client would not send): sending it again as it is would
+    /// fail again, but a batch so refused may be split to find the operation at fault. Refused
+    /// credentials, permissions, throttling and every failure to get an answer say nothing of
+    /// the content.
+    #[must_use]
+    pub fn refuses_content(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => {
+                status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16())
+            }
+            Error::PayloadTooLarge { .. } | Error::InvalidInput(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<Box<dyn StdError + Send + Sync>> for Error {
     /// Maps an error of the stack (its `BoxError`) by downcasting: the client's own response
     /// timeout becomes [`Error::TimedOut`]; a server's 429 or 503 wait that is too long (a

@@ -175,8 +175,9 @@ fn a_huge_success_body_is_capped_and_not_counted_delivered() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// A 400 with a 1 MiB error page on a batch of 200: every record is dead-lettered, each with
-/// at most about 1 KiB of the server's text (it was 1 MiB each, 210 MB in all).
+/// A 400 with a 1 MiB error page on every request, batch of 50: every record is dead-lettered
+/// (alone: the batch is split down to each), each with at most about 1 KiB of the server's text
+/// (it was 1 MiB each).
 #[test]
 fn a_huge_error_text_is_kept_once_per_record_cut_short() {
     let runtime = runtime();
@@ -185,24 +186,55 @@ fn a_huge_error_text_is_kept_once_per_record_cut_short() {
         bytes: 1024 * 1024,
     }));
     let directory = scratch("error-text");
-    let input = people(&directory, 200);
+    let input = people(&directory, 50);
     let (output, _) = import(&input, &server, &["--json"], Duration::from_secs(20));
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let peak = peak_rss_mib(&output);
     eprintln!("peak RSS {peak} MiB");
     assert!(peak < MAX_RSS_MIB, "{peak} MiB");
     let dead = std::fs::read_to_string(format!("{}.dead.ndjson", input.display())).unwrap();
-    assert_eq!(dead.lines().count(), 200);
+    assert_eq!(dead.lines().count(), 50);
     for line in dead.lines() {
         let entry: Value = serde_json::from_str(line).unwrap();
         let reason = entry["reason"].as_str().unwrap();
         assert!(reason.len() <= 1200, "{} bytes of reason", reason.len());
     }
     assert!(
-        dead.len() < 400_000,
+        dead.len() < 100_000,
         "dead-letter file of {} bytes",
         dead.len()
     );
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// A batch refused whole (400) for one bad operation in it: the importer splits it down to that
+/// operation, which alone is dead-lettered; the other records are delivered (it was: all 100
+/// dead-lettered with the batch's reason), in at most about `2 log2(n)` more requests.
+#[test]
+fn a_batch_refused_whole_is_split_down_to_the_record_at_fault() {
+    let runtime = runtime();
+    let server = runtime.block_on(HostileServer::start(Behaviour::RefuseBodiesContaining(
+        "\"p37\"".into(),
+    )));
+    let directory = scratch("split");
+    let input = people(&directory, 100);
+    let (output, _) = import(&input, &server, &["--json"], Duration::from_secs(20));
+    // Exit 1: some records were dead-lettered.
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let dead = std::fs::read_to_string(format!("{}.dead.ndjson", input.display())).unwrap();
+    let dead: Vec<Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0]["record"].to_string().contains("p37"), "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("400"),
+        "{dead:?}"
+    );
+    assert_eq!(checkpoint(&input)["delivered"], 99);
+    // One request for the batch, then two per halving: 1 + 2 * ceil(log2(100)) = 15.
+    assert!(server.requests() <= 15, "{} requests", server.requests());
     std::fs::remove_dir_all(&directory).unwrap();
 }
 

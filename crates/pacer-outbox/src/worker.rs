@@ -216,18 +216,6 @@ async fn fill_batch(
     }
 }
 
-/// Whether an error refuses the request for what it carries (so splitting it finds the entry
-/// at fault), rather than for a condition that may pass.
-fn refuses_content(error: &Error) -> bool {
-    match error {
-        Error::Api { status, .. } => {
-            status.is_client_error() && ![401, 403, 408, 429].contains(&status.as_u16())
-        }
-        Error::PayloadTooLarge { .. } | Error::InvalidInput(_) => true,
-        _ => false,
-    }
-}
-
 fn describe(entry: &pacer_customerio::EntryError) -> String {
     format!("{} ({}: {})", entry.message, entry.field, entry.reason)
 }
@@ -285,7 +273,7 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
                 }
                 (!retry.is_empty()).then_some(retry)
             }
-            Err(error) if refuses_content(&error) => {
+            Err(error) if error.refuses_content() => {
                 if group.len() == 1 {
                     tracing::warn!(%error, "Customer.io refused an operation; dead-lettered");
                     shared.counters.dead.fetch_add(1, Ordering::Relaxed);

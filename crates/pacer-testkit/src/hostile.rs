@@ -66,6 +66,10 @@ pub enum Behaviour {
     EchoAuthorization,
     /// This status and body.
     Status(u16, String),
+    /// A 400 in Customer.io's v2 envelope (no `batch_index`: the whole request is refused) for a
+    /// request whose body contains this text, `200 {}` for any other: a server that refuses a
+    /// batch whole for one operation in it.
+    RefuseBodiesContaining(String),
 }
 
 /// A running hostile server; it stops (and drops every connection) when dropped.
@@ -156,23 +160,27 @@ impl Drop for HostileServer {
 async fn serve(mut stream: TcpStream, behaviour: Behaviour, counts: Arc<Counts>) {
     let mut buffer = Vec::new();
     loop {
-        let Some(authorization) = read_request(&mut stream, &mut buffer).await else {
+        let Some(request) = read_request(&mut stream, &mut buffer).await else {
             return;
         };
         counts.requests.fetch_add(1, Ordering::SeqCst);
-        if answer(&mut stream, &behaviour, &authorization)
-            .await
-            .is_err()
-        {
+        if answer(&mut stream, &behaviour, &request).await.is_err() {
             return;
         }
     }
 }
 
+/// What an answer may depend on.
+struct Request {
+    /// The `Authorization` header (empty when absent).
+    authorization: String,
+    body: Vec<u8>,
+}
+
 /// Reads one request (head and `Content-Length` body) off `stream`, keeping any bytes of the
-/// next one in `buffer`; returns its `Authorization` header (empty when absent), or `None`
-/// when the connection closed or the request is malformed or too large.
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<String> {
+/// next one in `buffer`; `None` when the connection closed or the request is malformed or too
+/// large.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<Request> {
     let head_end = loop {
         if let Some(at) = find(buffer, b"\r\n\r\n") {
             break at + 4;
@@ -197,8 +205,12 @@ async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<St
             return None;
         }
     }
+    let body = buffer[head_end..head_end + length].to_vec();
     buffer.drain(..head_end + length);
-    Some(header("authorization").unwrap_or_default())
+    Some(Request {
+        authorization: header("authorization").unwrap_or_default(),
+        body,
+    })
 }
 
 async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> usize {
@@ -218,7 +230,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn answer(
     stream: &mut TcpStream,
     behaviour: &Behaviour,
-    authorization: &str,
+    request: &Request,
 ) -> std::io::Result<()> {
     match behaviour {
         Behaviour::Silent => std::future::pending().await,
@@ -255,10 +267,21 @@ async fn answer(
             write_whole(stream, 207, "", body).await
         }
         Behaviour::EchoAuthorization => {
+            let authorization = &request.authorization;
             let body = format!(r#"{{"meta":{{"error":"bad credentials: {authorization}"}}}}"#);
             write_whole(stream, 400, "", &body).await
         }
         Behaviour::Status(status, body) => write_whole(stream, *status, "", body).await,
+        Behaviour::RefuseBodiesContaining(needle) => {
+            if needle.is_empty() || find(&request.body, needle.as_bytes()).is_some() {
+                let body = format!(
+                    r#"{{"errors":[{{"reason":"invalid","field":"identifiers","message":"cannot accept {needle}"}}]}}"#
+                );
+                write_whole(stream, 400, "", &body).await
+            } else {
+                write_whole(stream, 200, "", "{}").await
+            }
+        }
     }
 }
 
