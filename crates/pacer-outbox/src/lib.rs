@@ -21,7 +21,9 @@
 //! - **Deliver in batches.** A batch closes when full or after the linger (25 ms by default);
 //!   8 are in flight by default. A 200 acknowledges every entry; a 207 acknowledges the
 //!   accepted ones, dead-letters the refused ones with Customer.io's reason and sends the
-//!   retryable ones again ([`pacer_customerio::BatchOutcome`]); an unreadable 207 counts
+//!   retryable ones again ([`pacer_customerio::BatchOutcome`]) after a backoff, up to
+//!   [`OutboxBuilder::max_entry_retries`] times (10) before they too are dead-lettered with the
+//!   reason, so that no entry holds a delivery task for ever; an unreadable 207 counts
 //!   nothing delivered. A request refused whole (400) is split in halves until the operation at
 //!   fault is alone. 5xx, timeouts and 429s that outlast the client's retries are retried with
 //!   backoff. Nothing is acknowledged before Customer.io accepted it.

@@ -118,6 +118,16 @@ impl OutboxBuilder {
         self
     }
 
+    /// How many times an operation is sent again when Customer.io keeps answering for it, in a
+    /// 207, with a reason that should pass (`rate_limited`, `internal`, …) before it is
+    /// dead-lettered with that reason (default 10; each time after the batch's backoff). A
+    /// failure of the whole request (an outage, a 5xx, a 429) never counts: it is retried until
+    /// it passes or the outbox stops.
+    pub fn max_entry_retries(mut self, retries: u32) -> Self {
+        self.delivery.max_entry_retries = retries;
+        self
+    }
+
     /// Stores only: no delivery in this process (a separate worker fleet delivers, e.g.
     /// `pacer-outbox drain`). Only useful with Redis.
     pub fn enqueue_only(mut self) -> Self {

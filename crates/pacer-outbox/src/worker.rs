@@ -45,6 +45,9 @@ pub(crate) struct Delivery {
     pub(crate) concurrency: usize,
     pub(crate) max_operations: Option<usize>,
     pub(crate) backoff: Backoff,
+    /// How many times an entry Customer.io keeps asking for again (a 207 entry with a
+    /// transient reason) is resent before it is dead-lettered.
+    pub(crate) max_entry_retries: u32,
 }
 
 impl Default for Delivery {
@@ -55,6 +58,7 @@ impl Default for Delivery {
             max_operations: None,
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30))
                 .jitter(Jitter::Equal),
+            max_entry_retries: 10,
         }
     }
 }
@@ -225,14 +229,19 @@ fn describe(entry: &pacer_customerio::EntryError) -> String {
 /// are retried with backoff; a request refused for its content is split in halves until the
 /// entry at fault is alone.
 async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
-    let mut groups = vec![batch];
+    // Each group is one request, with how many times Customer.io asked for its entries again.
+    let mut groups = vec![(batch, 0_u32)];
     let mut phase = shared.phase.clone();
     let mut failures = 0_u32;
     // Seeded from the OS only once a pause is needed: most batches never need one.
     let mut rng: Option<SmallRng> = None;
-    while let Some(group) = groups.pop() {
+    while let Some((group, asked)) = groups.pop() {
         if *phase.borrow() == Phase::Stopping {
-            let left: Vec<Entry> = groups.into_iter().flatten().chain(group).collect();
+            let left: Vec<Entry> = groups
+                .into_iter()
+                .flat_map(|(entries, _)| entries)
+                .chain(group)
+                .collect();
             tracing::warn!(
                 left = left.len(),
                 "outbox stopping with a batch undelivered"
@@ -245,7 +254,21 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
         let result = (shared.sender)(operations).await;
         let retry_later = match result {
             Ok(outcome) => {
-                let (delivered, dead, retry) = settle(group, outcome);
+                let (delivered, mut dead, retry) = settle(group, outcome);
+                // An entry asked for again and again (a reason that should pass, that does
+                // not) must not hold a delivery task for ever: dead-letter it, with the reason.
+                let asked = asked + 1;
+                let retry = if retry.is_empty() || asked <= shared.delivery.max_entry_retries {
+                    retry.into_iter().map(|(entry, _)| entry).collect()
+                } else {
+                    dead.extend(retry.into_iter().map(|(entry, reason)| {
+                        let reason = format!(
+                            "sent {asked} times, asked for again each time; last: {reason}"
+                        );
+                        (entry, reason)
+                    }));
+                    Vec::new()
+                };
                 let counted = delivered.len();
                 store.ack(&delivered).await;
                 shared
@@ -271,7 +294,7 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
                 if retry.is_empty() {
                     failures = 0;
                 }
-                (!retry.is_empty()).then_some(retry)
+                (!retry.is_empty()).then_some((retry, asked))
             }
             Err(error) if error.refuses_content() => {
                 if group.len() == 1 {
@@ -291,14 +314,14 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
                     tracing::info!(%error, operations = group.len(), "batch refused; splitting it to find the operation at fault");
                     let mut first = group;
                     let second = first.split_off(first.len() / 2);
-                    groups.push(second);
-                    groups.push(first);
+                    groups.push((second, asked));
+                    groups.push((first, asked));
                 }
                 None
             }
             Err(error) => {
                 tracing::warn!(%error, operations = group.len(), failures, "batch not delivered; retrying after a pause");
-                Some(group)
+                Some((group, asked))
             }
         };
         if let Some(group) = retry_later {
@@ -317,11 +340,15 @@ async fn deliver(store: &Store, shared: &Shared, batch: Vec<Entry>) {
     }
 }
 
-/// Splits a sent group by Customer.io's answer: delivered, dead (with reasons), to retry.
+/// An entry and what Customer.io said of it.
+type WithReason = (Entry, String);
+
+/// Splits a batch by its answer: delivered, refused for good (with the reason), asked for again
+/// (with the reason, or why it is sent again).
 fn settle(
     group: Vec<Entry>,
     outcome: BatchOutcome,
-) -> (Vec<Entry>, Vec<(Entry, String)>, Vec<Entry>) {
+) -> (Vec<Entry>, Vec<WithReason>, Vec<WithReason>) {
     let (mut delivered, mut dead, mut retry) = (Vec::new(), Vec::new(), Vec::new());
     let mut outcomes = outcome.entries.into_iter();
     for entry in group {
@@ -330,7 +357,8 @@ fn settle(
         match outcomes.next() {
             Some(EntryOutcome::Delivered) => delivered.push(entry),
             Some(EntryOutcome::Refused(error)) => dead.push((entry, describe(&error))),
-            _ => retry.push(entry),
+            Some(EntryOutcome::Retry(error)) => retry.push((entry, describe(&error))),
+            _ => retry.push((entry, "no outcome for the entry".to_owned())),
         }
     }
     (delivered, dead, retry)

@@ -266,3 +266,73 @@ async fn a_batch_refused_whole_is_split_until_the_operation_at_fault_is_alone() 
     // One batch, then halves down to the one operation: about 2·log2(64) requests, not 64.
     assert!(calls.load(Ordering::SeqCst) <= 16, "{calls:?}");
 }
+
+/// A server answering every batch with a 207 that asks again (`rate_limited`) for the operation
+/// of person `stubborn`, and accepts the rest.
+fn asks_again_for_stubborn(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    tower::service_fn(move |request: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            use http_body_util::BodyExt;
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let stubborn = batch["batch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|operation| operation.to_string().contains("\"stubborn\""));
+            let (status, text) = match stubborn {
+                Some(index) => (
+                    StatusCode::MULTI_STATUS,
+                    format!(
+                        r#"{{"errors":[{{"batch_index":{index},"reason":"rate_limited","field":"","message":"slow down"}}]}}"#
+                    ),
+                ),
+                None => (StatusCode::OK, "{}".to_owned()),
+            };
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_asked_for_again_and_again_is_dead_lettered_with_the_reason() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(Credentials::track("site", "key"))
+        .build(asks_again_for_stubborn(Arc::clone(&calls)));
+    let outbox = Outbox::builder(client)
+        .linger(Duration::from_millis(100))
+        .backoff(pacer_retry::Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        ))
+        .max_entry_retries(3)
+        .build();
+    for id in ["a", "stubborn", "b"] {
+        outbox.track(id, Event::new("e")).await.unwrap();
+    }
+    let report = outbox.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((report.delivered, report.dead, report.left), (2, 1, 0));
+    let dead = outbox.take_dead_letters();
+    assert!(dead[0].operation.contains("stubborn"), "{dead:?}");
+    assert!(
+        dead[0].reason.contains("sent 4 times") && dead[0].reason.contains("rate_limited"),
+        "{dead:?}"
+    );
+    // The batch, then the stubborn operation alone three more times.
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
