@@ -1,4 +1,4 @@
--- (After prelude.lua: `now` and `base`.) Reserves ARGV[3] slots of a GCRA quota at once, atomically, on Redis's clock.
+-- (After prelude.lua, `now` and `base`, and caps.lua.) Reserves ARGV[3] slots of a GCRA quota at once, atomically, on Redis's clock.
 -- KEYS[1]: the theoretical arrival time (TAT, microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
 -- KEYS[3]: the spacing margin the processes learned (see spacing.lua): widens the interval
@@ -19,14 +19,19 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 -- to the pause's end: the burst allowance does not release every waiter at once.
 if pause > 0 then tat = math.max(tat, pause + tolerance) end
 local reply = {now}
+local last = now
 for i = 1, count do
-  local slot = math.max(base, tat - tolerance)
+  -- A spent cap (caps.lua) holds the slot back; the interval then counts from it.
+  local slot = caps_slot(math.max(base, tat - tolerance))
+  caps_record(slot)
   reply[3 * i - 1] = math.floor(slot - now)
   reply[3 * i] = tat
   tat = math.max(tat, slot) + interval
   reply[3 * i + 1] = tat
+  last = slot
 end
 -- Forget the key once it no longer constrains anything.
 local ttl = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
+caps_expire(last)
 return reply

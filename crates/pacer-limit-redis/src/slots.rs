@@ -401,9 +401,21 @@ impl KeySlots {
     }
 }
 
-/// `1 / processes` of `quota`: its limit divided when it is at least `processes`, otherwise
-/// one send per window stretched `processes / limit` times.
+/// `1 / processes` of `quota`, each of its caps included ([`Quota::and`]): a limit divided
+/// when it is at least `processes`, otherwise one send per window stretched `processes / limit`
+/// times.
 fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
+    quota
+        .caps()
+        .fold(primary_share(quota, processes), |share, cap| {
+            let cap = Quota::new(cap.limit(), cap.window()).with_margin(cap.margin());
+            share.and(primary_share(&cap, processes).without_caps())
+        })
+}
+
+/// `1 / processes` of `quota`'s own window (its caps are left out).
+fn primary_share(quota: &Quota, processes: NonZeroU32) -> Quota {
+    let quota = &quota.without_caps();
     let (limit, processes) = (quota.limit(), processes.get());
     if limit >= processes {
         return quota.scaled(limit / processes);
@@ -440,5 +452,17 @@ mod tests {
             NonZeroU32::new(3).unwrap(),
         );
         assert_eq!(three.window(), Duration::from_millis(1500));
+        // Each cap is shared too: four processes on their own never send a day's quota each.
+        let app = Quota::per_second(10).and(Quota::per_day(50_000));
+        let share = local_share(&app, four);
+        assert_eq!(
+            share.without_caps(),
+            local_share(&Quota::per_second(10), four)
+        );
+        let daily = share.caps().next().unwrap();
+        assert_eq!(
+            (daily.limit(), daily.window()),
+            (12_500, Duration::from_secs(86_400))
+        );
     }
 }
