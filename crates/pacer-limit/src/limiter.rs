@@ -199,7 +199,8 @@ impl<K: Key> Limiter<K> {
 
     /// Replaces `key`'s quota at run time, forgetting what the key learned from the server. The
     /// key's recent history carries over, so the change never grants a burst the old quota
-    /// forbade.
+    /// forbade. `quota`'s [caps](Quota::and) replace the key's: a cap both quotas have keeps
+    /// its count (a daily quota is not reset by a new rate), a new one starts counting now.
     pub fn set_quota(&self, key: &K, quota: Quota) {
         let now = Instant::now();
         let mut state = self.shared.lock();

@@ -34,6 +34,11 @@ pub enum Model {
 /// spacing still arrives after its predecessor's interval. Bursting is an explicit choice
 /// ([`sliding_window`](Self::sliding_window), [`gcra`](Self::gcra) with a burst above 1).
 ///
+/// Longer windows stack on top with [`and`](Self::and) (a rate and a daily quota): the first
+/// window paces, the others ([`Cap`]s) only hold the key back when spent. The figures below
+/// ([`limit`](Self::limit), [`emission_interval`](Self::emission_interval), …) are the first
+/// window's.
+///
 /// ```
 /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
@@ -348,13 +353,16 @@ impl Quota {
 
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Quota")
+        let mut debug = f.debug_struct("Quota");
+        debug
             .field("limit", &self.limit.get())
             .field("window", &self.window)
             .field("model", &self.model)
-            .field("margin", &self.margin)
-            .field("caps", &self.caps().collect::<Vec<_>>())
-            .finish()
+            .field("margin", &self.margin);
+        if self.caps().next().is_some() {
+            debug.field("caps", &self.caps().collect::<Vec<_>>());
+        }
+        debug.finish()
     }
 }
 
