@@ -75,4 +75,15 @@ local function caps_expire(last)
   end
 end
 
+-- Appends to `reply`, per cap, how many slots it counts and when the oldest leaves its window
+-- (0 when it counts none): how a process tells a spent daily quota from a rate too high.
+local function caps_report(reply)
+  for _, cap in ipairs(caps) do
+    local total = tonumber(redis.call('HGET', cap.count, 'n') or '0')
+    local oldest = redis.call('ZRANGE', cap.at, 0, 0, 'WITHSCORES')
+    reply[#reply + 1] = total
+    reply[#reply + 1] = oldest[2] and (tonumber(oldest[2]) + cap.window) or 0
+  end
+end
+
 caps_prune()

@@ -5,7 +5,8 @@
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
--- while the TAT is still the one after, when the slot is given back unused.
+-- while the TAT is still the one after, when the slot is given back unused; then, per cap
+-- (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window.
 local interval = tonumber(ARGV[1])
 local spacing = redis.call('GET', KEYS[3])
 if spacing then
@@ -34,4 +35,5 @@ end
 local ttl = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
 caps_expire(last)
+caps_report(reply)
 return reply

@@ -20,8 +20,10 @@
 //!   enforced whole by the same script call: each cap is a sliding count of its own
 //!   (`{…}:cap:<window µs>:<limit>:at` and `:count`, exact up to 1,024 per window, on a grid of
 //!   1/1,024 of the window above), kept one window past its newest slot, so a daily count lives
-//!   a day. Slots given back leave the caps' counts. While Redis is away, each process's local
-//!   share takes its part of every cap too.
+//!   a day. Slots given back leave the caps' counts. Each reservation brings back every cap's
+//!   count ([`SlotSource::cap_count`](pacer_limit::SlotSource::cap_count)), so a 429 without
+//!   `Retry-After` is put down to a cap that all the processes together spent. While Redis is
+//!   away, each process's local share takes its part of every cap too.
 //! - **Never unlimited.** When Redis is down or slow, a `tracing` warning says so and each
 //!   process falls back to a local limiter at its share of the quota ([`Fallback`]), until
 //!   Redis answers again.

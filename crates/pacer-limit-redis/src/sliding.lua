@@ -5,7 +5,7 @@
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now, its member (what release.lua removes when the slot is given back)
--- and 0.
+-- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves.
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -44,4 +44,5 @@ local ttl = math.ceil((last - now + window) / 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 caps_expire(last)
+caps_report(reply)
 return reply

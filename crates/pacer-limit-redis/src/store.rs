@@ -17,6 +17,10 @@ pub struct Reservation {
     pub slots: Vec<Duration>,
     /// What gives each slot back (see [`RedisStore::release_unused`]).
     pub(crate) tokens: Vec<Token>,
+    /// Per cap of the quota ([`Quota::caps`] order), how many slots it counts after this
+    /// reservation and when the oldest leaves its window (microseconds since the epoch, 0 when
+    /// it counts none).
+    pub(crate) caps: Vec<(u64, u64)>,
 }
 
 /// What identifies one reserved slot to the release scripts. `at` is the slot's time
@@ -396,12 +400,19 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, (offset, a, b)...}` as a [`Reservation`]; `None` when malformed.
+/// `{now, (offset, a, b)..., (count, frees_at) per cap}` as a [`Reservation`]; `None` when
+/// malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
-    let (&now, slots) = reply.split_first()?;
+    let (&now, rest) = reply.split_first()?;
+    let counts = rest.len().checked_sub(2 * quota.caps().count())?;
+    let (slots, caps) = rest.split_at(counts);
     if slots.len() % 3 != 0 {
         return None;
     }
+    let caps = caps
+        .chunks_exact(2)
+        .map(|cap| (cap[0].max(0).unsigned_abs(), cap[1].max(0).unsigned_abs()))
+        .collect();
     let gcra = matches!(quota.model(), Model::Gcra { .. });
     let (slots, tokens) = slots
         .chunks_exact(3)
@@ -427,6 +438,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         redis_now_micros: now.max(0).unsigned_abs(),
         slots,
         tokens,
+        caps,
     })
 }
 
@@ -440,12 +452,17 @@ mod tests {
         /// Any reply, however hostile, parses into slots or is refused; never a panic, and
         /// never a slot before Redis's now.
         #[test]
-        fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>()) {
+        fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>(), caps in 0usize..=2) {
             let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10).sliding_window() };
+            let quota = [Quota::per_minute(100), Quota::per_day(1_000)][..caps]
+                .iter()
+                .fold(quota, |quota, cap| quota.and(*cap));
+            let tail = 1 + 2 * caps;
             match parse_reservation(&quota, &reply) {
-                None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 != 0),
+                None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 != 0),
                 Some(reservation) => {
-                    prop_assert_eq!(reservation.slots.len(), (reply.len() - 1) / 3);
+                    prop_assert_eq!(reservation.slots.len(), (reply.len() - tail) / 3);
+                    prop_assert_eq!(reservation.caps.len(), caps);
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
                     prop_assert!(kinds_match);

@@ -235,3 +235,39 @@ async fn two_limiters_keep_both_windows() {
     assert!(grants.len() >= 54, "{} grants in 1.6 s", grants.len());
     assert!(grants.len() <= 72, "{} grants in 1.6 s", grants.len());
 }
+
+/// A refusal without a wait in one process while the cap is about spent by every process's
+/// sends together: Redis's count, not this process's own, puts it down to the spent cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_spent_by_other_processes_explains_a_refusal() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let cap = Quota::new(20, Duration::from_secs(60)).with_margin(Duration::ZERO);
+    let quota = Quota::per_second(1000).and(cap);
+    let (a, b) = (
+        shared_limiter(&redis, quota, |s| s).await,
+        shared_limiter(&redis, quota, |s| s).await,
+    );
+    let first = Instant::now();
+    for _ in 0..15 {
+        a.acquire(()).await.unwrap();
+    }
+    for _ in 0..4 {
+        b.acquire(()).await.unwrap();
+    }
+    // b sent 4 of the minute's 20 itself; with a's 15, 19 are spent.
+    let refused = pacer_limit::Feedback::new(pacer_limit::Outcome::Refused, Instant::now())
+        .max_pause(Duration::from_secs(120));
+    let verdict = b.observe(&(), refused);
+    let spent = verdict.spent.expect("Redis counts 19 of 20");
+    assert_eq!(Some(spent.cap), quota.caps().next());
+    // The minute frees when a's first slot leaves it (clocks mapped within a few ms).
+    let frees_in = spent.frees_at - first;
+    assert!(
+        frees_in > Duration::from_millis(59_900) && frees_in < Duration::from_millis(60_100),
+        "{frees_in:?}"
+    );
+    assert_eq!(verdict.paused_until, Some(spent.frees_at));
+    assert_eq!(verdict.rate_per_second, None);
+}

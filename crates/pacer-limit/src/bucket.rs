@@ -55,9 +55,11 @@ impl Bucket {
         self.quota
     }
 
-    /// The cap the key's own count says is about spent, and when it frees.
+    /// The cap that is about spent, and when it frees (see [`crate::caps::Caps::about_spent`]):
+    /// Counted by this process's sends, or by the shared source when it counts more.
     pub(crate) fn about_spent(&self, now: Instant) -> Option<(Cap, Instant)> {
-        self.local.caps().about_spent(now)
+        let shared = |cap: &Cap| self.shared.as_ref()?.cap_count(cap, now);
+        self.local.caps().about_spent(now, shared)
     }
 
     /// The earliest instant the `n`-th next send (0-based) could go out.

@@ -69,19 +69,28 @@ impl Caps {
         }
     }
 
-    /// The cap the key's own count says is (about) spent at `now`, at least
-    /// [`ABOUT_SPENT_PERCENT`] of it used, with the instant it has room for one send more than
-    /// now (its oldest send in the window leaves it); the one freeing last when several are.
-    /// What a refusal without a wait is put down to (see [`crate::Limiter::observe`]).
-    pub(crate) fn about_spent(&self, now: Instant) -> Option<(Cap, Instant)> {
+    /// The cap that is (about) spent at `now`, at least [`ABOUT_SPENT_PERCENT`] of it used,
+    /// with the instant it has room for one send more than now (its oldest counted send leaves
+    /// the window); the one freeing last when several are. What a refusal without a wait is
+    /// put down to (see [`crate::Limiter::observe`]). Each cap is counted by the key's own log
+    /// or by `shared` (a quota shared with other processes: how many slots it counts and when
+    /// its oldest leaves), whichever counts more.
+    pub(crate) fn about_spent(
+        &self,
+        now: Instant,
+        shared: impl Fn(&Cap) -> Option<(u64, Instant)>,
+    ) -> Option<(Cap, Instant)> {
         self.logs
             .iter()
             .filter_map(|(cap, log)| {
                 let room = log.room(now);
                 let limit = u64::from(cap.limit());
-                let used = limit - room as u64;
-                (used * 100 >= limit * ABOUT_SPENT_PERCENT)
-                    .then(|| (*cap, log.nth_earliest(now, room)))
+                let own = (limit - room as u64, log.nth_earliest(now, room));
+                let (used, frees_at) = match shared(cap) {
+                    Some((used, frees_at)) if used > own.0 => (used, frees_at.max(now)),
+                    _ => own,
+                };
+                (used * 100 >= limit * ABOUT_SPENT_PERCENT).then_some((*cap, frees_at))
             })
             .max_by_key(|(_, frees_at)| *frees_at)
     }

@@ -226,7 +226,8 @@ impl<K: Key> Limiter<K> {
     /// the key's own count (95 % of it used; Customer.io's daily quota answers 429 without a
     /// `Retry-After`) is put down to that cap: the key is paused until the cap frees (at most
     /// [`Feedback::max_pause`]), its rate is left alone, and [`Verdict::spent`] says which cap
-    /// and when. The count is this process's own, even on a quota shared through Redis.
+    /// and when. The count is the larger of this process's own and its slot source's (a quota
+    /// shared through Redis counts every process's slots, see [`SlotSource::cap_count`](crate::SlotSource::cap_count)).
     pub fn observe(&self, key: &K, feedback: Feedback) -> Verdict {
         let now = Instant::now();
         let config = &self.shared.config;

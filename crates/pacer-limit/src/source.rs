@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::caps::Caps;
 use crate::model::ModelState;
-use crate::quota::Quota;
+use crate::quota::{Cap, Quota};
 
 /// The outcome of asking a [`SlotSource`] for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,17 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// slots for more waiters than that may give the surplus back.
     fn on_leave(&mut self, waiting: usize) {
         let _ = waiting;
+    }
+
+    /// How many slots the source counts against `cap`, one of the windows stacked on the
+    /// key's quota ([`Quota::and`]), and when the oldest of them leaves its window: a quota
+    /// shared with other processes counts their sends too. The limiter asks on a refusal
+    /// without a wait, to tell a spent cap (a daily quota) from a rate too high; it uses the
+    /// larger of this and its own count of this process's sends. Default: `None`, only the
+    /// limiter's own count.
+    fn cap_count(&self, cap: &Cap, now: Instant) -> Option<(u64, Instant)> {
+        let _ = (cap, now);
+        None
     }
 
     /// Whether dropping the source at `now` forgets nothing: the limiter then drops the key.
