@@ -55,8 +55,8 @@ impl Bucket {
         self.quota
     }
 
-    /// The cap that is about spent, and when it frees (see [`crate::caps::Caps::about_spent`]):
-    /// Counted by this process's sends, or by the shared source when it counts more.
+    /// The cap that is about spent, and when it frees (see [`crate::caps::Caps::about_spent`]),
+    /// counted by this process's sends or by the shared source, whichever counts more.
     pub(crate) fn about_spent(&self, now: Instant) -> Option<(Cap, Instant)> {
         let shared = |cap: &Cap| self.shared.as_ref()?.cap_count(cap, now);
         self.local.caps().about_spent(now, shared)

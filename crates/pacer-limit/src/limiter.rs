@@ -222,8 +222,8 @@ impl<K: Key> Limiter<K> {
     /// over a whole busy window shows the server accepts less, or when the server refused
     /// without a wait.
     ///
-    /// A refusal without a wait while one of the key's [`Cap`](crate::Cap)s is about spent by
-    /// the key's own count (95 % of it used; Customer.io's daily quota answers 429 without a
+    /// A refusal without a wait while one of the key's [`Cap`](crate::Cap)s is about spent
+    /// (95 % of it used; Customer.io's daily quota answers 429 without a
     /// `Retry-After`) is put down to that cap: the key is paused until the cap frees (at most
     /// [`Feedback::max_pause`]), its rate is left alone, and [`Verdict::spent`] says which cap
     /// and when. The count is the larger of this process's own and its slot source's (a quota
@@ -239,9 +239,10 @@ impl<K: Key> Limiter<K> {
         // A refusal without a wait while a cap of the key's is about spent: the server's count
         // of that window (a daily quota's 429 carries no Retry-After) ran out. The key waits
         // until the window frees; it is not the primary rate's fault, so nothing is learned.
-        let spent = bucket
-            .about_spent(now)
-            .filter(|_| refused && feedback.pause_until.is_none())
+        // Counted on refusals only: a cap's count walks its log.
+        let spent = (refused && feedback.pause_until.is_none())
+            .then(|| bucket.about_spent(now))
+            .flatten()
             .map(|(cap, frees_at)| Spent { cap, frees_at });
         let pause_until = match spent {
             Some(spent) => {
