@@ -271,3 +271,35 @@ async fn a_cap_spent_by_other_processes_explains_a_refusal() {
     assert_eq!(verdict.paused_until, Some(spent.frees_at));
     assert_eq!(verdict.rate_per_second, None);
 }
+
+/// A cap over 1,024 per window is counted on a grid of 1/1,024 of its window: conservative
+/// (never more than the limit in any real window) and losing at most one grid step.
+#[tokio::test]
+async fn a_large_cap_is_counted_on_a_grid_and_stays_conservative() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&redis.url(), "windows").await.unwrap();
+    let window = Duration::from_secs(2);
+    let cap = Quota::new(2_000, window).with_margin(Duration::ZERO);
+    let quota = Quota::per_second(1_000_000)
+        .with_margin(Duration::ZERO)
+        .and(cap);
+    let mut slots = Vec::new();
+    for _ in 0..25 {
+        let reservation = store.reserve("grid", &quota, 100).await.unwrap();
+        let now = Duration::from_micros(reservation.redis_now_micros);
+        slots.extend(reservation.slots.iter().map(|s| now + *s));
+    }
+    assert!(max_in_any_window(&slots, window) <= 2_000);
+    // The first 2,000 go at once (1 µs apart); the next waits for the first to leave the
+    // window, rounded up to the grid: at most one step (window / 1,024) late.
+    let step = window / 1_024;
+    let freed = slots[0] + window;
+    assert!(slots[1_999] < slots[0] + Duration::from_secs(1));
+    assert!(
+        slots[2_000] >= freed && slots[2_000] <= freed + step + Duration::from_millis(1),
+        "{:?} after the first",
+        slots[2_000] - slots[0]
+    );
+}
