@@ -49,6 +49,11 @@ pub fn api_class_of<B>(request: &Request<B>) -> ApiClass {
 /// | Transactional | 100/s | older App API reference (newest: shares the 3000 per 3 s soft limit) |
 /// | Broadcast | 1 per 10 s, at most 5 waiting | App API reference, API-triggered broadcasts |
 /// | Pipelines | 3000 per 3 s | Pipelines (CDP) API reference |
+///
+/// Customer.io documents windows on top of these: the soft "3000 per 3 s" of Track,
+/// Transactional and Pipelines ([`documented_cap`]), which evenly spaced sends at or below
+/// 1000/s keep anyway, and the App API's daily quota, whose size depends on the plan and is not
+/// published: stack it with [`ClientBuilder::daily_quota`].
 #[must_use]
 pub fn default_quota(class: ApiClass) -> Quota {
     match class {
@@ -56,6 +61,32 @@ pub fn default_quota(class: ApiClass) -> Quota {
         ApiClass::App => Quota::per_second(10),
         ApiClass::Broadcast => Quota::new(1, Duration::from_secs(10)),
         ApiClass::Pipelines => Quota::new(3000, Duration::from_secs(3)),
+    }
+}
+
+/// The longer window Customer.io documents on top of `class`'s rate, when there is one: the
+/// soft "3000 requests per 3 seconds" of the Track, Transactional and Pipelines APIs (the
+/// newest App API and Pipelines references). [`default_quota`] keeps it by spacing sends
+/// evenly; stack it with [`ClientBuilder::cap`] on a quota of your own that bursts:
+///
+/// ```
+/// # mod pacer { pub mod customerio { pub use ::pacer_customerio::*; } pub mod limit { pub use ::pacer_limit::*; } }
+/// use pacer::customerio::{documented_cap, ApiClass, Client};
+/// use pacer::limit::Quota;
+///
+/// let track = ApiClass::Track;
+/// let builder = Client::builder()
+///     .quota(track, Quota::per_second(1000).gcra(100))
+///     .cap(track, documented_cap(track).unwrap());
+/// # let _ = builder;
+/// ```
+#[must_use]
+pub fn documented_cap(class: ApiClass) -> Option<Quota> {
+    match class {
+        ApiClass::Track | ApiClass::Transactional | ApiClass::Pipelines => {
+            Some(Quota::new(3000, Duration::from_secs(3)))
+        }
+        _ => None,
     }
 }
 
@@ -75,13 +106,17 @@ pub type Stack<RB> = BoxCloneSyncService<Request<Body>, Response<RB>, BoxError>;
 ///   ([`max_answer_bytes`](Self::max_answer_bytes));
 /// - server waits (Retry-After) honoured up to 60 s ([`max_server_wait`](Self::max_server_wait));
 ///   a longer one fails the request at once
-///   with [`Error::Throttled`] carrying the server's own value.
+///   with [`Error::Throttled`] carrying the server's own value; a 429 without a wait while a
+///   daily quota given to [`daily_quota`](Self::daily_quota) is spent pauses the class until the
+///   day frees, or beyond `max_server_wait` fails at once with [`Error::QuotaSpent`].
 #[derive(Debug)]
 #[must_use]
 pub struct ClientBuilder {
     endpoints: Endpoints,
     credentials: Credentials,
     quotas: Vec<(ApiClass, Quota)>,
+    /// Windows stacked on a class's quota, whichever it is ([`ClientBuilder::cap`]).
+    caps: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
     max_wait: Option<Duration>,
     max_server_wait: Duration,
@@ -98,6 +133,7 @@ impl Default for ClientBuilder {
             endpoints: Endpoints::default(),
             credentials: Credentials::default(),
             quotas: Vec::new(),
+            caps: Vec::new(),
             retry: RetryLayer::new(),
             max_wait: None,
             max_server_wait: DEFAULT_MAX_SERVER_WAIT,
@@ -136,6 +172,40 @@ impl ClientBuilder {
         self.quotas.retain(|(c, _)| *c != class);
         self.quotas.push((class, quota));
         self
+    }
+
+    /// Stacks `window` on `class`'s quota (the default or the one [`quota`](Self::quota)
+    /// sets): both are enforced together ([`Quota::and`]), through Redis too with
+    /// [`shared_quota`](Self::shared_quota). At most two windows per class.
+    ///
+    /// # Panics
+    /// At [`build`](Self::build), when a class gets more than two windows on top of its quota.
+    pub fn cap(mut self, class: ApiClass, window: Quota) -> Self {
+        self.caps.push((class, window));
+        self
+    }
+
+    /// The workspace's daily quota of `class` requests (the App API's depends on the plan and
+    /// is not published, so there is no default): stacked on the class's quota as a window of
+    /// a day ([`cap`](Self::cap)). Customer.io answers a spent daily quota with a 429 without
+    /// `Retry-After`; with the quota known, such a 429 pauses the class until the day frees in
+    /// the client's own count, or, when that is beyond
+    /// [`max_server_wait`](Self::max_server_wait), fails at once with [`Error::QuotaSpent`]
+    /// saying when it frees, rather than retrying into the spent quota.
+    ///
+    /// ```
+    /// # mod pacer { pub mod customerio { pub use ::pacer_customerio::*; } }
+    /// use pacer::customerio::{ApiClass, Client};
+    ///
+    /// // 10 per second, as by default, and the plan's 50,000 App API calls a day.
+    /// let builder = Client::builder().daily_quota(ApiClass::App, 50_000);
+    /// # let _ = builder;
+    /// ```
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    pub fn daily_quota(self, class: ApiClass, limit: u32) -> Self {
+        self.cap(class, Quota::per_day(limit))
     }
 
     /// The retry layer (default [`RetryLayer::new`]).
@@ -231,7 +301,30 @@ impl ClientBuilder {
         S::Error: Into<BoxError>,
         RB: Send + 'static,
     {
-        let quotas = self.quotas.clone();
+        // Every class's quota, with its stacked windows, worked out once (here, not in the
+        // limiter's quota function: a class with too many windows panics at build).
+        let mut classes: Vec<ApiClass> = Vec::new();
+        for (class, _) in self.quotas.iter().chain(&self.caps) {
+            if !classes.contains(class) {
+                classes.push(*class);
+            }
+        }
+        let quotas: Vec<(ApiClass, Quota)> = classes
+            .into_iter()
+            .map(|class| {
+                let quota = self
+                    .quotas
+                    .iter()
+                    .find(|(c, _)| *c == class)
+                    .map_or_else(|| default_quota(class), |(_, quota)| *quota);
+                let stacked = self
+                    .caps
+                    .iter()
+                    .filter(|(c, _)| *c == class)
+                    .fold(quota, |quota, (_, window)| quota.and(*window));
+                (class, stacked)
+            })
+            .collect();
         // One cap for the two layers that judge a server's wait.
         let retry = self.retry.clone().max_server_wait(self.max_server_wait);
         let mut limiter =

@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
 use serde_json::Value;
@@ -192,6 +192,21 @@ pub enum Error {
         /// asked (unclamped: `Retry-After: 99999999999` is 99999999999 s here).
         retry_after: Option<Duration>,
     },
+    /// Throttled (429) without a `Retry-After` while a window stacked on the API class's quota
+    /// (a daily quota, see [`ClientBuilder::daily_quota`](crate::ClientBuilder::daily_quota))
+    /// is spent by the client's own count, and it frees later than
+    /// [`ClientBuilder::max_server_wait`](crate::ClientBuilder::max_server_wait): the class is
+    /// paused for that long and the request fails at once rather than retry into the quota.
+    QuotaSpent {
+        /// The spent window's limit.
+        limit: u32,
+        /// The spent window's length (a day for a daily quota).
+        window: Duration,
+        /// How long until the window has room again.
+        frees_in: Duration,
+        /// When the window has room again, on the wall clock.
+        frees_at: SystemTime,
+    },
     /// The payload is over a documented size limit; nothing was sent.
     PayloadTooLarge {
         /// The payload's size in bytes.
@@ -259,6 +274,19 @@ impl fmt::Display for Error {
             Error::Throttled { retry_after: None } => f.write_str(
                 "Customer.io throttled the request without a Retry-After (a daily quota?)",
             ),
+            Error::QuotaSpent {
+                limit,
+                window,
+                frees_in,
+                frees_at,
+            } => {
+                write!(
+                    f,
+                    "Customer.io throttled the request without a Retry-After and the quota of \
+                     {limit} per {window:?} is spent: it frees in {frees_in:?}, at {}",
+                    httpdate::fmt_http_date(*frees_at)
+                )
+            }
             Error::PayloadTooLarge { size, limit } => {
                 write!(
                     f,
@@ -326,8 +354,18 @@ impl From<Box<dyn StdError + Send + Sync>> for Error {
         };
         // Anywhere in the chain: a classifier that retries them wraps them in RetriesExhausted.
         // One type whichever layer gave up (the retry layer's `ServerWaitTooLong` is it too).
-        let mapped = pacer_retry::find::<pacer_throttle::WaitTooLong>(&*error)
-            .and_then(|too_long| throttled(too_long.status(), too_long.wait()));
+        let mapped =
+            pacer_retry::find::<pacer_throttle::WaitTooLong>(&*error).and_then(|too_long| {
+                match (too_long.spent_cap(), too_long.frees_at()) {
+                    (Some(cap), Some(frees_at)) => Some(Error::QuotaSpent {
+                        limit: cap.limit(),
+                        window: cap.window(),
+                        frees_in: too_long.wait(),
+                        frees_at,
+                    }),
+                    _ => throttled(too_long.status(), too_long.wait()),
+                }
+            });
         mapped.unwrap_or(Error::Transport(error))
     }
 }

@@ -70,8 +70,8 @@ mod timeouts;
 pub use api::{ApiClass, Endpoints, Region};
 pub use batch::{is_retryable_entry, BatchOutcome, EntryOutcome, Operation, Packer, Pushed};
 pub use client::{
-    api_class_of, default_quota, BatchReport, ClassQueue, Client, ClientBuilder, ResponseBody,
-    Stack,
+    api_class_of, default_quota, documented_cap, BatchReport, ClassQueue, Client, ClientBuilder,
+    ResponseBody, Stack,
 };
 pub use encode::{format_ulid, is_ulid, path_segment, ulid};
 pub use error::{ApiError, EntryError, Error};

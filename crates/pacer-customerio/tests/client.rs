@@ -260,3 +260,65 @@ async fn stack_errors_map_by_downcast() {
         "certificate expired"
     );
 }
+
+/// The App API answers a spent daily quota with a 429 without `Retry-After`. With the plan's
+/// daily quota on the builder, the client pauses the class instead of retrying into it, and
+/// the caller learns the quota is spent and when it frees.
+#[tokio::test(start_paused = true)]
+async fn a_spent_daily_quota_fails_with_when_it_frees() {
+    // The server's day allows 20 App calls, 2 of which another client spent.
+    let served = Arc::new(Mutex::new(0usize));
+    let counter = Arc::clone(&served);
+    let log: Log = Arc::default();
+    let seen = Arc::clone(&log);
+    let http = tower::service_fn(move |request: Request<Body>| {
+        seen.lock()
+            .unwrap()
+            .push((Instant::now(), request.uri().path().to_owned()));
+        let app = request.uri().path().ends_with("/attributes");
+        let mut served = counter.lock().unwrap();
+        let status = if app && *served + 2 >= 20 {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            *served += 1;
+            StatusCode::OK
+        };
+        let body = if status == StatusCode::OK {
+            "{}"
+        } else {
+            r#"{"errors":[{"detail":"daily quota reached","status":"429"}]}"#
+        };
+        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *response.status_mut() = status;
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let client = Client::builder()
+        .base_url("http://customerio.test")
+        .credentials(credentials())
+        .daily_quota(ApiClass::App, 20)
+        .build(http);
+    let quota = client.limiter().quota(&ApiClass::App);
+    assert_eq!(quota.limit(), 10, "the per-second pacing stays");
+    assert_eq!(quota.caps().next().map(|c| c.limit()), Some(20));
+    for _ in 0..18 {
+        client.customer_attributes("1").await.unwrap();
+    }
+    let error = client.customer_attributes("1").await.unwrap_err();
+    match &error {
+        Error::QuotaSpent {
+            limit,
+            window,
+            frees_in,
+            ..
+        } => {
+            assert_eq!((*limit, *window), (20, Duration::from_secs(86_400)));
+            assert!(*frees_in > Duration::from_secs(86_000), "{frees_in:?}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(error.to_string().contains("frees in"), "{error}");
+    // One refusal, not retried; the class is paused, Track is not.
+    assert_eq!(log.lock().unwrap().len(), 19);
+    assert!(client.limiter().queue_stats(&ApiClass::App).paused);
+    client.identify("1", &serde_json::Map::new()).await.unwrap();
+}

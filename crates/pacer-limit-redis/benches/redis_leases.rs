@@ -46,15 +46,20 @@ fn label(lease: Option<u32>) -> String {
 }
 
 async fn cost_per_acquire(redis: &RedisServer, lease: Option<u32>, run: usize) {
+    cost_of(redis, lease, run, Quota::per_second(1_000_000_000), "").await;
+}
+
+/// The same with a daily cap stacked on the quota (`Quota::and`): what counting a second
+/// window in the reservation script costs.
+async fn cost_with_a_daily_cap(redis: &RedisServer, lease: Option<u32>, run: usize) {
+    let quota = Quota::per_second(1_000_000_000).and(Quota::per_day(1_000_000_000));
+    cost_of(redis, lease, run + 100, quota, ", daily cap").await;
+}
+
+async fn cost_of(redis: &RedisServer, lease: Option<u32>, run: usize, quota: Quota, what: &str) {
     const ACQUIRES: usize = 20_000;
     const TASKS: usize = 64;
-    let limiter = limiter(
-        redis,
-        &format!("cost{run}"),
-        Quota::per_second(1_000_000_000),
-        lease,
-    )
-    .await;
+    let limiter = limiter(redis, &format!("cost{run}"), quota, lease).await;
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
@@ -73,7 +78,7 @@ async fn cost_per_acquire(redis: &RedisServer, lease: Option<u32>, run: usize) {
     let elapsed = start.elapsed();
     let trips = limiter.shared_stats().map_or(0, |s| s.reservations);
     println!(
-        "| {} | {:.2} | {:.3} | {:.0} |",
+        "| {}{what} | {:.2} | {:.3} | {:.0} |",
         label(lease),
         elapsed.as_secs_f64() * 1e6 / acquired,
         trips as f64 / acquired,
@@ -150,6 +155,9 @@ fn main() {
         println!("|---|---:|---:|---:|");
         for (run, lease) in contenders.iter().enumerate() {
             cost_per_acquire(&redis, *lease, run).await;
+        }
+        for (run, lease) in contenders.iter().enumerate() {
+            cost_with_a_daily_cap(&redis, *lease, run).await;
         }
         println!("\nTwo processes of 32 tasks share 2,000/s (5 ms margin) for 2 s\n");
         println!("| limiter | achieved/s (of the quota) | round trips/s | mean wait, ms | slots given back |");

@@ -15,6 +15,15 @@
 //! - **Shared pauses.** [`Limiter::pause_until`](pacer_limit::Limiter::pause_until), which the throttle
 //!   layer calls on a server's `Retry-After`, is written to Redis: every process on the quota
 //!   pauses from its next reservation on, not only the one that was refused.
+//! - **Several windows.** A quota with longer windows stacked on it
+//!   ([`Quota::and`](pacer_limit::Quota::and), e.g. 10 per second and a daily quota) is
+//!   enforced whole by the same script call: each cap is a sliding count of its own
+//!   (`{…}:cap:<window µs>:<limit>:at` and `:count`, exact up to 1,024 per window, on a grid of
+//!   1/1,024 of the window above), kept one window past its newest slot, so a daily count lives
+//!   a day. Slots given back leave the caps' counts. Each reservation brings back every cap's
+//!   count ([`SlotSource::cap_count`](pacer_limit::SlotSource::cap_count)), so a 429 without
+//!   `Retry-After` is put down to a cap that all the processes together spent. While Redis is
+//!   away, each process's local share takes its part of every cap too.
 //! - **Never unlimited.** When Redis is down or slow, a `tracing` warning says so and each
 //!   process falls back to a local limiter at its share of the quota ([`Fallback`]), until
 //!   Redis answers again.

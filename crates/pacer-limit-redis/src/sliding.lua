@@ -1,11 +1,11 @@
--- (After prelude.lua: `now` and `base`.) Reserves ARGV[3] slots of a sliding-window quota at once, atomically, on Redis's clock: never
+-- (After prelude.lua, `now` and `base`, and caps.lua.) Reserves ARGV[3] slots of a sliding-window quota at once, atomically, on Redis's clock: never
 -- more than ARGV[2] slots in any window of ARGV[1] microseconds. Slots are appended in order,
 -- so checking the window that ends at each new slot keeps every window within the limit.
 -- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now, its member (what release.lua removes when the slot is given back)
--- and 0.
+-- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves.
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -30,6 +30,9 @@ for i = 1, count do
     local oldest_in_window = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
     slot = math.max(slot, tonumber(oldest_in_window[2]) + window)
   end
+  -- A spent cap (caps.lua) holds the slot back further.
+  slot = caps_slot(slot)
+  caps_record(slot)
   local member = redis.call('INCR', KEYS[3])
   redis.call('ZADD', KEYS[1], string.format('%.0f', slot), member)
   reply[3 * i - 1] = math.floor(slot - now)
@@ -40,4 +43,6 @@ end
 local ttl = math.ceil((last - now + window) / 1000) + 1000
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
+caps_expire(last)
+caps_report(reply)
 return reply

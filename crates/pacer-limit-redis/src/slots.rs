@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pacer_limit::{Admission, HeadWaker, LocalSlots, Model, Quota, SlotSource};
+use pacer_limit::{Admission, Cap, HeadWaker, LocalSlots, Model, Quota, SlotSource};
 use tokio::time::Instant;
 
 use crate::health::{later, Core, Mode};
@@ -108,6 +108,10 @@ impl SlotSource for RemoteSlots {
         }
     }
 
+    fn cap_count(&self, cap: &Cap, _now: Instant) -> Option<(u64, Instant)> {
+        self.state().cap_count(cap)
+    }
+
     fn on_leave(&mut self, waiting: usize) {
         // A waiter that gave up leaves its leased slot to the others, or to Redis.
         self.state().release_surplus(waiting);
@@ -139,6 +143,9 @@ pub(crate) struct KeySlots {
     demand: usize,
     /// The key's pause (from the limiter): no reservation is chained before it ends.
     paused_until: Option<Instant>,
+    /// What Redis counted against each cap of the quota at the last reservation: the count
+    /// and when its oldest slot leaves (Redis's clock, microseconds).
+    cap_counts: Vec<(u64, u64)>,
 }
 
 impl KeySlots {
@@ -155,6 +162,7 @@ impl KeySlots {
             last_local_send: None,
             demand: 0,
             paused_until: None,
+            cap_counts: Vec::new(),
         }
     }
 
@@ -276,6 +284,9 @@ impl KeySlots {
         let Some(reservation) = reservation else {
             return;
         };
+        // Every process's slots, as of this reservation: fresh enough to judge a refusal of
+        // the slots that follow it.
+        self.cap_counts.clone_from(&reservation.caps);
         if self.last_local_send.is_some_and(|sent| sent > requested_at) {
             // The local share sent after the request's pause was decided: these slots could
             // crowd that send. Give them back; the next request carries a pause that covers it.
@@ -304,6 +315,14 @@ impl KeySlots {
         let mode = self.core.mode();
         self.request_more(mode, now, self.demand);
         self.take_request()
+    }
+
+    /// What Redis counted against `cap` at the last reservation, and when the oldest of those
+    /// slots leaves its window.
+    fn cap_count(&self, cap: &Cap) -> Option<(u64, Instant)> {
+        let index = self.quota.caps().position(|c| c == *cap)?;
+        let (count, frees_at) = *self.cap_counts.get(index)?;
+        (count > 0).then(|| (count, self.core.local_instant(frees_at)))
     }
 
     /// Slots further ahead than the waiters need go back to Redis (a waiter gave up).
@@ -401,9 +420,21 @@ impl KeySlots {
     }
 }
 
-/// `1 / processes` of `quota`: its limit divided when it is at least `processes`, otherwise
-/// one send per window stretched `processes / limit` times.
+/// `1 / processes` of `quota`, each of its caps included ([`Quota::and`]): a limit divided
+/// when it is at least `processes`, otherwise one send per window stretched `processes / limit`
+/// times.
 fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
+    quota
+        .caps()
+        .fold(primary_share(quota, processes), |share, cap| {
+            let cap = Quota::new(cap.limit(), cap.window()).with_margin(cap.margin());
+            share.and(primary_share(&cap, processes).without_caps())
+        })
+}
+
+/// `1 / processes` of `quota`'s own window (its caps are left out).
+fn primary_share(quota: &Quota, processes: NonZeroU32) -> Quota {
+    let quota = &quota.without_caps();
     let (limit, processes) = (quota.limit(), processes.get());
     if limit >= processes {
         return quota.scaled(limit / processes);
@@ -440,5 +471,17 @@ mod tests {
             NonZeroU32::new(3).unwrap(),
         );
         assert_eq!(three.window(), Duration::from_millis(1500));
+        // Each cap is shared too: four processes on their own never send a day's quota each.
+        let app = Quota::per_second(10).and(Quota::per_day(50_000));
+        let share = local_share(&app, four);
+        assert_eq!(
+            share.without_caps(),
+            local_share(&Quota::per_second(10), four)
+        );
+        let daily = share.caps().next().unwrap();
+        assert_eq!(
+            (daily.limit(), daily.window()),
+            (12_500, Duration::from_secs(86_400))
+        );
     }
 }

@@ -1,11 +1,11 @@
-//! The connection to the shared quota state and its three scripts: reserve, release, pause.
+//! The connection to the shared quota state and its scripts: reserve, release, pause, spacing.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
-use pacer_limit::{Model, Quota};
+use pacer_limit::{Cap, Model, Quota};
 
 /// Slots reserved in one call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,16 +17,29 @@ pub struct Reservation {
     pub slots: Vec<Duration>,
     /// What gives each slot back (see [`RedisStore::release_unused`]).
     pub(crate) tokens: Vec<Token>,
+    /// Per cap of the quota ([`Quota::caps`] order), how many slots it counts after this
+    /// reservation and when the oldest leaves its window (microseconds since the epoch, 0 when
+    /// it counts none).
+    pub(crate) caps: Vec<(u64, u64)>,
 }
 
-/// What identifies one reserved slot to the release script.
+/// What identifies one reserved slot to the release scripts. `at` is the slot's time
+/// (microseconds since the epoch, Redis's clock): what the quota's caps counted it at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Token {
     /// The TAT before this slot and after it: the slot can be taken back (the TAT restored to
     /// `before`) while the TAT is still `after`.
-    Gcra { before: i64, after: i64 },
+    Gcra { before: i64, after: i64, at: i64 },
     /// The slot's member in the window's sorted set.
-    Sliding { member: i64 },
+    Sliding { member: i64, at: i64 },
+}
+
+impl Token {
+    fn at(&self) -> i64 {
+        match *self {
+            Token::Gcra { at, .. } | Token::Sliding { at, .. } => at,
+        }
+    }
 }
 
 /// A connection to the shared quota state in Redis. Cheap to clone: clones share the
@@ -38,6 +51,7 @@ pub struct RedisStore {
     gcra: Script,
     sliding: Script,
     release: Script,
+    release_caps: Script,
     pause: Script,
     spacing: Script,
 }
@@ -79,13 +93,16 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             gcra: Script::new(concat!(
                 include_str!("prelude.lua"),
+                include_str!("caps.lua"),
                 include_str!("gcra.lua")
             )),
             sliding: Script::new(concat!(
                 include_str!("prelude.lua"),
+                include_str!("caps.lua"),
                 include_str!("sliding.lua")
             )),
             release: Script::new(include_str!("release.lua")),
+            release_caps: Script::new(include_str!("release_caps.lua")),
             pause: Script::new(include_str!("pause.lua")),
             spacing: Script::new(include_str!("spacing.lua")),
         })
@@ -112,8 +129,23 @@ impl RedisStore {
         })
     }
 
+    /// The sorted set and the hash of counts of `cap` on `key`. Named by the cap's window and
+    /// limit, not the primary window's: processes pacing the key differently still count one
+    /// daily quota together. They live one window past the cap's newest slot (a day for a
+    /// daily cap), not the seconds the primary window's state lives.
+    fn cap_keys(&self, key: &str, cap: &Cap) -> (String, String) {
+        let name = format!(
+            "{}:cap:{}:{}",
+            self.tag(key),
+            micros(cap.effective_window()).max(1),
+            cap.limit()
+        );
+        (format!("{name}:at"), format!("{name}:count"))
+    }
+
     /// Reserves `slots` consecutive send slots of `key` under `quota`: when each may be sent,
-    /// on Redis's clock, which every process shares.
+    /// on Redis's clock, which every process shares. Every window of the quota holds: its own
+    /// (by its model) and each [`Cap`] it stacks ([`Quota::and`]), counted as a sliding window.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
@@ -126,32 +158,40 @@ impl RedisStore {
         let state = self.state_key(key, quota)?;
         let pause = format!("{}:pause", self.tag(key));
         let mut connection = self.connection.clone();
-        let reply: Vec<i64> = match shape(quota)? {
+        let mut invocation = match shape(quota)? {
             Shape::Gcra { burst } => {
                 let (interval, tolerance) = gcra_params(quota, burst);
-                self.gcra
-                    .key(state)
+                let mut invocation = self.gcra.key(state);
+                invocation
                     .key(pause)
                     .key(format!("{}:spacing", self.tag(key)))
                     .arg(interval)
                     .arg(tolerance)
-                    .arg(slots.max(1))
-                    .invoke_async(&mut connection)
-                    .await?
+                    .arg(slots.max(1));
+                invocation
             }
             Shape::Sliding => {
                 let window = micros(quota.effective_window()).max(1);
-                self.sliding
-                    .key(&state)
+                let mut invocation = self.sliding.key(&state);
+                invocation
                     .key(pause)
                     .key(format!("{state}:seq"))
                     .arg(window)
                     .arg(quota.limit())
-                    .arg(slots.max(1))
-                    .invoke_async(&mut connection)
-                    .await?
+                    .arg(slots.max(1));
+                invocation
             }
         };
+        for cap in quota.caps() {
+            let (at, count) = self.cap_keys(key, &cap);
+            invocation
+                .key(at)
+                .key(count)
+                .arg(micros(cap.effective_window()).max(1))
+                .arg(cap.limit())
+                .arg(granule(&cap));
+        }
+        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
         parse_reservation(quota, &reply).ok_or_else(|| {
             RedisError::from((
                 redis::ErrorKind::TypeError,
@@ -189,22 +229,45 @@ impl RedisStore {
         if tokens.is_empty() {
             return Ok(0);
         }
+        if quota.caps().next().is_some() {
+            self.release_caps(key, quota, tokens).await?;
+        }
         let mut invocation = self.release.key(self.state_key(key, quota)?);
         if let Model::Gcra { .. } = quota.model() {
             invocation.arg("gcra");
             // Newest first: each restores the TAT the previous one leaves.
             for token in tokens.iter().rev() {
-                if let Token::Gcra { before, after } = *token {
+                if let Token::Gcra { before, after, .. } = *token {
                     invocation.arg(after).arg(before);
                 }
             }
         } else {
             invocation.arg("sliding");
             for token in tokens {
-                if let Token::Sliding { member } = token {
+                if let Token::Sliding { member, .. } = token {
                     invocation.arg(*member);
                 }
             }
+        }
+        let mut connection = self.connection.clone();
+        invocation.invoke_async(&mut connection).await
+    }
+
+    /// Uncounts unused slots from the caps of `quota` (whether or not the quota's own state
+    /// takes them back: either way they are not sent).
+    async fn release_caps(
+        &self,
+        key: &str,
+        quota: &Quota,
+        tokens: &[Token],
+    ) -> Result<(), RedisError> {
+        let mut invocation = self.release_caps.prepare_invoke();
+        for cap in quota.caps() {
+            let (at, count) = self.cap_keys(key, &cap);
+            invocation.key(at).key(count).arg(granule(&cap));
+        }
+        for token in tokens {
+            invocation.arg(token.at());
         }
         let mut connection = self.connection.clone();
         invocation.invoke_async(&mut connection).await
@@ -317,29 +380,56 @@ fn shape(quota: &Quota) -> Result<Shape, RedisError> {
     }
 }
 
+/// A cap's limit up to which its slots are counted exactly in Redis, one entry per slot time.
+const EXACT_CAP_UP_TO: u32 = 1024;
+
+/// The grid a cap's slots are counted on, in microseconds: exact (1 us) up to
+/// [`EXACT_CAP_UP_TO`] slots per window, else a 1/1024 of the window, so that a cap's state
+/// holds at most about 1,024 entries whatever its limit (a 50,000 per day cap: one per
+/// 85 s). Times are rounded up, so a slot is counted no shorter than it is in the window.
+fn granule(cap: &Cap) -> u64 {
+    if cap.limit() <= EXACT_CAP_UP_TO {
+        1
+    } else {
+        (micros(cap.effective_window()) / 1024).max(1)
+    }
+}
+
 fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     let interval = micros(quota.emission_interval()).max(1);
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, (offset, a, b)...}` as a [`Reservation`]; `None` when malformed.
+/// `{now, (offset, a, b)..., (count, frees_at) per cap}` as a [`Reservation`]; `None` when
+/// malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
-    let (&now, slots) = reply.split_first()?;
+    let (&now, rest) = reply.split_first()?;
+    let counts = rest.len().checked_sub(2 * quota.caps().count())?;
+    let (slots, caps) = rest.split_at(counts);
     if slots.len() % 3 != 0 {
         return None;
     }
+    let caps = caps
+        .chunks_exact(2)
+        .map(|cap| (cap[0].max(0).unsigned_abs(), cap[1].max(0).unsigned_abs()))
+        .collect();
     let gcra = matches!(quota.model(), Model::Gcra { .. });
     let (slots, tokens) = slots
         .chunks_exact(3)
         .map(|slot| {
             let offset = Duration::from_micros(slot[0].max(0).unsigned_abs());
+            let at = now.saturating_add(slot[0].max(0));
             let token = if gcra {
                 Token::Gcra {
                     before: slot[1],
                     after: slot[2],
+                    at,
                 }
             } else {
-                Token::Sliding { member: slot[1] }
+                Token::Sliding {
+                    member: slot[1],
+                    at,
+                }
             };
             (offset, token)
         })
@@ -348,6 +438,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         redis_now_micros: now.max(0).unsigned_abs(),
         slots,
         tokens,
+        caps,
     })
 }
 
@@ -361,12 +452,17 @@ mod tests {
         /// Any reply, however hostile, parses into slots or is refused; never a panic, and
         /// never a slot before Redis's now.
         #[test]
-        fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>()) {
+        fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>(), caps in 0usize..=2) {
             let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10).sliding_window() };
+            let quota = [Quota::per_minute(100), Quota::per_day(1_000)][..caps]
+                .iter()
+                .fold(quota, |quota, cap| quota.and(*cap));
+            let tail = 1 + 2 * caps;
             match parse_reservation(&quota, &reply) {
-                None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 != 0),
+                None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 != 0),
                 Some(reservation) => {
-                    prop_assert_eq!(reservation.slots.len(), (reply.len() - 1) / 3);
+                    prop_assert_eq!(reservation.slots.len(), (reply.len() - tail) / 3);
+                    prop_assert_eq!(reservation.caps.len(), caps);
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
                     prop_assert!(kinds_match);

@@ -7,8 +7,9 @@
 //! Every contender is configured never to refuse (a quota of about a billion per second with a
 //! burst as large), so what is measured is the bookkeeping of one admission, not waiting:
 //!
-//! - `pacer/*`: [`Limiter::try_acquire`] (GCRA and sliding window, unkeyed, and keyed with the
-//!   key cycling over 16 `u64`s) and the `acquire().await` future on a current-thread runtime;
+//! - `pacer/*`: [`Limiter::try_acquire`] (GCRA and sliding window, unkeyed, GCRA with a daily
+//!   cap stacked on it, and keyed with the key cycling over 16 `u64`s) and the
+//!   `acquire().await` future on a current-thread runtime;
 //! - `governor/*`: `RateLimiter::check` (direct, on its default TSC clock and on
 //!   `std::time::Instant`) and `check_key` (the default keyed store, the same 16 keys);
 //! - `naive/mutex_token_bucket`: the token bucket people hand-roll, a `Mutex<(tokens, last)>`;
@@ -148,6 +149,11 @@ fn uncontended(c: &mut Criterion) {
     });
     let limiter = pacer_sliding();
     group.bench_function("pacer/try_acquire_sliding", |b| {
+        b.iter(|| black_box(limiter.try_acquire(&())))
+    });
+    // The same with a daily cap stacked on it (`Quota::and`): one more sliding count per send.
+    let limiter = Limiter::new(Quota::per_second(HUGE).gcra(HUGE).and(Quota::per_day(HUGE)));
+    group.bench_function("pacer/try_acquire_two_windows", |b| {
         b.iter(|| black_box(limiter.try_acquire(&())))
     });
     let limiter = pacer_keyed();

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::adaptive::Adaptive;
 use crate::learned::{Answer, Learned};
-use crate::quota::Quota;
+use crate::quota::{Cap, Quota};
 use crate::source::{Admission, LocalSlots, SlotSource};
 
 /// A waiter's place in its key's queue. Ids grow monotonically, so the queue stays sorted by id
@@ -53,6 +53,13 @@ impl Bucket {
 
     pub(crate) fn quota(&self) -> Quota {
         self.quota
+    }
+
+    /// The cap that is about spent, and when it frees (see [`crate::caps::Caps::about_spent`]),
+    /// counted by this process's sends or by the shared source, whichever counts more.
+    pub(crate) fn about_spent(&self, now: Instant) -> Option<(Cap, Instant)> {
+        let shared = |cap: &Cap| self.shared.as_ref()?.cap_count(cap, now);
+        self.local.caps().about_spent(now, shared)
     }
 
     /// The earliest instant the `n`-th next send (0-based) could go out.

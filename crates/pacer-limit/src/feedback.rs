@@ -3,7 +3,10 @@
 
 use tokio::time::Instant;
 
+use std::time::Duration;
+
 use crate::adaptive::Adaptive;
+use crate::quota::Cap;
 
 /// How the server answered one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub struct Feedback {
     pub(crate) pause_until: Option<Instant>,
     pub(crate) allowance: Option<(u64, Instant)>,
     pub(crate) adaptive: Adaptive,
+    pub(crate) max_pause: Option<Duration>,
 }
 
 impl Feedback {
@@ -56,6 +60,7 @@ impl Feedback {
             pause_until: None,
             allowance: None,
             adaptive: Adaptive::default(),
+            max_pause: None,
         }
     }
 
@@ -70,6 +75,14 @@ impl Feedback {
     /// evenly by then, never faster (pacing ahead). Leave it out to ignore the allowance.
     pub fn allowance(mut self, remaining: u64, reset_at: Instant) -> Self {
         self.allowance = Some((remaining, reset_at));
+        self
+    }
+
+    /// The longest pause the limiter may decide on its own for this answer: a refusal without
+    /// a wait that the key's own count puts down to a spent [`Cap`] pauses the key until the
+    /// cap frees, at most this long (the stack's one wait cap). Default: until the cap frees.
+    pub fn max_pause(mut self, max: Duration) -> Self {
+        self.max_pause = Some(max);
         self
     }
 
@@ -93,4 +106,19 @@ pub struct Verdict {
     pub paced: bool,
     /// The key's new rate in requests per second, when this answer changed it.
     pub rate_per_second: Option<f64>,
+    /// A refusal without a wait that the key's own count puts down to a spent [`Cap`] (a daily
+    /// quota, say): the key is paused until the cap frees, or for the
+    /// [`max_pause`](Feedback::max_pause) when it frees later. Its rate is left alone.
+    pub spent: Option<Spent>,
+}
+
+/// A window stacked on a quota ([`Quota::and`](crate::Quota::and)) that the limiter's own count
+/// says is (about) spent, and when it frees: see [`Verdict::spent`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Spent {
+    /// The cap that is spent.
+    pub cap: Cap,
+    /// When its oldest counted send leaves the window, so that it has room again.
+    pub frees_at: Instant,
 }

@@ -11,7 +11,7 @@ use crate::acquire::Acquire;
 use crate::bucket::Bucket;
 use crate::builder::LimiterBuilder;
 use crate::error::{RateLimited, Reason};
-use crate::feedback::{Feedback, Outcome, Verdict};
+use crate::feedback::{Feedback, Outcome, Spent, Verdict};
 use crate::learned::Answer;
 use crate::quota::Quota;
 use crate::source::{Admission, HeadWaker, SlotSources, Wake};
@@ -199,7 +199,8 @@ impl<K: Key> Limiter<K> {
 
     /// Replaces `key`'s quota at run time, forgetting what the key learned from the server. The
     /// key's recent history carries over, so the change never grants a burst the old quota
-    /// forbade.
+    /// forbade. `quota`'s [caps](Quota::and) replace the key's: a cap both quotas have keeps
+    /// its count (a daily quota is not reset by a new rate), a new one starts counting now.
     pub fn set_quota(&self, key: &K, quota: Quota) {
         let now = Instant::now();
         let mut state = self.shared.lock();
@@ -220,6 +221,13 @@ impl<K: Key> Limiter<K> {
     /// over minutes) rather than cutting its rate; the rate is cut only when the key's own count
     /// over a whole busy window shows the server accepts less, or when the server refused
     /// without a wait.
+    ///
+    /// A refusal without a wait while one of the key's [`Cap`](crate::Cap)s is about spent
+    /// (95 % of it used; Customer.io's daily quota answers 429 without a
+    /// `Retry-After`) is put down to that cap: the key is paused until the cap frees (at most
+    /// [`Feedback::max_pause`]), its rate is left alone, and [`Verdict::spent`] says which cap
+    /// and when. The count is the larger of this process's own and its slot source's (a quota
+    /// shared through Redis counts every process's slots, see [`SlotSource::cap_count`](crate::SlotSource::cap_count)).
     pub fn observe(&self, key: &K, feedback: Feedback) -> Verdict {
         let now = Instant::now();
         let config = &self.shared.config;
@@ -228,7 +236,26 @@ impl<K: Key> Limiter<K> {
         let refused = feedback.outcome == Outcome::Refused;
         let mut state = self.shared.lock();
         let bucket = state.bucket(config, key, now);
-        if let Some(until) = feedback.pause_until {
+        // A refusal without a wait while a cap of the key's is about spent: the server's count
+        // of that window (a daily quota's 429 carries no Retry-After) ran out. The key waits
+        // until the window frees; it is not the primary rate's fault, so nothing is learned.
+        // Counted on refusals only: a cap's count walks its log.
+        let spent = (refused && feedback.pause_until.is_none())
+            .then(|| bucket.about_spent(now))
+            .flatten()
+            .map(|(cap, frees_at)| Spent { cap, frees_at });
+        let pause_until = match spent {
+            Some(spent) => {
+                let max = feedback.max_pause.unwrap_or(Duration::MAX);
+                Some(
+                    spent
+                        .frees_at
+                        .min(now.checked_add(max).unwrap_or(spent.frees_at)),
+                )
+            }
+            None => feedback.pause_until,
+        };
+        if let Some(until) = pause_until {
             if bucket.pause_until(until) {
                 bucket.share_pause(now, until);
             }
@@ -236,6 +263,7 @@ impl<K: Key> Limiter<K> {
             bucket.wake_all();
         }
         let rate_per_second = match feedback.outcome {
+            _ if spent.is_some() => None,
             Outcome::Accepted | Outcome::Refused if adapting => {
                 let answer = Answer {
                     refused,
@@ -256,10 +284,14 @@ impl<K: Key> Limiter<K> {
         if let Some(per_second) = rate_per_second {
             tracing::debug!(key = ?key, per_second, "adapted key rate");
         }
+        if let Some(spent) = spent {
+            tracing::info!(key = ?key, cap = ?spent.cap, frees_in = ?spent.frees_at.saturating_duration_since(now), "refused without a wait while a cap is spent; key paused until it frees");
+        }
         Verdict {
             paused_until,
             paced: refused && (adapting || paused_until.is_some()),
             rate_per_second,
+            spent,
         }
     }
 

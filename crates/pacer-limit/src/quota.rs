@@ -34,6 +34,11 @@ pub enum Model {
 /// spacing still arrives after its predecessor's interval. Bursting is an explicit choice
 /// ([`sliding_window`](Self::sliding_window), [`gcra`](Self::gcra) with a burst above 1).
 ///
+/// Longer windows stack on top with [`and`](Self::and) (a rate and a daily quota): the first
+/// window paces, the others ([`Cap`]s) only hold the key back when spent. The figures below
+/// ([`limit`](Self::limit), [`emission_interval`](Self::emission_interval), …) are the first
+/// window's.
+///
 /// ```
 /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
 /// use std::time::Duration;
@@ -54,6 +59,50 @@ pub struct Quota {
     window: Duration,
     model: Model,
     margin: Duration,
+    /// Longer windows enforced on top of this one ([`Quota::and`]). A fixed array rather than a
+    /// `Vec` keeps `Quota` `Copy`: it is copied into every key's bucket and every layer.
+    caps: [Option<Cap>; MAX_CAPS],
+}
+
+/// How many windows [`Quota::and`] stacks on top of a quota's own: real APIs document two
+/// (a rate and a daily quota, or 1000/s and 3000 per 3 s), so two extra leave room.
+pub const MAX_CAPS: usize = 2;
+
+/// A window stacked on top of a quota's own by [`Quota::and`]: never more than `limit` sends in
+/// any window of length `window + margin`, counted as a sliding window whatever the quota's
+/// model. A cap only holds sends back when it is spent (the key then waits until its oldest
+/// send leaves the window); it never slows the pacing of the quota's own window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cap {
+    limit: NonZeroU32,
+    window: Duration,
+    margin: Duration,
+}
+
+impl Cap {
+    /// The number of sends allowed per window.
+    #[must_use]
+    pub fn limit(&self) -> u32 {
+        self.limit.get()
+    }
+
+    /// The server's window, without the margin.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The safety margin added to the window.
+    #[must_use]
+    pub fn margin(&self) -> Duration {
+        self.margin
+    }
+
+    /// The window the limiter enforces: the server's window plus the margin.
+    #[must_use]
+    pub fn effective_window(&self) -> Duration {
+        self.window.saturating_add(self.margin)
+    }
 }
 
 impl Model {
@@ -86,6 +135,7 @@ impl Quota {
             window,
             model: Model::EVENLY_SPACED,
             margin: window / DEFAULT_MARGIN_DIVISOR,
+            caps: [None; MAX_CAPS],
         }
     }
 
@@ -105,6 +155,83 @@ impl Quota {
     #[must_use]
     pub fn per_minute(limit: u32) -> Self {
         Self::new(limit, Duration::from_secs(60))
+    }
+
+    /// `limit` requests per hour, evenly spaced, with a 36 s margin. Mostly a cap on top of a
+    /// shorter quota ([`and`](Self::and)).
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    #[must_use]
+    pub fn per_hour(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(3_600))
+    }
+
+    /// `limit` requests per day (24 h), evenly spaced, with a 14.4 min margin. Mostly a cap on
+    /// top of a shorter quota ([`and`](Self::and)), e.g. a daily quota behind a rate.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    #[must_use]
+    pub fn per_day(limit: u32) -> Self {
+        Self::new(limit, Duration::from_secs(86_400))
+    }
+
+    /// This quota with `other`'s windows stacked on top: every window is enforced together.
+    ///
+    /// `self` stays the primary window: its model paces the sends (evenly spaced by default),
+    /// and [`limit`](Self::limit), [`window`](Self::window), [`emission_interval`](Self::emission_interval),
+    /// [`rate_per_second`](Self::rate_per_second), [`scaled`](Self::scaled) and a rate the
+    /// limiter learns from the server all concern it alone. `other`'s window (with its own
+    /// margin) and any it stacks already become [`Cap`]s: each counts sends as a sliding window
+    /// and holds the key back only once it is spent, until its oldest send leaves the window.
+    /// A cap is never smoothed into the pacing, so a daily quota never lowers the per-second
+    /// rate; and it is never filled by a pause, so a short Retry-After never costs a day.
+    ///
+    /// ```
+    /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+    /// use std::time::Duration;
+    /// use pacer::limit::Quota;
+    ///
+    /// // Customer.io's App API: 10 per second, behind a daily quota of the workspace's plan.
+    /// let app = Quota::per_second(10).and(Quota::per_day(50_000));
+    /// assert_eq!(app.rate_per_second(), Quota::per_second(10).rate_per_second());
+    /// let daily = app.caps().next().unwrap();
+    /// assert_eq!((daily.limit(), daily.window()), (50_000, Duration::from_secs(86_400)));
+    /// ```
+    ///
+    /// # Panics
+    /// If the result would stack more than [`MAX_CAPS`] windows on top of `self`'s.
+    #[must_use]
+    pub fn and(mut self, other: Quota) -> Self {
+        let primary = Cap {
+            limit: other.limit,
+            window: other.window,
+            margin: other.margin,
+        };
+        for cap in std::iter::once(primary).chain(other.caps()) {
+            if self.caps().any(|c| c == cap) {
+                continue;
+            }
+            let free = self.caps.iter_mut().find(|slot| slot.is_none());
+            let slot = free.unwrap_or_else(|| {
+                panic!("a Quota stacks at most {MAX_CAPS} windows on top of its own")
+            });
+            *slot = Some(cap);
+        }
+        self
+    }
+
+    /// The windows stacked on top of this quota's own ([`and`](Self::and)), in the order added.
+    pub fn caps(&self) -> impl Iterator<Item = Cap> + '_ {
+        self.caps.iter().flatten().copied()
+    }
+
+    /// The same quota without the windows stacked on top of its own.
+    #[must_use]
+    pub fn without_caps(mut self) -> Self {
+        self.caps = [None; MAX_CAPS];
+        self
     }
 
     /// Counts with a sliding window: never more than `limit` sends in any `window`, a whole
@@ -133,7 +260,8 @@ impl Quota {
         self
     }
 
-    /// The same quota with `limit` requests per window: same window, model and margin, and a
+    /// The same quota with `limit` requests per window: same window, model, margin and caps
+    /// (the caps are not scaled: they stay as configured), and a
     /// GCRA burst scaled in proportion (at least 1), so a slower rate never keeps the old burst.
     /// Used to pace a key below its configured quota, e.g. after the server refused requests.
     ///
@@ -164,7 +292,7 @@ impl Quota {
     }
 
     /// The same quota at `fraction` of its rate, exactly: the window and the margin stretched
-    /// by `1 / fraction`, the limit, model and burst kept. Where [`scaled`](Self::scaled) rounds
+    /// by `1 / fraction`, the limit, model, burst and caps kept. Where [`scaled`](Self::scaled) rounds
     /// the rate to a whole number of requests per window, this keeps a learned rate of, say,
     /// 99.4 per window as it is. `fraction` is clamped to `1e-6..=1` (NaN counts as 1). The
     /// limiter's own learning uses it (see [`crate::Limiter::observe`]).
@@ -225,12 +353,16 @@ impl Quota {
 
 impl fmt::Debug for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Quota")
+        let mut debug = f.debug_struct("Quota");
+        debug
             .field("limit", &self.limit.get())
             .field("window", &self.window)
             .field("model", &self.model)
-            .field("margin", &self.margin)
-            .finish()
+            .field("margin", &self.margin);
+        if self.caps().next().is_some() {
+            debug.field("caps", &self.caps().collect::<Vec<_>>());
+        }
+        debug.finish()
     }
 }
 
@@ -295,6 +427,48 @@ mod tests {
                 burst: NonZeroU32::MIN
             }
         );
+    }
+
+    #[test]
+    fn stacked_windows_leave_the_primary_pacing_alone() {
+        let primary = Quota::per_second(1000).gcra(4);
+        let quota =
+            primary.and(Quota::new(3000, Duration::from_secs(3)).and(Quota::per_day(50_000)));
+        let caps: Vec<_> = quota.caps().map(|c| (c.limit(), c.window())).collect();
+        assert_eq!(
+            caps,
+            [
+                (3000, Duration::from_secs(3)),
+                (50_000, Duration::from_secs(86_400))
+            ]
+        );
+        assert_eq!(quota.without_caps(), primary);
+        assert_eq!(quota.emission_interval(), primary.emission_interval());
+        assert_eq!(quota.rate_per_second(), primary.rate_per_second());
+        // Scaling and slowing concern the primary window; the caps stay as configured.
+        assert!(quota.scaled(500).caps().eq(quota.caps()));
+        assert!(quota.slowed(0.5).caps().eq(quota.caps()));
+        assert_eq!(quota.scaled(500).without_caps(), primary.scaled(500));
+        // The same window twice is one cap.
+        let daily = Quota::per_day(10);
+        assert_eq!(Quota::per_second(1).and(daily).and(daily).caps().count(), 1);
+        // A cap keeps the margin of the quota it came from.
+        let cap = Quota::per_second(1)
+            .and(Quota::per_hour(100))
+            .caps()
+            .next()
+            .unwrap();
+        assert_eq!(cap.margin(), Duration::from_secs(36));
+        assert_eq!(cap.effective_window(), Duration::from_secs(3_636));
+    }
+
+    #[test]
+    #[should_panic(expected = "at most 2 windows")]
+    fn more_caps_than_room_is_rejected() {
+        let _ = Quota::per_second(10)
+            .and(Quota::per_minute(300))
+            .and(Quota::per_hour(5_000))
+            .and(Quota::per_day(50_000));
     }
 
     #[test]

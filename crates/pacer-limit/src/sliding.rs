@@ -217,6 +217,17 @@ impl SlidingLog {
         self.origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
     }
 
+    /// How many more sends the log admits at `now` before one of its windows is full.
+    pub(crate) fn room(&self, now: Instant) -> usize {
+        let live: usize = self
+            .runs
+            .iter()
+            .filter(|run| run.at + self.window > now)
+            .map(|run| run.count)
+            .sum();
+        self.limit.saturating_sub(live)
+    }
+
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         self.runs
             .back()

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::caps::Caps;
 use crate::model::ModelState;
-use crate::quota::Quota;
+use crate::quota::{Cap, Quota};
 
 /// The outcome of asking a [`SlotSource`] for a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,17 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// slots for more waiters than that may give the surplus back.
     fn on_leave(&mut self, waiting: usize) {
         let _ = waiting;
+    }
+
+    /// How many slots the source counts against `cap`, one of the windows stacked on the
+    /// key's quota ([`Quota::and`]), and when the oldest of them leaves its window: a quota
+    /// shared with other processes counts their sends too. The limiter asks on a refusal
+    /// without a wait, to tell a spent cap (a daily quota) from a rate too high; it uses the
+    /// larger of this and its own count of this process's sends. Default: `None`, only the
+    /// limiter's own count.
+    fn cap_count(&self, cap: &Cap, now: Instant) -> Option<(u64, Instant)> {
+        let _ = (cap, now);
+        None
     }
 
     /// Whether dropping the source at `now` forgets nothing: the limiter then drops the key.
@@ -151,6 +163,8 @@ impl fmt::Debug for HeadWaker {
 #[derive(Debug, Clone)]
 pub struct LocalSlots {
     model: ModelState,
+    /// The windows stacked on the quota's own ([`Quota::and`]), enforced with the model.
+    caps: Caps,
 }
 
 impl LocalSlots {
@@ -159,28 +173,47 @@ impl LocalSlots {
     pub fn new(quota: &Quota, now: Instant) -> Self {
         Self {
             model: ModelState::new(quota, now),
+            caps: Caps::new(quota, now),
         }
     }
 
     /// Records a send at `now`, admitted elsewhere (by a shared source).
     pub(crate) fn record(&mut self, now: Instant) {
         self.model.record(now);
+        self.caps.record(now);
     }
 
-    /// Switches to `quota`, keeping the history (see [`ModelState::requota`]); returns the
-    /// instant before which nothing may be sent when the history cannot carry over.
+    /// Switches to `quota`, keeping the history (see [`ModelState::requota`] and
+    /// [`Caps::requota`]); returns the instant before which nothing may be sent when the
+    /// history cannot carry over.
     pub(crate) fn requota(&mut self, quota: &Quota, now: Instant) -> Option<Instant> {
         let (model, not_before) = self.model.requota(quota, now);
         self.model = model;
+        self.caps = self.caps.requota(quota, now);
         not_before
+    }
+
+    /// The key's own count of its caps ([`Quota::and`]).
+    pub(crate) fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    /// The earliest instant at or after `now` the `n`-th next send could go out under the
+    /// model and every cap.
+    fn combined(&self, now: Instant, n: usize) -> Instant {
+        let at = self.model.nth_earliest(now, n);
+        if self.caps.is_empty() {
+            return at;
+        }
+        at.max(self.caps.nth_earliest(now, n))
     }
 }
 
 impl SlotSource for LocalSlots {
     fn admit(&mut self, now: Instant, _demand: usize) -> Admission {
-        let at = self.model.earliest(now);
+        let at = self.combined(now, 0);
         if at <= now {
-            self.model.record(now);
+            self.record(now);
             Admission::Granted
         } else {
             Admission::NotBefore(at)
@@ -188,14 +221,16 @@ impl SlotSource for LocalSlots {
     }
 
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
-        self.model.nth_earliest(now, n)
+        self.combined(now, n)
     }
 
     fn on_pause(&mut self, until: Instant) {
+        // Only the model: its sends leave evenly spaced after the pause. The caps count real
+        // sends only; filling a daily cap for a short pause would stop the key for a day.
         self.model.fill_until(until);
     }
 
     fn is_idle(&self, now: Instant) -> bool {
-        self.model.is_idle(now)
+        self.model.is_idle(now) && self.caps.is_idle(now)
     }
 }

@@ -2,9 +2,10 @@
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::StatusCode;
+use pacer_limit::Cap;
 
 /// A type-erased error, as tower's `BoxError` (the same type as [`pacer_limit::BoxError`]): what
 /// the [`Throttled`](crate::Throttled) service fails with. It is either a [`WaitTooLong`] or the
@@ -18,6 +19,12 @@ pub use pacer_limit::BoxError;
 /// request rather than let it look like it could be retried soon; `pacer-retry`'s layer, over
 /// an answer the throttle did not judge, gives up with the same error.
 ///
+/// A refusal without a wait while one of the key's [`Cap`]s is spent by the limiter's own count
+/// (Customer.io's daily quota answers 429 without `Retry-After`) is this error too, when the
+/// cap frees beyond the stack's cap: [`spent_cap`](Self::spent_cap) says which window and
+/// [`frees_at`](Self::frees_at) when, and the message says so ("quota of 50000 per 86400s
+/// spent … frees at …") rather than a generic retry exhaustion.
+///
 /// The services return it boxed in a [`BoxError`]: `error.downcast_ref::<WaitTooLong>()`.
 /// `pacer-retry`'s default classifier does not retry it, so it reaches the top of a full stack
 /// as it is.
@@ -28,6 +35,7 @@ pub struct WaitTooLong {
     cap: Duration,
     retry_after: Option<String>,
     attempts: u32,
+    spent: Option<(Cap, SystemTime)>,
 }
 
 impl WaitTooLong {
@@ -41,6 +49,7 @@ impl WaitTooLong {
             cap,
             retry_after: None,
             attempts: 1,
+            spent: None,
         }
     }
 
@@ -49,6 +58,26 @@ impl WaitTooLong {
     pub fn with_retry_after(mut self, retry_after: Option<String>) -> Self {
         self.retry_after = retry_after;
         self
+    }
+
+    /// The wait is for `cap` of the key's quota, spent by the limiter's own count, to free at
+    /// `frees_at` (the server refused without saying how long).
+    #[must_use]
+    pub fn with_spent_cap(mut self, cap: Cap, frees_at: SystemTime) -> Self {
+        self.spent = Some((cap, frees_at));
+        self
+    }
+
+    /// The window of the key's quota that is spent, when the wait is for it to free.
+    #[must_use]
+    pub fn spent_cap(&self) -> Option<Cap> {
+        self.spent.map(|(cap, _)| cap)
+    }
+
+    /// When the [spent cap](Self::spent_cap) frees, on the wall clock.
+    #[must_use]
+    pub fn frees_at(&self) -> Option<SystemTime> {
+        self.spent.map(|(_, at)| at)
     }
 
     /// The attempts made, the last one included (a retry layer gave up after them).
@@ -93,11 +122,23 @@ impl WaitTooLong {
 
 impl fmt::Display for WaitTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "server refused the request ({}) and asked to wait {:?}",
-            self.status, self.wait
-        )?;
+        if let Some((cap, frees_at)) = &self.spent {
+            write!(
+                f,
+                "server refused the request ({}) without a wait, and the limiter counts the quota of {} per {:?} spent: it frees in {:?}, at {}",
+                self.status,
+                cap.limit(),
+                cap.window(),
+                self.wait,
+                httpdate::fmt_http_date(*frees_at)
+            )?;
+        } else {
+            write!(
+                f,
+                "server refused the request ({}) and asked to wait {:?}",
+                self.status, self.wait
+            )?;
+        }
         if let Some(value) = &self.retry_after {
             write!(f, " (Retry-After: {value})")?;
         }

@@ -155,6 +155,9 @@ impl<K: Key> Shared<K> {
             }
         } else if refused {
             tracing::info!(key = ?key, %status, "refused by the server without a wait");
+            // Should the limiter put it down to a spent cap (a daily quota), it pauses the key
+            // until the cap frees, for the one wait cap at most.
+            feedback = feedback.max_pause(self.config.max_pause);
         }
         if self.config.pace_ahead && !refused {
             if let Some((remaining, reset)) = signal
@@ -170,6 +173,19 @@ impl<K: Key> Shared<K> {
         let verdict = self.limiter.observe(key, feedback);
         if let Some(per_second) = verdict.rate_per_second {
             crate::metrics::rate(key, per_second);
+        }
+        if let Some(spent) = verdict.spent {
+            crate::metrics::pause(key);
+            let wait = spent.frees_at.saturating_duration_since(now);
+            if wait > self.config.max_pause {
+                crate::metrics::capped(key, status);
+                tracing::warn!(key = ?key, %status, cap = ?spent.cap, frees_in = ?wait, max = ?self.config.max_pause, "a cap of the key's quota is spent and frees beyond the wait cap; gave up");
+                let error = WaitTooLong::new(status, wait, self.config.max_pause);
+                outcome = Err(match SystemTime::now().checked_add(wait) {
+                    Some(frees_at) => error.with_spent_cap(spent.cap, frees_at),
+                    None => error,
+                });
+            }
         }
         // A 429 ("too many requests", not "unavailable") whose key the limiter paused or slows:
         // a retry through the limiter is paced by it. A 503 keeps the retry layer's backoff,
