@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pacer_limit::{Admission, HeadWaker, LocalSlots, Model, Quota, SlotSource};
+use pacer_limit::{Admission, Demand, HeadWaker, LocalSlots, Model, Quota, SlotSource};
 use tokio::time::Instant;
 
 use crate::health::{later, Core, Mode};
@@ -76,9 +76,9 @@ pub(crate) fn lock(state: &Mutex<KeySlots>) -> MutexGuard<'_, KeySlots> {
 }
 
 impl SlotSource for RemoteSlots {
-    fn admit(&mut self, now: Instant, demand: usize) -> Admission {
+    fn admit(&mut self, now: Instant, demand: Demand) -> Admission {
         let mut state = self.state();
-        let admission = state.admit(now, demand);
+        let admission = state.admit(now, demand.total());
         if let Some(request) = state.take_request() {
             if !crate::refill::dispatch(&self.state, &self.waker, request) {
                 state.request_not_sent();
@@ -221,7 +221,7 @@ impl KeySlots {
         if at > now {
             return Admission::NotBefore(at);
         }
-        local.slots.admit(now, 1);
+        local.slots.admit(now, Demand::new(pacer_limit::Priority::Normal, 1));
         self.last_local_send = Some(now);
         self.core.count_fallback_grant();
         Admission::Granted
