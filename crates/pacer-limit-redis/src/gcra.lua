@@ -3,9 +3,12 @@
 -- KEYS[2]: the pause deadline (microseconds), set from a server's Retry-After
 -- KEYS[3]: the spacing margin the processes learned (see spacing.lua): widens the interval
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
+-- ARGV[4]: the horizon (us; 0 = none): no slot later than this after now is booked, so that a
+--   bulk reservation never keeps other processes' urgent requests waiting behind it
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
--- while the TAT is still the one after, when the slot is given back unused.
+-- while the TAT is still the one after, when the slot is given back unused. When the horizon
+-- cut the reservation short, one more number: the first slot not booked, from now.
 local interval = tonumber(ARGV[1])
 local spacing = redis.call('GET', KEYS[3])
 if spacing then
@@ -14,6 +17,7 @@ if spacing then
 end
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
+local horizon = tonumber(ARGV[4] or '0')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 -- After a pause, slots leave evenly spaced, as if the quota had been used at its full rate up
 -- to the pause's end: the burst allowance does not release every waiter at once.
@@ -21,6 +25,10 @@ if pause > 0 then tat = math.max(tat, pause + tolerance) end
 local reply = {now}
 for i = 1, count do
   local slot = math.max(base, tat - tolerance)
+  if horizon > 0 and slot - now > horizon then
+    reply[3 * i - 1] = math.floor(slot - now)
+    break
+  end
   reply[3 * i - 1] = math.floor(slot - now)
   reply[3 * i] = tat
   tat = math.max(tat, slot) + interval

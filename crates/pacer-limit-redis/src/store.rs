@@ -17,6 +17,9 @@ pub struct Reservation {
     pub slots: Vec<Duration>,
     /// What gives each slot back (see [`RedisStore::release_unused`]).
     pub(crate) tokens: Vec<Token>,
+    /// When a horizon cut the reservation short: when the first slot not booked would be, as
+    /// a delay from `redis_now_micros`.
+    pub(crate) beyond: Option<Duration>,
 }
 
 /// What identifies one reserved slot to the release script.
@@ -123,6 +126,19 @@ impl RedisStore {
         quota: &Quota,
         slots: u32,
     ) -> Result<Reservation, RedisError> {
+        self.reserve_within(key, quota, slots, None).await
+    }
+
+    /// [`reserve`](Self::reserve), booking no slot of an evenly spaced (GCRA) quota later than
+    /// `horizon` from now: what a process books for bulk waiters, so that the urgent requests
+    /// of other processes never wait behind a long run of them. A sliding window ignores it.
+    pub(crate) async fn reserve_within(
+        &self,
+        key: &str,
+        quota: &Quota,
+        slots: u32,
+        horizon: Option<Duration>,
+    ) -> Result<Reservation, RedisError> {
         let state = self.state_key(key, quota)?;
         let pause = format!("{}:pause", self.tag(key));
         let mut connection = self.connection.clone();
@@ -136,6 +152,7 @@ impl RedisStore {
                     .arg(interval)
                     .arg(tolerance)
                     .arg(slots.max(1))
+                    .arg(horizon.map_or(0, |h| micros(h).max(1)))
                     .invoke_async(&mut connection)
                     .await?
             }
@@ -322,11 +339,18 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, (offset, a, b)...}` as a [`Reservation`]; `None` when malformed.
+/// `{now, (offset, a, b)..., [beyond]}` as a [`Reservation`]; `None` when malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
-    let (&now, slots) = reply.split_first()?;
-    if slots.len() % 3 != 0 {
-        return None;
+    let (&now, mut slots) = reply.split_first()?;
+    let mut beyond = None;
+    match slots.len() % 3 {
+        0 => {}
+        1 => {
+            let (&last, rest) = slots.split_last()?;
+            beyond = Some(Duration::from_micros(last.max(0).unsigned_abs()));
+            slots = rest;
+        }
+        _ => return None,
     }
     let gcra = matches!(quota.model(), Model::Gcra { .. });
     let (slots, tokens) = slots
@@ -348,6 +372,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         redis_now_micros: now.max(0).unsigned_abs(),
         slots,
         tokens,
+        beyond,
     })
 }
 
@@ -364,9 +389,10 @@ mod tests {
         fn any_reply_parses_or_is_refused(reply in proptest::collection::vec(any::<i64>(), 0..40), gcra in any::<bool>()) {
             let quota = if gcra { Quota::per_second(10).gcra(2) } else { Quota::per_second(10).sliding_window() };
             match parse_reservation(&quota, &reply) {
-                None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 != 0),
+                None => prop_assert!(reply.is_empty() || (reply.len() - 1) % 3 == 2),
                 Some(reservation) => {
                     prop_assert_eq!(reservation.slots.len(), (reply.len() - 1) / 3);
+                    prop_assert_eq!(reservation.beyond.is_some(), (reply.len() - 1) % 3 == 1);
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
                     prop_assert!(kinds_match);

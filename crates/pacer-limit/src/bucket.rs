@@ -282,7 +282,7 @@ impl Bucket {
 
     fn left(&mut self) {
         if let Some(shared) = &mut self.shared {
-            shared.on_leave(self.waiters.len());
+            shared.on_leave(self.waiters.demand());
         }
     }
 

@@ -71,9 +71,9 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
         let _ = (now, extra, half_life);
     }
 
-    /// A waiter left the queue, with its slot or giving up; `waiting` remain. A source holding
-    /// slots for more waiters than that may give the surplus back.
-    fn on_leave(&mut self, waiting: usize) {
+    /// A waiter left the queue, with its slot or giving up; `waiting` remain, per lane. A
+    /// source holding slots for more waiters than that may give the surplus back.
+    fn on_leave(&mut self, waiting: Demand) {
         let _ = waiting;
     }
 

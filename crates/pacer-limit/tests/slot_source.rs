@@ -66,7 +66,8 @@ impl SlotSource for Source {
         self.0.lock().unwrap().shared_pause = Some(until);
     }
 
-    fn on_leave(&mut self, waiting: usize) {
+    fn on_leave(&mut self, waiting: Demand) {
+        let waiting = waiting.total();
         self.0.lock().unwrap().left.push(waiting);
     }
 
