@@ -266,7 +266,10 @@ impl KeySlots {
             return;
         }
         let options = &self.core.options;
-        let wanted = (waiting - self.leases.len()).min(options.lease as usize);
+        // Urgent waiters get their slots booked ahead; bulk ones only once no urgent one lacks
+        // a slot, and then just in time.
+        let lacking = if bulk_only { waiting } else { demand.urgent() };
+        let wanted = (lacking - self.leases.len()).min(options.lease as usize);
         let pause_first = self.last_local_send.map(|_| self.recovery_pause());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
