@@ -99,13 +99,24 @@ impl Lanes {
         }
     }
 
+    /// Queues waiter `id` in `lane`. A head it displaces (it is more urgent) is woken, to drop
+    /// its timer: the newcomer arms its own, and the key keeps one.
     pub(crate) fn push(&mut self, lane: Priority, id: u64, waker: Waker) {
+        let before = self.head();
         let queue = &mut self.lanes[lane.index()];
         debug_assert!(queue.back().is_none_or(|w| w.id < id));
         queue.push_back(Waiter {
             id,
             waker: Some(waker),
         });
+        if let Some((lane, id)) = before.filter(|_| self.head() != before) {
+            let displaced = self
+                .place(lane, id)
+                .and_then(|place| self.lanes[lane.index()][place.index].waker.take());
+            if let Some(waker) = displaced {
+                waker.wake();
+            }
+        }
     }
 
     /// Where waiter `id` of `lane` stands, if it is queued.

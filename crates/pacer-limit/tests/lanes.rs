@@ -345,3 +345,28 @@ async fn the_limited_service_reads_the_priority_extension() {
         1
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_displaced_head_is_woken_to_drop_its_timer() {
+    let limiter = Limiter::builder(quota()).min_share(0.0).build();
+    limiter.try_acquire(&()).unwrap();
+    let mut bulk = tokio_test::task::spawn(limiter.acquire_with_priority((), Priority::Bulk));
+    assert!(bulk.poll().is_pending());
+    assert!(!bulk.is_woken());
+    // The interactive newcomer leads now: the bulk waiter is told, polls, and goes back to
+    // waiting without a timer (only the head holds one).
+    let mut interactive =
+        tokio_test::task::spawn(limiter.acquire_with_priority((), Priority::Interactive));
+    assert!(interactive.poll().is_pending());
+    assert!(bulk.is_woken());
+    assert!(bulk.poll().is_pending());
+    // At the slot, only the head wakes and takes it; the bulk waiter is woken once it leads.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(interactive.is_woken());
+    assert!(!bulk.is_woken());
+    assert!(interactive.poll().is_ready());
+    assert!(bulk.is_woken());
+    assert!(bulk.poll().is_pending());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(bulk.poll().is_ready());
+}
