@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pacer::customerio::{ApiClass, Client, Credentials, Event, Identifier, Operation, Roots};
 use pacer::limit::{Priority, Quota};
-use pacer::redis::{RedisStore, SharedQuota};
+use pacer::redis::{LimiterExt, RedisStore, SharedQuota};
 use pacer_mock::{MockConfig, MockServer};
 use pacer_testkit::RedisServer;
 use tokio::time::Instant;
@@ -70,9 +70,9 @@ fn main() {
     println!("{seconds} s per run; B: {INTERACTIVE_PER_SECOND} req/s from {WARM_UP:?} on; A: {IMPORT_TASKS} requests waiting");
     println!();
     println!(
-        "| run | lanes (A / B) | B calls | B p50 | B p99 | B max | A share of the quota | 429s |"
+        "| run | lanes (A / B) | B calls | B p50 | B p99 | B max | A share of the quota | A Redis calls/s | 429s |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for mode in ["lanes", "fifo"] {
         let run = two_processes(&runtime, &redis, mode, seconds);
         run.row("two processes, Redis", mode);
@@ -93,6 +93,8 @@ struct Run {
     /// How long B was sending.
     window: Duration,
     throttled: u64,
+    /// A's reservations in Redis per second, when it shares the quota through Redis.
+    round_trips: Option<f64>,
 }
 
 impl Run {
@@ -108,8 +110,11 @@ impl Run {
         };
         let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
         let share = self.delivered as f64 / (LIMIT * self.window.as_secs_f64());
+        let round_trips = self
+            .round_trips
+            .map_or_else(|| "–".to_owned(), |r| format!("{r:.0}"));
         println!(
-            "| {setup} | {lanes} | {} | {} | {} | {} | {share:.3} | {} |",
+            "| {setup} | {lanes} | {} | {} | {} | {} | {share:.3} | {round_trips} | {} |",
             self.waits.len(),
             ms(at(0.5)),
             ms(at(0.99)),
@@ -167,6 +172,9 @@ fn two_processes(
         for line in stdout.lines() {
             if let Some(delivered) = line.strip_prefix("delivered ") {
                 run.delivered = delivered.parse().unwrap();
+            } else if let Some(reservations) = line.strip_prefix("reservations ") {
+                let reservations: f64 = reservations.parse().unwrap();
+                run.round_trips = Some(reservations / seconds as f64);
             } else if let Some(waits) = line.strip_prefix("waits_us ") {
                 run.waits = waits
                     .split(',')
@@ -207,6 +215,8 @@ fn child(orders: &str) {
         if role == "a" {
             let delivered = import(&client, bulk, begin + WARM_UP, end).await;
             println!("delivered {delivered}");
+            let stats = client.limiter().shared_stats().unwrap();
+            println!("reservations {}", stats.reservations);
         } else {
             let waits = interactive_calls(&client, interactive, begin + WARM_UP, end).await;
             let waits: Vec<String> = waits.iter().map(|w| w.as_micros().to_string()).collect();
@@ -234,6 +244,7 @@ async fn one_process(mode: &str, seconds: u64) -> Run {
         delivered,
         window: Duration::from_secs(seconds) - WARM_UP,
         throttled: mock.ledger().counts().throttled,
+        round_trips: None,
     }
 }
 
