@@ -370,3 +370,33 @@ async fn a_displaced_head_is_woken_to_drop_its_timer() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(bulk.poll().is_ready());
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_the_lanes_leave_evenly_spaced_most_urgent_first() {
+    let limiter = Limiter::builder(quota()).min_share(0.0).build();
+    let start = Instant::now();
+    limiter.pause_until(&(), start + Duration::from_secs(1));
+    let grants = Grants::default();
+    let mut tasks = Vec::new();
+    for tag in 0..3 {
+        tasks.push(queue(&limiter, &grants, Priority::Bulk, tag).await);
+        tasks.push(queue(&limiter, &grants, Priority::Interactive, tag).await);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // One per interval from the pause's end, never in a herd: the last at 1,500 ms.
+    assert_eq!(start.elapsed(), Duration::from_millis(1_500));
+    let order: Vec<(Priority, usize)> = grants.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        [
+            (Priority::Interactive, 0),
+            (Priority::Interactive, 1),
+            (Priority::Interactive, 2),
+            (Priority::Bulk, 0),
+            (Priority::Bulk, 1),
+            (Priority::Bulk, 2),
+        ]
+    );
+}
