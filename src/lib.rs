@@ -62,10 +62,10 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `pacer_limit_admitted_total` | counter | `key` | requests that took a slot |
-//! | `pacer_limit_wait_seconds` | histogram | `key` | how long each waited for it (0 on the fast path) |
-//! | `pacer_limit_queue_length` | gauge | `key` | requests waiting for a slot now |
-//! | `pacer_limit_refused_total` | counter | `key`, `reason` (`max_wait`, `queue_full`) | refused by the limiter: at once, or after queueing when a pause pushed the turn past the maximum wait |
+//! | `pacer_limit_admitted_total` | counter | `key`, `priority` (`interactive`, `normal`, `bulk`) | requests that took a slot |
+//! | `pacer_limit_wait_seconds` | histogram | `key`, `priority` | how long each waited for it (0 on the fast path) |
+//! | `pacer_limit_queue_length` | gauge | `key`, `priority` | requests waiting for a slot now, in the lane |
+//! | `pacer_limit_refused_total` | counter | `key`, `priority`, `reason` (`max_wait`, `queue_full`) | refused by the limiter: at once, or after queueing when a pause pushed the turn past the maximum wait |
 //! | `pacer_limit_redis_fallbacks_total` | counter | | times Redis went away and the local fallback took over |
 //! | `pacer_throttle_refusals_total` | counter | `key`, `status` (`429`, `503`) | refusals from the server |
 //! | `pacer_throttle_pauses_total` | counter | `key` | pauses for a server's wait (Retry-After, an exhausted window) |

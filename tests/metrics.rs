@@ -90,11 +90,20 @@ fn every_layer_reports_its_decisions() {
             .unwrap_or_else(|| panic!("no {name} among {metrics:#?}"))
     };
     // The limiter: 1 + 1 (retry) + 4 + 3 (the 503 and its two retries) + 1 (budgeted) slots.
-    assert_eq!(get("pacer_limit_admitted_total{key=\"track\"}"), 10.0);
-    assert_eq!(get("pacer_limit_wait_seconds{key=\"track\"}"), 10.0);
-    assert_eq!(get("pacer_limit_queue_length{key=\"track\"}"), 0.0);
     assert_eq!(
-        get("pacer_limit_refused_total{key=\"track\",reason=max_wait}"),
+        get("pacer_limit_admitted_total{key=\"track\",priority=normal}"),
+        10.0
+    );
+    assert_eq!(
+        get("pacer_limit_wait_seconds{key=\"track\",priority=normal}"),
+        10.0
+    );
+    assert_eq!(
+        get("pacer_limit_queue_length{key=\"track\",priority=normal}"),
+        0.0
+    );
+    assert_eq!(
+        get("pacer_limit_refused_total{key=\"track\",priority=normal,reason=max_wait}"),
         1.0
     );
     // The throttle layer: the 429 and the four 503s (three attempts, one budgeted), one pause,

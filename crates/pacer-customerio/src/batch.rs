@@ -522,7 +522,9 @@ where
 {
     /// Sends encoded operations (as a [`Packer`] filled them: one request; more are split
     /// under the limits like [`batch_encoded`](Self::batch_encoded)) through the stack, each
-    /// request spending one Track slot, and says what became of each entry.
+    /// request spending one Track slot in the [bulk](pacer_limit::Priority::Bulk) lane (the
+    /// importer's and the outbox's way: a backlog that may wait, behind interactive calls on
+    /// the same quota but never starved by them), and says what became of each entry.
     ///
     /// # Errors
     /// See [`Error`]; an unreadable 207 is an error (see [`BatchOutcome::from_answer`]). The
@@ -530,7 +532,8 @@ where
     /// send one packed request per call to know exactly what was.
     pub async fn send_packed(&self, operations: &[Bytes]) -> Result<BatchOutcome, Error> {
         let mut outcome = BatchOutcome::default();
-        for request in self.requests().batch_encoded(operations)? {
+        for mut request in self.requests().batch_encoded(operations)? {
+            request.extensions_mut().insert(pacer_limit::Priority::Bulk);
             let sent = request
                 .extensions()
                 .get::<BatchEntries>()

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use pacer_limit::{Limiter, Quota};
+use pacer_limit::{Limiter, Priority, Quota};
 use pacer_retry::RetryLayer;
 use pacer_throttle::PaceLayer;
 use serde_json::Value;
@@ -24,6 +24,9 @@ use crate::timeouts::{
 
 /// The longest server-imposed wait the default stack honours.
 const DEFAULT_MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+
+/// The longest an interactive call waits for its slot by default: a user is waiting for it.
+const DEFAULT_INTERACTIVE_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// The limiter key of a request built by [`Requests`]: its [`ApiClass`] extension.
 #[must_use]
@@ -108,7 +111,15 @@ pub type Stack<RB> = BoxCloneSyncService<Request<Body>, Response<RB>, BoxError>;
 ///   a longer one fails the request at once
 ///   with [`Error::Throttled`] carrying the server's own value; a 429 without a wait while a
 ///   daily quota given to [`daily_quota`](Self::daily_quota) is spent pauses the class until the
-///   day frees, or beyond `max_server_wait` fails at once with [`Error::QuotaSpent`].
+///   day frees, or beyond `max_server_wait` fails at once with [`Error::QuotaSpent`];
+/// - interactive calls (transactional sends, App API lookups) wait at most 1 s for their slot
+///   of the quota ([`max_wait_in`](Self::max_wait_in)): one whose turn would come later fails
+///   at once with [`Error::RateLimited`], not sent, rather than keep a user waiting behind a
+///   backlog. They go before queued normal and bulk requests of the same quota (the lanes of
+///   [`Priority`]), so only a burst of interactive calls themselves reaches the bound. Other
+///   calls wait as long as their turn takes; the bulk lane (the importer's and the outbox's
+///   batches, [`send_packed`](Client::send_packed)) keeps at least 10 % of the quota under
+///   any interactive load.
 #[derive(Debug)]
 #[must_use]
 pub struct ClientBuilder {
@@ -118,7 +129,8 @@ pub struct ClientBuilder {
     /// Windows stacked on a class's quota, whichever it is ([`ClientBuilder::cap`]).
     caps: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
-    max_wait: Option<Duration>,
+    /// Per lane: interactive, normal, bulk.
+    max_wait: [Option<Duration>; 3],
     max_server_wait: Duration,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
@@ -135,7 +147,7 @@ impl Default for ClientBuilder {
             quotas: Vec::new(),
             caps: Vec::new(),
             retry: RetryLayer::new(),
-            max_wait: None,
+            max_wait: [Some(DEFAULT_INTERACTIVE_MAX_WAIT), None, None],
             max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
@@ -214,9 +226,34 @@ impl ClientBuilder {
         self
     }
 
-    /// Fails a request at once when it would wait longer than `max` for its slot.
+    /// Fails a request at once, in any lane, when it would wait longer than `max` for its
+    /// slot, with [`Error::RateLimited`] (see [`max_wait_in`](Self::max_wait_in) for one lane).
     pub fn max_wait(mut self, max: Duration) -> Self {
-        self.max_wait = Some(max);
+        self.max_wait = [Some(max); 3];
+        self
+    }
+
+    /// The maximum wait for a slot of `priority`'s lane (`None`: as long as it takes). By
+    /// default interactive calls wait at most 1 s and the other lanes without bound. A
+    /// request is measured by its turn: the interactive calls ahead of it, for an interactive
+    /// one, whatever normal and bulk work is queued.
+    ///
+    /// ```
+    /// # mod pacer { pub mod customerio { pub use ::pacer_customerio::*; } pub mod limit { pub use ::pacer_limit::*; } }
+    /// use std::time::Duration;
+    /// use pacer::customerio::Client;
+    /// use pacer::limit::Priority;
+    ///
+    /// // A sign-up handler may keep its user waiting up to 300 ms for the welcome email's slot.
+    /// let builder = Client::builder()
+    ///     .max_wait_in(Priority::Interactive, Some(Duration::from_millis(300)));
+    /// ```
+    pub fn max_wait_in(mut self, priority: Priority, max: Option<Duration>) -> Self {
+        let lane = Priority::ALL
+            .iter()
+            .position(|p| *p == priority)
+            .unwrap_or(1);
+        self.max_wait[lane] = max;
         self
     }
 
@@ -334,8 +371,8 @@ impl ClientBuilder {
                     .find(|(c, _)| c == class)
                     .map_or_else(|| default_quota(*class), |(_, quota)| *quota)
             });
-        if let Some(max) = self.max_wait {
-            limiter = limiter.max_wait(max);
+        for (lane, max) in Priority::ALL.into_iter().zip(self.max_wait) {
+            limiter = limiter.max_wait_in(lane, max);
         }
         // Customer.io queues at most 5 broadcast triggers; more waiting here would only be refused.
         limiter = limiter.max_queue_fn(|class: &ApiClass| match class {
@@ -415,6 +452,21 @@ pub struct ClassQueue {
     pub paused: bool,
     /// How long a request arriving now would wait for its slot.
     pub estimated_wait: Duration,
+    /// Per lane: how many wait and how long a newcomer would ([`Self::lane`]).
+    lanes: [pacer_limit::LaneStats; 3],
+}
+
+impl ClassQueue {
+    /// The queue of one lane of the class: how many wait in it, and how long a request
+    /// arriving now in it would wait (an interactive one skips the queued bulk work).
+    #[must_use]
+    pub fn lane(&self, priority: Priority) -> pacer_limit::LaneStats {
+        let lane = Priority::ALL
+            .iter()
+            .position(|p| *p == priority)
+            .unwrap_or(1);
+        self.lanes[lane]
+    }
 }
 
 impl<RB> Clone for Client<RB> {
@@ -482,6 +534,7 @@ where
             in_flight: self.in_flight.of(class),
             paused: queue.paused,
             estimated_wait: queue.estimated_wait,
+            lanes: Priority::ALL.map(|lane| queue.lane(lane)),
         }
     }
 

@@ -245,11 +245,15 @@ pub enum Error {
         /// Why it cannot be read (never the body itself).
         reason: String,
     },
-    /// The request did not get an answer: connection, timeout, limiter or retry layer errors.
-    /// It holds the stack's error as it came, so it downcasts to its type: a
-    /// [`RateLimited`](pacer_limit::RateLimited) when the client-side limiter refused it (not
-    /// sent), a [`RetriesExhausted`](pacer_retry::RetriesExhausted) after retries, the HTTP
-    /// client's own error otherwise; [`pacer_retry::find`] looks through the whole chain.
+    /// The client's own limiter refused the request, which was not sent: its turn would come
+    /// later than its lane's maximum wait (by default 1 s for interactive calls, see
+    /// [`ClientBuilder::max_wait_in`](crate::ClientBuilder::max_wait_in)), or the queue is
+    /// full. `retry_after` says when its turn would have come.
+    RateLimited(pacer_limit::RateLimited),
+    /// The request did not get an answer: connection, timeout or retry layer errors. It holds
+    /// the stack's error as it came, so it downcasts to its type: a
+    /// [`RetriesExhausted`](pacer_retry::RetriesExhausted) after retries, the HTTP client's own
+    /// error otherwise; [`pacer_retry::find`] looks through the whole chain.
     Transport(Box<dyn StdError + Send + Sync>),
 }
 
@@ -306,6 +310,7 @@ impl fmt::Display for Error {
                 "Customer.io answered {status} with a body that cannot be read ({reason}); \
                  no entry counts as delivered"
             ),
+            Error::RateLimited(limited) => write!(f, "not sent: {limited}"),
             Error::Transport(error) => write!(f, "request failed: {error}"),
         }
     }
@@ -333,8 +338,14 @@ impl From<Box<dyn StdError + Send + Sync>> for Error {
     /// Maps an error of the stack (its `BoxError`) by downcasting: the client's own response
     /// timeout becomes [`Error::TimedOut`]; a server's 429 or 503 wait that is too long (a
     /// [`WaitTooLong`](pacer_throttle::WaitTooLong), from the throttle or the retry layer) becomes
-    /// [`Error::Throttled`] with that wait; anything else [`Error::Transport`], unchanged.
+    /// [`Error::Throttled`] with that wait; the limiter's refusal [`Error::RateLimited`];
+    /// anything else [`Error::Transport`], unchanged.
     fn from(error: Box<dyn StdError + Send + Sync>) -> Self {
+        // The limiter's own refusal, as it came (not one in a chain of attempts, some of
+        // which may have been sent).
+        if let Some(limited) = error.downcast_ref::<pacer_limit::RateLimited>() {
+            return Error::RateLimited(*limited);
+        }
         if let Some(timed_out) = pacer_retry::find::<crate::timeouts::ResponseTimedOut>(&*error) {
             return Error::TimedOut {
                 phase: TimeoutPhase::ResponseHead,
@@ -374,6 +385,7 @@ impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Transport(error) => Some(&**error),
+            Error::RateLimited(limited) => Some(limited),
             _ => None,
         }
     }

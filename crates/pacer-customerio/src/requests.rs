@@ -5,6 +5,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request};
 use http_body_util::Full;
+use pacer_limit::Priority;
 use pacer_retry::Idempotent;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -396,8 +397,9 @@ impl Requests {
         self.request(ApiClass::Track, Method::POST, "/api/v2/entity", body, true)
     }
 
-    /// `POST /v1/send/email`. Not marked idempotent: Customer.io has no idempotency key for
-    /// transactional messages, so a repeat sends the email twice.
+    /// `POST /v1/send/email`, in the [interactive](Priority::Interactive) lane. Not marked
+    /// idempotent: Customer.io has no idempotency key for transactional messages, so a repeat
+    /// sends the email twice.
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`] over 1 MB; missing App key.
@@ -412,7 +414,8 @@ impl Requests {
         )
     }
 
-    /// `POST /v1/send/push`. Not idempotent, like [`send_email`](Self::send_email).
+    /// `POST /v1/send/push`, in the interactive lane. Not idempotent, like
+    /// [`send_email`](Self::send_email).
     ///
     /// # Errors
     /// As [`send_email`](Self::send_email).
@@ -441,7 +444,7 @@ impl Requests {
         self.request(ApiClass::Broadcast, Method::POST, &path, body, false)
     }
 
-    /// `GET /v1/customers/{id}/attributes`.
+    /// `GET /v1/customers/{id}/attributes`, in the [interactive](Priority::Interactive) lane.
     ///
     /// # Errors
     /// As [`identify`](Self::identify), with the App key.
@@ -510,10 +513,26 @@ impl Requests {
             .headers_mut()
             .insert(header::AUTHORIZATION, authorization);
         request.extensions_mut().insert(class);
+        // Someone waits for a transactional message or a lookup: they go before queued
+        // bulk work on the same quota (see `priority_of`).
+        if let Some(priority) = priority_of(class) {
+            request.extensions_mut().insert(priority);
+        }
         if idempotent {
             request.extensions_mut().insert(Idempotent);
         }
         Ok(request)
+    }
+}
+
+/// The lane of a request of `class` when its builder sets one: transactional sends and App API
+/// lookups are [interactive](Priority::Interactive); the rest stays in the normal lane (batches
+/// sent by [`Client::send_packed`](crate::Client::send_packed), for the importer and the outbox,
+/// go in the bulk lane). A caller may insert another [`Priority`] in the request's extensions.
+fn priority_of(class: ApiClass) -> Option<Priority> {
+    match class {
+        ApiClass::Transactional | ApiClass::App => Some(Priority::Interactive),
+        ApiClass::Track | ApiClass::Broadcast | ApiClass::Pipelines => None,
     }
 }
 

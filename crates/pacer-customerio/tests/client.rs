@@ -65,8 +65,8 @@ async fn broadcast_triggers_are_spaced_and_at_most_five_wait() {
     for task in tasks {
         match task.await.unwrap() {
             Ok(answer) => assert_eq!(answer["id"], 1),
-            Err(Error::Transport(error)) => {
-                assert!(error.to_string().contains("queue"), "{error}");
+            Err(Error::RateLimited(limited)) => {
+                assert_eq!(limited.reason(), pacer_limit::Reason::QueueFull);
                 refused += 1;
             }
             Err(other) => panic!("unexpected {other:?}"),

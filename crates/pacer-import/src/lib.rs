@@ -1,7 +1,9 @@
 //! `pacer-import`: bulk-import people and events into Customer.io through the pacer stack,
 //! streaming any file size in constant memory, with a progress bar, a durable checkpoint to
 //! resume from, a dead-letter file for what the server refuses, and event ids derived from the
-//! input so that nothing is ever recorded twice.
+//! input so that nothing is ever recorded twice. Its requests spend the quota's bulk lane
+//! (`Client::send_packed`): a service's interactive calls on the same quota (in this process,
+//! or in others sharing it through Redis) go before the import's backlog.
 //!
 //! Input, one record per line (NDJSON) or row (CSV with a header):
 //!

@@ -12,6 +12,11 @@
 //! - **Leases.** Under load a process reserves up to [`SharedQuota::lease`] slots per round
 //!   trip (never more than it has waiters for), so 100 requests per second need far fewer than
 //!   100 round trips.
+//! - **Lanes across processes.** Slots for bulk waiters
+//!   ([`Priority::Bulk`](pacer_limit::Priority::Bulk)) alone are booked just in time, no more
+//!   than one interval of an evenly spaced quota ahead of now: while one process drains a
+//!   backlog at the full quota, an interactive request in another waits at most about two
+//!   intervals (a sliding window books what its window has free, bulk or not).
 //! - **Shared pauses.** [`Limiter::pause_until`](pacer_limit::Limiter::pause_until), which the throttle
 //!   layer calls on a server's `Retry-After`, is written to Redis: every process on the quota
 //!   pauses from its next reservation on, not only the one that was refused.

@@ -108,10 +108,11 @@ const FOLLOW_UP: Duration = Duration::from_secs(30);
 /// out goes on in the background, and whatever it reserved is given back.
 async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
     let core = Arc::clone(&request.core);
-    let (name, quota, slots, pause_first) = (
+    let (name, quota, slots, horizon, pause_first) = (
         Arc::clone(&request.name),
         request.quota,
         request.slots,
+        request.horizon,
         request.pause_first,
     );
     let mut call = tokio::spawn({
@@ -121,7 +122,7 @@ async fn reserve(request: &RefillRequest) -> Result<Reservation, RedisError> {
             if let Some(pause) = pause_first {
                 store.pause_for_quota(&name, &quota, pause).await?;
             }
-            store.reserve(&name, &quota, slots).await
+            store.reserve_within(&name, &quota, slots, horizon).await
         }
     });
     match tokio::time::timeout(core.options.timeout, &mut call).await {

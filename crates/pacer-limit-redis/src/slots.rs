@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pacer_limit::{Admission, Cap, HeadWaker, LocalSlots, Model, Quota, SlotSource};
+use pacer_limit::{Admission, Cap, Demand, HeadWaker, LocalSlots, Model, Quota, SlotSource};
 use tokio::time::Instant;
 
 use crate::health::{later, Core, Mode};
@@ -33,6 +33,8 @@ pub(crate) struct RefillRequest {
     pub(crate) name: Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) slots: u32,
+    /// Book no slot later than this from now: the waiters still without a slot are all bulk.
+    pub(crate) horizon: Option<Duration>,
     /// Pause the key in Redis first for this long (see `KeySlots::recovery_pause`).
     pub(crate) pause_first: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
@@ -76,7 +78,7 @@ pub(crate) fn lock(state: &Mutex<KeySlots>) -> MutexGuard<'_, KeySlots> {
 }
 
 impl SlotSource for RemoteSlots {
-    fn admit(&mut self, now: Instant, demand: usize) -> Admission {
+    fn admit(&mut self, now: Instant, demand: Demand) -> Admission {
         let mut state = self.state();
         let admission = state.admit(now, demand);
         if let Some(request) = state.take_request() {
@@ -112,7 +114,7 @@ impl SlotSource for RemoteSlots {
         self.state().cap_count(cap)
     }
 
-    fn on_leave(&mut self, waiting: usize) {
+    fn on_leave(&mut self, waiting: Demand) {
         // A waiter that gave up leaves its leased slot to the others, or to Redis.
         self.state().release_surplus(waiting);
     }
@@ -138,9 +140,13 @@ pub(crate) struct KeySlots {
     local: Option<LocalShare>,
     /// The last send on the local share: Redis must hear of it on return (see `request`).
     last_local_send: Option<Instant>,
-    /// How many waiters wanted a slot when the limiter last asked (or one left): a delivery
-    /// asks again at once for those still without one, without waiting for the head's turn.
-    demand: usize,
+    /// How many waiters wanted a slot, per lane, when the limiter last asked (or one left): a
+    /// delivery asks again at once for those still without one, without waiting for the
+    /// head's turn.
+    demand: Demand,
+    /// When slots for bulk waiters alone may be booked again: the last bulk reservation was
+    /// cut short by its horizon, and Redis said when the next slot comes within it.
+    bulk_not_before: Option<Instant>,
     /// The key's pause (from the limiter): no reservation is chained before it ends.
     paused_until: Option<Instant>,
     /// What Redis counted against each cap of the quota at the last reservation: the count
@@ -160,7 +166,8 @@ impl KeySlots {
             requested: None,
             local: None,
             last_local_send: None,
-            demand: 0,
+            demand: Demand::default(),
+            bulk_not_before: None,
             paused_until: None,
             cap_counts: Vec::new(),
         }
@@ -171,9 +178,9 @@ impl KeySlots {
     }
 
     /// Admits one send at `now` from a leased slot, or from the local share while Redis is
-    /// away. `demand` is how many waiters want a slot (the head among them); slots are
-    /// requested for those that have none.
-    fn admit(&mut self, now: Instant, demand: usize) -> Admission {
+    /// away. `demand` is how many waiters want a slot in each lane (the head among them);
+    /// slots are requested for those that have none.
+    fn admit(&mut self, now: Instant, demand: Demand) -> Admission {
         self.demand = demand;
         self.expire(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
@@ -186,7 +193,7 @@ impl KeySlots {
             }
             self.leases.pop_front();
             // The head has its slot: the others may need theirs.
-            self.request_more(mode, now, demand - 1);
+            self.request_more(mode, now, demand.less_one());
             return Admission::Granted;
         }
         match (mode, self.core.options.fallback) {
@@ -194,8 +201,8 @@ impl KeySlots {
                 let admission = self.admit_locally(now, processes);
                 // After the local grant, so that the recovery pause covers it; at least one
                 // slot, so that Redis is tried again while traffic flows.
-                let waiting = if admission == Admission::Granted {
-                    (demand - 1).max(1)
+                let waiting = if admission == Admission::Granted && demand.total() > 1 {
+                    demand.less_one()
                 } else {
                     demand
                 };
@@ -211,6 +218,12 @@ impl KeySlots {
             }
             (Mode::Shared, _) => {
                 self.request_more(mode, now, demand);
+                if !self.refilling {
+                    if let Some(at) = self.bulk_not_before.filter(|at| *at > now) {
+                        // Bulk waiters only: their next slot is booked just in time.
+                        return Admission::NotBefore(at);
+                    }
+                }
                 // Redis is up and nothing is leased, so a request is on its way.
                 Admission::Pending(self.refill_deadline.unwrap_or(now))
             }
@@ -229,7 +242,9 @@ impl KeySlots {
         if at > now {
             return Admission::NotBefore(at);
         }
-        local.slots.admit(now, 1);
+        local
+            .slots
+            .admit(now, Demand::new(pacer_limit::Priority::Normal, 1));
         self.last_local_send = Some(now);
         self.core.count_fallback_grant();
         Admission::Granted
@@ -238,18 +253,31 @@ impl KeySlots {
     /// Asks for slots for `demand` waiters, less those leased: while Redis is up, or, while it
     /// is down, when it is time to try it again. A request that has not come back long after
     /// its timeout (its task died with its runtime) is given up and asked again.
-    fn request_more(&mut self, mode: Mode, now: Instant, demand: usize) {
+    ///
+    /// When the waiters beyond the leased slots are all bulk, the request books no slot more
+    /// than one interval of the quota ahead of now, and is not sent before Redis said such a
+    /// slot can be had: a bulk backlog then holds at most about one slot ahead of now, so an
+    /// urgent request of another process waits at most about two intervals behind it.
+    fn request_more(&mut self, mode: Mode, now: Instant, demand: Demand) {
         if self.refilling && self.refill_deadline.is_some_and(|deadline| deadline <= now) {
             self.refilling = false;
         }
-        if self.refilling || self.leases.len() >= demand {
+        let waiting = demand.total();
+        if self.refilling || self.leases.len() >= waiting {
+            return;
+        }
+        let bulk_only = demand.urgent() <= self.leases.len();
+        if bulk_only && self.bulk_not_before.is_some_and(|at| at > now) {
             return;
         }
         if mode != Mode::Shared && !self.core.claim_retry(now) {
             return;
         }
         let options = &self.core.options;
-        let wanted = (demand - self.leases.len()).min(options.lease as usize);
+        // Urgent waiters get their slots booked ahead; bulk ones only once no urgent one lacks
+        // a slot, and then just in time.
+        let lacking = if bulk_only { waiting } else { demand.urgent() };
+        let wanted = (lacking - self.leases.len()).min(options.lease as usize);
         let pause_first = self.last_local_send.map(|_| self.recovery_pause());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
@@ -263,6 +291,7 @@ impl KeySlots {
             name: Arc::clone(&self.name),
             quota: self.quota,
             slots: u32::try_from(wanted).unwrap_or(u32::MAX),
+            horizon: bulk_only.then(|| self.bulk_horizon()),
             pause_first,
             requested_at: now,
         });
@@ -296,6 +325,13 @@ impl KeySlots {
         self.local = None;
         self.last_local_send = None;
         let now = reservation.redis_now_micros;
+        // Cut short by the horizon: bulk slots can be had again once the next one is within it.
+        self.bulk_not_before = reservation.beyond.map(|beyond| {
+            let beyond = u64::try_from(beyond.as_micros()).unwrap_or(u64::MAX);
+            let horizon = u64::try_from(self.bulk_horizon().as_micros()).unwrap_or(u64::MAX);
+            self.core
+                .local_instant(now.saturating_add(beyond).saturating_sub(horizon))
+        });
         for (offset, token) in reservation.slots.into_iter().zip(reservation.tokens) {
             let offset = u64::try_from(offset.as_micros()).unwrap_or(u64::MAX);
             self.leases.push_back(Lease {
@@ -325,9 +361,15 @@ impl KeySlots {
         (count > 0).then(|| (count, self.core.local_instant(frees_at)))
     }
 
+    /// How far ahead of now a reservation for bulk waiters alone may book: one interval.
+    fn bulk_horizon(&self) -> Duration {
+        self.quota.emission_interval()
+    }
+
     /// Slots further ahead than the waiters need go back to Redis (a waiter gave up).
-    fn release_surplus(&mut self, demand: usize) {
+    fn release_surplus(&mut self, demand: Demand) {
         self.demand = demand;
+        let demand = demand.total();
         if self.leases.len() > demand {
             let surplus: Vec<Lease> = self.leases.drain(demand..).collect();
             self.give_back(&surplus);

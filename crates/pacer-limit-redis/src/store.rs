@@ -21,6 +21,9 @@ pub struct Reservation {
     /// reservation and when the oldest leaves its window (microseconds since the epoch, 0 when
     /// it counts none).
     pub(crate) caps: Vec<(u64, u64)>,
+    /// When a horizon cut the reservation short: when the first slot not booked would be, as
+    /// a delay from `redis_now_micros`.
+    pub(crate) beyond: Option<Duration>,
 }
 
 /// What identifies one reserved slot to the release scripts. `at` is the slot's time
@@ -155,6 +158,19 @@ impl RedisStore {
         quota: &Quota,
         slots: u32,
     ) -> Result<Reservation, RedisError> {
+        self.reserve_within(key, quota, slots, None).await
+    }
+
+    /// [`reserve`](Self::reserve), booking no slot of an evenly spaced (GCRA) quota later than
+    /// `horizon` from now: what a process books for bulk waiters, so that the urgent requests
+    /// of other processes never wait behind a long run of them. A sliding window ignores it.
+    pub(crate) async fn reserve_within(
+        &self,
+        key: &str,
+        quota: &Quota,
+        slots: u32,
+        horizon: Option<Duration>,
+    ) -> Result<Reservation, RedisError> {
         let state = self.state_key(key, quota)?;
         let pause = format!("{}:pause", self.tag(key));
         let mut connection = self.connection.clone();
@@ -167,7 +183,8 @@ impl RedisStore {
                     .key(format!("{}:spacing", self.tag(key)))
                     .arg(interval)
                     .arg(tolerance)
-                    .arg(slots.max(1));
+                    .arg(slots.max(1))
+                    .arg(horizon.map_or(0, |h| micros(h).max(1)));
                 invocation
             }
             Shape::Sliding => {
@@ -178,7 +195,9 @@ impl RedisStore {
                     .key(format!("{state}:seq"))
                     .arg(window)
                     .arg(quota.limit())
-                    .arg(slots.max(1));
+                    .arg(slots.max(1))
+                    // The horizon's place: a sliding window ignores it.
+                    .arg(0);
                 invocation
             }
         };
@@ -400,14 +419,21 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, (offset, a, b)..., (count, frees_at) per cap}` as a [`Reservation`]; `None` when
-/// malformed.
+/// `{now, (offset, a, b)..., [beyond], (count, frees_at) per cap}` as a [`Reservation`];
+/// `None` when malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
     let (&now, rest) = reply.split_first()?;
     let counts = rest.len().checked_sub(2 * quota.caps().count())?;
-    let (slots, caps) = rest.split_at(counts);
-    if slots.len() % 3 != 0 {
-        return None;
+    let (mut slots, caps) = rest.split_at(counts);
+    let mut beyond = None;
+    match slots.len() % 3 {
+        0 => {}
+        1 => {
+            let (&last, rest) = slots.split_last()?;
+            beyond = Some(Duration::from_micros(last.max(0).unsigned_abs()));
+            slots = rest;
+        }
+        _ => return None,
     }
     let caps = caps
         .chunks_exact(2)
@@ -439,6 +465,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         slots,
         tokens,
         caps,
+        beyond,
     })
 }
 
@@ -459,9 +486,10 @@ mod tests {
                 .fold(quota, |quota, cap| quota.and(*cap));
             let tail = 1 + 2 * caps;
             match parse_reservation(&quota, &reply) {
-                None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 != 0),
+                None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 == 2),
                 Some(reservation) => {
                     prop_assert_eq!(reservation.slots.len(), (reply.len() - tail) / 3);
+                    prop_assert_eq!(reservation.beyond.is_some(), (reply.len() - tail) % 3 == 1);
                     prop_assert_eq!(reservation.caps.len(), caps);
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);

@@ -1,4 +1,5 @@
-//! The future that waits for a slot: FIFO per key, one timer per key, cancellation-safe.
+//! The future that waits for a slot: by lane then FIFO per key, one timer per key,
+//! cancellation-safe.
 
 use std::fmt;
 use std::future::Future;
@@ -12,9 +13,11 @@ use crate::error::{RateLimited, Reason};
 use crate::limiter::{Key, Limiter};
 use crate::metrics;
 use crate::precise::WakeAt;
+use crate::priority::Priority;
 use crate::source::Admission;
 
-/// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`].
+/// Waits for a slot of one key's quota. Returned by [`Limiter::acquire`] and
+/// [`Limiter::acquire_with_priority`].
 ///
 /// The slot is consumed when this future completes with `Ok`. Dropping it earlier removes it from
 /// the queue: no capacity is lost, and if it was at the head, the next waiter takes over.
@@ -22,6 +25,7 @@ use crate::source::Admission;
 pub struct Acquire<K: Key> {
     limiter: Limiter<K>,
     key: K,
+    priority: Priority,
     phase: Phase,
     /// The head of the queue sleeps until its slot; other waiters need no timer.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -37,10 +41,11 @@ enum Phase {
 }
 
 impl<K: Key> Acquire<K> {
-    pub(crate) fn new(limiter: Limiter<K>, key: K) -> Self {
+    pub(crate) fn new(limiter: Limiter<K>, key: K, priority: Priority) -> Self {
         Self {
             limiter,
             key,
+            priority,
             phase: Phase::Start,
             sleep: None,
             wake_at: None,
@@ -50,6 +55,11 @@ impl<K: Key> Acquire<K> {
     /// The key this future waits on.
     pub fn key(&self) -> &K {
         &self.key
+    }
+
+    /// The lane this future waits in.
+    pub fn priority(&self) -> Priority {
+        self.priority
     }
 
     /// Arms the head's timer for `at` (and the precise timer too when `precise`) and polls it;
@@ -85,20 +95,26 @@ impl<K: Key> Acquire<K> {
         }
     }
 
-    /// The first poll: the fast path, a refusal, or a place at the back of the queue.
+    /// The first poll: the fast path, a refusal, or a place at the back of its lane.
     fn arrive(&mut self, now: Instant, cx: &mut Context<'_>) -> Step {
         let config = &self.limiter.shared.config;
+        let lane = self.priority;
         let mut state = self.limiter.shared.lock();
-        let (at, ahead) = match state.admit_now(config, &self.key, now) {
+        let (at, ahead) = match state.admit_now(config, &self.key, lane, now) {
             Ok(()) => {
                 self.phase = Phase::Done;
                 return Step::Granted(Duration::ZERO);
             }
             Err(turn) => turn,
         };
-        let refusal = if ahead >= (config.max_queue)(&self.key) {
+        let bucket = state
+            .existing(&self.key)
+            .expect("admit_now created the bucket");
+        // Only the waiters served before it count against a request's queue bound: a bulk
+        // backlog never fills the queue for an interactive request.
+        let refusal = if bucket.queue_len_up_to(lane) >= (config.max_queue)(&self.key) {
             Some(Reason::QueueFull)
-        } else if config.max_wait.is_some_and(|max| at - now > max) {
+        } else if config.max_wait[lane.index()].is_some_and(|max| at - now > max) {
             Some(Reason::MaxWait)
         } else {
             None
@@ -112,8 +128,8 @@ impl<K: Key> Acquire<K> {
         let bucket = state
             .existing(&self.key)
             .expect("admit_now created the bucket");
-        bucket.enqueue(id, cx.waker().clone());
-        metrics::queue_length(&self.key, bucket.queue_len());
+        bucket.enqueue(lane, id, cx.waker().clone());
+        metrics::queue_length(&self.key, lane, bucket.queue_len_in(lane));
         self.phase = Phase::Queued { id, since: now };
         if ahead == 0 {
             Step::Sleep(at, config.precise_for(&bucket.quota()))
@@ -127,42 +143,46 @@ impl<K: Key> Acquire<K> {
     fn look_again(&mut self, id: u64, since: Instant, now: Instant, cx: &mut Context<'_>) -> Step {
         let config = &self.limiter.shared.config;
         let mut state = self.limiter.shared.lock();
-        let Some((bucket, position)) = state
+        let lane = self.priority;
+        let Some((bucket, place)) = state
             .existing(&self.key)
-            .and_then(|b| b.position(id).map(|p| (b, p)))
+            .and_then(|b| b.place(lane, id).map(|p| (b, p)))
         else {
             // Unreachable while the queue holds us; recover by queueing again.
             self.phase = Phase::Start;
             return Step::Retry;
         };
+        let position = bucket.ahead_of(place);
         let admission = if position == 0 {
-            bucket.try_admit(now)
+            bucket.try_admit(now, None)
         } else {
             Admission::NotBefore(bucket.nth_earliest(now, position))
         };
         let step = match admission {
             Admission::Granted => {
-                bucket.remove(0);
-                metrics::queue_length(&self.key, bucket.queue_len());
+                bucket.grant(place);
+                metrics::queue_length(&self.key, lane, bucket.queue_len_in(lane));
                 let waited = now - since;
                 state.counters.count_wait(waited);
                 Step::Granted(waited)
             }
-            Admission::NotBefore(at) if config.max_wait.is_some_and(|max| at - since > max) => {
+            Admission::NotBefore(at)
+                if config.max_wait[lane.index()].is_some_and(|max| at - since > max) =>
+            {
                 // A pause arrived after we queued and pushed our turn past the maximum.
-                bucket.remove(position);
-                metrics::queue_length(&self.key, bucket.queue_len());
+                bucket.remove(place);
+                metrics::queue_length(&self.key, lane, bucket.queue_len_in(lane));
                 state.counters.rejected += 1;
                 Step::Refused(RateLimited::new(Reason::MaxWait, Some(at - now)))
             }
             Admission::Pending(backstop) => {
                 // The slots' arrival wakes the head; the backstop, if they never come.
                 // Not a turn: the maximum wait does not apply to it.
-                bucket.set_waker(position, cx.waker());
+                bucket.set_waker(place, cx.waker());
                 return Step::Sleep(backstop, false);
             }
             Admission::NotBefore(at) => {
-                bucket.set_waker(position, cx.waker());
+                bucket.set_waker(place, cx.waker());
                 return if position == 0 {
                     Step::Sleep(at, config.precise_for(&bucket.quota()))
                 } else {
@@ -192,21 +212,29 @@ impl<K: Key> Future for Acquire<K> {
         loop {
             match this.step(cx) {
                 Step::Granted(waited) => {
-                    metrics::admitted(&this.key, waited);
+                    let lane = this.priority;
+                    metrics::admitted(&this.key, lane, waited);
                     let threshold = this.limiter.shared.config.log_wait_over;
                     if waited > threshold {
-                        tracing::info!(key = ?this.key, ?waited, "request waited for a rate-limit slot");
+                        tracing::info!(key = ?this.key, lane = lane.as_str(), ?waited, "request waited for a rate-limit slot");
                     } else if !waited.is_zero() {
-                        tracing::trace!(key = ?this.key, ?waited, "request waited for a rate-limit slot");
+                        tracing::trace!(key = ?this.key, lane = lane.as_str(), ?waited, "request waited for a rate-limit slot");
                     }
                     return Poll::Ready(Ok(()));
                 }
                 Step::Refused(limited) => {
-                    metrics::refused(&this.key, limited.reason());
-                    tracing::debug!(key = ?this.key, reason = ?limited.reason(), retry_after = ?limited.retry_after(), "request refused by the rate limiter");
+                    let lane = this.priority;
+                    metrics::refused(&this.key, lane, limited.reason());
+                    tracing::debug!(key = ?this.key, lane = lane.as_str(), reason = ?limited.reason(), retry_after = ?limited.retry_after(), "request refused by the rate limiter");
                     return Poll::Ready(Err(limited));
                 }
-                Step::Wait => return Poll::Pending,
+                Step::Wait => {
+                    // Not (or no longer: a more urgent newcomer leads) the head: only the head
+                    // holds the key's timer.
+                    this.sleep = None;
+                    this.wake_at = None;
+                    return Poll::Pending;
+                }
                 Step::Retry => continue,
                 Step::Sleep(at, precise) => match this.sleep_until(at, precise, cx) {
                     // The instant passed while we were computing it: try again at once.
@@ -221,11 +249,12 @@ impl<K: Key> Future for Acquire<K> {
 impl<K: Key> Drop for Acquire<K> {
     fn drop(&mut self) {
         if let Phase::Queued { id, .. } = self.phase {
+            let lane = self.priority;
             let mut state = self.limiter.shared.lock();
             if let Some(bucket) = state.existing(&self.key) {
-                if let Some(position) = bucket.position(id) {
-                    bucket.remove(position);
-                    metrics::queue_length(&self.key, bucket.queue_len());
+                if let Some(place) = bucket.place(lane, id) {
+                    bucket.remove(place);
+                    metrics::queue_length(&self.key, lane, bucket.queue_len_in(lane));
                 }
             }
             state.counters.cancelled += 1;
@@ -237,6 +266,7 @@ impl<K: Key> fmt::Debug for Acquire<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Acquire")
             .field("key", &self.key)
+            .field("priority", &self.priority)
             .field("phase", &self.phase)
             .finish_non_exhaustive()
     }

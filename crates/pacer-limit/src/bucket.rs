@@ -1,22 +1,15 @@
-//! One key's state: its quota, its admission history, a pause, and its FIFO queue of waiters.
+//! One key's state: its quota, its admission history, a pause, and its waiters in their lanes.
 
-use std::collections::VecDeque;
 use std::task::Waker;
 
 use tokio::time::Instant;
 
 use crate::adaptive::Adaptive;
+use crate::lanes::{Lanes, Place};
 use crate::learned::{Answer, Learned};
+use crate::priority::{Demand, Priority};
 use crate::quota::{Cap, Quota};
 use crate::source::{Admission, LocalSlots, SlotSource};
-
-/// A waiter's place in its key's queue. Ids grow monotonically, so the queue stays sorted by id
-/// and a waiter finds itself by binary search.
-#[derive(Debug)]
-struct Waiter {
-    id: u64,
-    waker: Option<Waker>,
-}
 
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -35,11 +28,16 @@ pub(crate) struct Bucket {
     shared: Option<Box<dyn SlotSource>>,
     /// Nothing is admitted before this instant: a server's Retry-After, or a model switch.
     paused_until: Option<Instant>,
-    waiters: VecDeque<Waiter>,
+    waiters: Lanes,
 }
 
 impl Bucket {
-    pub(crate) fn new(quota: Quota, now: Instant, shared: Option<Box<dyn SlotSource>>) -> Self {
+    pub(crate) fn new(
+        quota: Quota,
+        now: Instant,
+        shared: Option<Box<dyn SlotSource>>,
+        min_share: f64,
+    ) -> Self {
         Self {
             quota,
             overridden: false,
@@ -47,7 +45,7 @@ impl Bucket {
             local: LocalSlots::new(&quota, now),
             shared,
             paused_until: None,
-            waiters: VecDeque::new(),
+            waiters: Lanes::new(min_share),
         }
     }
 
@@ -79,8 +77,9 @@ impl Bucket {
         self.paused_until.map_or(at, |until| at.max(until))
     }
 
-    /// Admits one send at `now` if the source and any pause allow it.
-    pub(crate) fn try_admit(&mut self, now: Instant) -> Admission {
+    /// Admits one send at `now` if the source and any pause allow it: for the head of the
+    /// queue, or for a `newcomer` in its lane that would lead it.
+    pub(crate) fn try_admit(&mut self, now: Instant, newcomer: Option<Priority>) -> Admission {
         let Some(shared) = &mut self.shared else {
             let earliest = self.nth_earliest(now, 0);
             if earliest > now {
@@ -100,7 +99,12 @@ impl Bucket {
                 return Admission::NotBefore(at);
             }
         }
-        let admission = shared.admit(now, self.waiters.len().max(1));
+        // The caller is among the demand, queued or not.
+        let mut demand = self.waiters.demand();
+        if let Some(lane) = newcomer {
+            demand = demand_plus(demand, lane);
+        }
+        let admission = shared.admit(now, demand);
         if admission == Admission::Granted {
             self.local.record(now);
             self.paused_until = None;
@@ -225,58 +229,83 @@ impl Bucket {
                 .is_none_or(|shared| shared.is_idle(now))
     }
 
-    // ===== the FIFO queue =====
+    // ===== the waiters, in their lanes =====
 
     pub(crate) fn queue_len(&self) -> usize {
         self.waiters.len()
     }
 
-    pub(crate) fn enqueue(&mut self, id: u64, waker: Waker) {
-        debug_assert!(self.waiters.back().is_none_or(|w| w.id < id));
-        self.waiters.push_back(Waiter {
-            id,
-            waker: Some(waker),
-        });
+    pub(crate) fn queue_len_in(&self, lane: Priority) -> usize {
+        self.waiters.len_in(lane)
     }
 
-    /// The waiter's position in the queue (0 = head), if it is queued.
-    pub(crate) fn position(&self, id: u64) -> Option<usize> {
-        self.waiters.binary_search_by_key(&id, |w| w.id).ok()
+    /// How many wait in `lane` and the lanes above it: what its queue bound counts.
+    pub(crate) fn queue_len_up_to(&self, lane: Priority) -> usize {
+        self.waiters.len_up_to(lane)
+    }
+
+    /// A newcomer in `lane` took a slot before the queued waiters (it leads them): the lower
+    /// lanes waiting earn their share of it (and one that earned its turn is woken to take it).
+    pub(crate) fn count_newcomer_grant(&mut self, lane: Priority) {
+        self.waiters.count_grant(lane);
+    }
+
+    /// How many are served before a newcomer in `lane` (0: it would be the head).
+    pub(crate) fn ahead_of_newcomer(&self, lane: Priority) -> usize {
+        self.waiters.ahead_of_newcomer(lane)
+    }
+
+    pub(crate) fn enqueue(&mut self, lane: Priority, id: u64, waker: Waker) {
+        self.waiters.push(lane, id, waker);
+    }
+
+    /// Where the waiter stands, if it is queued.
+    pub(crate) fn place(&self, lane: Priority, id: u64) -> Option<Place> {
+        self.waiters.place(lane, id)
+    }
+
+    /// How many are served before the waiter at `place` (0 = it is the head).
+    pub(crate) fn ahead_of(&self, place: Place) -> usize {
+        self.waiters.ahead_of(place)
     }
 
     /// Stores the waker to use when this waiter's turn may have come.
-    pub(crate) fn set_waker(&mut self, position: usize, waker: &Waker) {
-        let slot = &mut self.waiters[position].waker;
-        match slot {
-            Some(current) if current.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
-        }
+    pub(crate) fn set_waker(&mut self, place: Place, waker: &Waker) {
+        self.waiters.set_waker(place, waker);
     }
 
-    /// Removes a waiter (granted, refused or cancelled). When it was the head, the next waiter is
-    /// woken so that it arms its own timer: a cancelled head never strands the queue.
-    pub(crate) fn remove(&mut self, position: usize) {
-        self.waiters.remove(position);
+    /// The head at `place` took its slot and leaves; the next head is woken to arm its timer.
+    pub(crate) fn grant(&mut self, place: Place) {
+        self.waiters.grant(place);
+        self.left();
+    }
+
+    /// Removes a waiter (refused or cancelled). When it was the head, the next waiter is woken
+    /// so that it arms its own timer: a cancelled head never strands the queue, in any lane.
+    pub(crate) fn remove(&mut self, place: Place) {
+        self.waiters.remove(place);
+        self.left();
+    }
+
+    fn left(&mut self) {
         if let Some(shared) = &mut self.shared {
-            shared.on_leave(self.waiters.len());
-        }
-        if position == 0 {
-            self.wake_head();
+            shared.on_leave(self.waiters.demand());
         }
     }
 
     pub(crate) fn wake_head(&mut self) {
-        if let Some(waker) = self.waiters.front_mut().and_then(|w| w.waker.take()) {
-            waker.wake();
-        }
+        self.waiters.wake_head();
     }
 
     /// Wakes every waiter so each re-checks its maximum wait, e.g. after a long pause arrives.
     pub(crate) fn wake_all(&mut self) {
-        for waiter in &mut self.waiters {
-            if let Some(waker) = waiter.waker.take() {
-                waker.wake();
-            }
-        }
+        self.waiters.wake_all();
     }
+}
+
+/// `demand` with one more waiter in `lane`.
+fn demand_plus(demand: Demand, lane: Priority) -> Demand {
+    let mut lanes = Priority::ALL.map(|p| demand.in_lane(p));
+    lanes[lane.index()] += 1;
+    Demand::from_lanes(lanes)
 }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::limiter::{Config, Key, Limiter, QueueFn, QuotaFn};
+use crate::priority::{Priority, LANES};
 use crate::quota::Quota;
 use crate::source::SlotSources;
 
 /// Builds a [`Limiter`]. Defaults: every key gets the same quota, waiting is unbounded in time,
-/// at most 10,000 waiters queue per key, a wait over one second is logged, and keys spaced
-/// under 50 ms apart get [precise wake-ups](Self::precise_wakeups).
+/// at most 10,000 waiters queue per key (counted per lane, see [`Self::max_queue`]), the normal
+/// and bulk lanes each keep at least 10 % of the slots while they wait
+/// ([`Self::min_share`]), a wait over one second is logged, and keys spaced under 50 ms apart
+/// get [precise wake-ups](Self::precise_wakeups).
 ///
 /// ```
 /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
@@ -32,9 +35,10 @@ use crate::source::SlotSources;
 #[must_use]
 pub struct LimiterBuilder<K> {
     quota_fn: QuotaFn<K>,
-    max_wait: Option<Duration>,
+    max_wait: [Option<Duration>; LANES],
     max_queue: QueueFn<K>,
     max_queue_default: usize,
+    min_share: f64,
     log_wait_over: Duration,
     min_sweep_len: usize,
     precise_wakeups: Option<bool>,
@@ -45,9 +49,10 @@ impl<K: Key> LimiterBuilder<K> {
     pub(crate) fn new(quota: Quota) -> Self {
         Self {
             quota_fn: Arc::new(move |_: &K| quota),
-            max_wait: None,
+            max_wait: [None; LANES],
             max_queue: Arc::new(|_: &K| 10_000),
             max_queue_default: 10_000,
+            min_share: DEFAULT_MIN_SHARE,
             log_wait_over: Duration::from_secs(1),
             min_sweep_len: 1024,
             precise_wakeups: None,
@@ -66,13 +71,48 @@ impl<K: Key> LimiterBuilder<K> {
     }
 
     /// Refuses at once, with [`RateLimited`](crate::RateLimited), a request whose turn would come
-    /// later than `max_wait` from now, instead of queueing it.
+    /// later than `max_wait` from now, instead of queueing it, in every lane (see
+    /// [`Self::max_wait_in`] for one lane).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
+        self.max_wait = [Some(max_wait); LANES];
+        self
+    }
+
+    /// The maximum wait of `priority`'s lane alone (`None`: unbounded), e.g. a short one for
+    /// interactive requests while bulk ones wait as long as they must. A request is measured
+    /// by its turn in its lane: the waiters of the lanes above it and those ahead in its own.
+    ///
+    /// ```
+    /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+    /// use std::time::Duration;
+    /// use pacer::limit::{Limiter, Priority, Quota};
+    ///
+    /// let limiter = Limiter::<()>::builder(Quota::per_second(10))
+    ///     .max_wait_in(Priority::Interactive, Some(Duration::from_millis(500)))
+    ///     .build();
+    /// ```
+    pub fn max_wait_in(mut self, priority: Priority, max_wait: Option<Duration>) -> Self {
+        self.max_wait[priority.index()] = max_wait;
+        self
+    }
+
+    /// The share of slots each lane below the interactive one keeps while it has waiters
+    /// (default 0.1, at most 0.5): the normal lane gets at least that share of the slots
+    /// granted while it waits, whatever the interactive lane asks, and the bulk lane as much,
+    /// whatever the lanes above ask. 0 serves lanes strictly by priority (a busy lane above can
+    /// then starve the ones below).
+    pub fn min_share(mut self, share: f64) -> Self {
+        self.min_share = if share.is_nan() {
+            DEFAULT_MIN_SHARE
+        } else {
+            share.clamp(0.0, MAX_MIN_SHARE)
+        };
         self
     }
 
     /// Bounds the waiters queued per key (default 10,000); a request beyond it is refused at once.
+    /// A request counts the waiters of its own lane and of the lanes above it, so a bulk backlog
+    /// never fills the queue for an interactive request (a key may hold up to twice the bound).
     pub fn max_queue(mut self, max_queue: usize) -> Self {
         self.max_queue = Arc::new(move |_: &K| max_queue);
         self.max_queue_default = max_queue;
@@ -137,6 +177,7 @@ impl<K: Key> LimiterBuilder<K> {
             quota_fn: self.quota_fn,
             max_wait: self.max_wait,
             max_queue: self.max_queue,
+            min_share: self.min_share,
             log_wait_over: self.log_wait_over,
             min_sweep_len: self.min_sweep_len,
             precise_wakeups: self.precise_wakeups,
@@ -151,6 +192,7 @@ impl<K> fmt::Debug for LimiterBuilder<K> {
         f.debug_struct("LimiterBuilder")
             .field("max_wait", &self.max_wait)
             .field("max_queue", &self.max_queue_default)
+            .field("min_share", &self.min_share)
             .field("log_wait_over", &self.log_wait_over)
             .field("eviction_threshold", &self.min_sweep_len)
             .field("precise_wakeups", &self.precise_wakeups)
@@ -158,3 +200,9 @@ impl<K> fmt::Debug for LimiterBuilder<K> {
             .finish_non_exhaustive()
     }
 }
+
+/// The minimum share of a lower lane by default.
+const DEFAULT_MIN_SHARE: f64 = 0.1;
+
+/// Two lower lanes at half the slots each leave the top lane nothing, but never less.
+const MAX_MIN_SHARE: f64 = 0.5;

@@ -12,9 +12,11 @@
 //!   sliding windows all accept. Bursting is explicit: [`Model::SlidingWindow`] never sends more
 //!   than N in any window W, [`Model::Gcra`] allows a chosen burst. After a pause, waiters leave
 //!   evenly spaced, never in a herd.
-//! - **Fair and cancellation-safe.** Waiters of a key are served first in, first out; only the
-//!   head of the queue holds a timer, so no thundering herd. A request dropped while it waits
-//!   gives its place back.
+//! - **Fair and cancellation-safe.** Waiters of a key are served by [`Priority`] lane
+//!   (interactive, normal, bulk), first in, first out within a lane; each lower lane keeps a
+//!   minimum share ([`LimiterBuilder::min_share`]), so nothing starves. Only the head of the
+//!   key's queue holds a timer, so no thundering herd. A request dropped while it waits gives
+//!   its place back.
 //! - **Bounded.** An optional maximum wait and a bounded queue fail fast with [`RateLimited`]
 //!   instead of queueing without end.
 //! - **Pluggable.** The [`Limiter`] handle lets other layers pause a key until a server's
@@ -70,12 +72,14 @@ mod error;
 mod feedback;
 mod future;
 mod key;
+mod lanes;
 mod layer;
 mod learned;
 mod limiter;
 mod metrics;
 mod model;
 mod precise;
+mod priority;
 mod quota;
 mod service;
 mod sliding;
@@ -92,10 +96,11 @@ pub use future::ResponseFuture;
 pub use key::{GlobalKey, KeyExtractor};
 pub use layer::LimitLayer;
 pub use limiter::{Key, Limiter};
+pub use priority::{Demand, Priority};
 pub use quota::{Cap, Model, Quota, MAX_CAPS};
 pub use service::Limited;
 pub use source::{Admission, HeadWaker, LocalSlots, SlotSource, SlotSources};
-pub use stats::{LimiterStats, QueueStats};
+pub use stats::{LaneStats, LimiterStats, QueueStats};
 
 /// Re-exported so that users can name instants without depending on tokio's paths.
 pub use tokio::time::Instant;

@@ -13,6 +13,7 @@ use crate::builder::LimiterBuilder;
 use crate::error::{RateLimited, Reason};
 use crate::feedback::{Feedback, Outcome, Spent, Verdict};
 use crate::learned::Answer;
+use crate::priority::{Priority, LANES};
 use crate::quota::Quota;
 use crate::source::{Admission, HeadWaker, SlotSources, Wake};
 use crate::stats::{Counters, LimiterStats};
@@ -31,9 +32,11 @@ pub(crate) type QueueFn<K> = Arc<dyn Fn(&K) -> usize + Send + Sync>;
 /// and its own quota (from [`LimiterBuilder::quota_fn`]); buckets of idle keys are dropped, so
 /// memory stays bounded by the number of keys in use.
 ///
-/// Waiting is fair: the waiters of a key are served strictly first in, first out, and only the
-/// head of the queue holds a timer, so no thundering herd forms. A waiter dropped before its turn
-/// leaves the queue and takes no capacity with it.
+/// Waiting is fair: the waiters of a key are served by [lane](Priority) (interactive, normal,
+/// bulk), first in, first out within a lane, and each lower lane keeps a minimum share of the
+/// slots ([`LimiterBuilder::min_share`]) so nothing starves. Only the head of the key's queue
+/// holds a timer, so no thundering herd forms. A waiter dropped before its turn leaves the queue
+/// and takes no capacity with it.
 ///
 /// ```
 /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
@@ -63,8 +66,11 @@ pub(crate) struct Shared<K> {
 
 pub(crate) struct Config<K> {
     pub(crate) quota_fn: QuotaFn<K>,
-    pub(crate) max_wait: Option<Duration>,
+    /// Per lane, in [`Priority::ALL`]'s order.
+    pub(crate) max_wait: [Option<Duration>; LANES],
     pub(crate) max_queue: QueueFn<K>,
+    /// The share of slots each lane below the top keeps while it waits.
+    pub(crate) min_share: f64,
     pub(crate) log_wait_over: Duration,
     pub(crate) min_sweep_len: usize,
     /// `None`: decided per key by [`PRECISE_BELOW`].
@@ -109,6 +115,7 @@ impl<K> fmt::Debug for Limiter<K> {
         let c = &self.shared.config;
         f.debug_struct("Limiter")
             .field("max_wait", &c.max_wait)
+            .field("min_share", &c.min_share)
             .field("precise_wakeups", &c.precise_wakeups)
             .finish_non_exhaustive()
     }
@@ -146,13 +153,43 @@ impl<K: Key> Limiter<K> {
         }
     }
 
-    /// Waits for a slot of `key`'s quota, in FIFO order with the other waiters of that key.
+    /// Waits for a slot of `key`'s quota in the [normal](Priority::Normal) lane, in FIFO order
+    /// with the other waiters of that lane. See [`acquire_with_priority`](Self::acquire_with_priority).
     ///
     /// The slot is taken when the returned future completes with `Ok`; dropping the future before
     /// then gives its place back. It fails at once with [`RateLimited`] when the wait would exceed
     /// the maximum wait or the queue is full.
     pub fn acquire(&self, key: K) -> Acquire<K> {
-        Acquire::new(self.clone(), key)
+        self.acquire_with_priority(key, Priority::Normal)
+    }
+
+    /// Waits for a slot of `key`'s quota in `priority`'s lane: after the waiters of the lanes
+    /// above it and those ahead in its own, except that a lower lane keeps its minimum share
+    /// ([`LimiterBuilder::min_share`]). The lane's maximum wait applies
+    /// ([`LimiterBuilder::max_wait_in`]).
+    ///
+    /// ```
+    /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
+    /// use std::time::Duration;
+    /// use pacer::limit::{Limiter, Priority, Quota};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let limiter = Limiter::new(Quota::per_second(10));
+    /// limiter.acquire(()).await.unwrap();
+    /// // An import queues 50 requests; a password reset arrives after them and goes first.
+    /// let import: Vec<_> = (0..50)
+    ///     .map(|_| tokio::spawn(limiter.acquire_with_priority((), Priority::Bulk)))
+    ///     .collect();
+    /// tokio::task::yield_now().await;
+    /// let start = tokio::time::Instant::now();
+    /// limiter.acquire_with_priority((), Priority::Interactive).await.unwrap();
+    /// assert!(start.elapsed() <= Duration::from_millis(101));
+    /// # for task in import { task.abort(); }
+    /// # }
+    /// ```
+    pub fn acquire_with_priority(&self, key: K, priority: Priority) -> Acquire<K> {
+        Acquire::new(self.clone(), key, priority)
     }
 
     /// Takes a slot of `key`'s quota if one is free now and nobody is queued for it.
@@ -167,14 +204,14 @@ impl<K: Key> Limiter<K> {
     pub fn try_acquire(&self, key: &K) -> Result<(), RateLimited> {
         let now = Instant::now();
         let mut state = self.shared.lock();
-        match state.admit_now(&self.shared.config, key, now) {
+        match state.admit_now(&self.shared.config, key, Priority::Normal, now) {
             Ok(()) => {
-                crate::metrics::admitted(key, Duration::ZERO);
+                crate::metrics::admitted(key, Priority::Normal, Duration::ZERO);
                 Ok(())
             }
             Err((at, _)) => {
                 state.counters.rejected += 1;
-                crate::metrics::refused(key, Reason::MaxWait);
+                crate::metrics::refused(key, Priority::Normal, Reason::MaxWait);
                 Err(RateLimited::new(Reason::MaxWait, Some(at - now)))
             }
         }
@@ -305,13 +342,17 @@ impl<K: Key> Limiter<K> {
         }
     }
 
-    /// How long a request on `key` arriving now would wait, behind everybody already queued.
+    /// How long a request on `key` arriving now in the normal lane would wait, behind the
+    /// waiters served before it (see [`QueueStats::lane`](crate::QueueStats::lane) for the
+    /// other lanes).
     #[must_use]
     pub fn estimated_wait(&self, key: &K) -> Duration {
         let now = Instant::now();
         let state = self.shared.lock();
         match state.buckets.get(key) {
-            Some(bucket) => bucket.nth_earliest(now, bucket.queue_len()) - now,
+            Some(bucket) => {
+                bucket.nth_earliest(now, bucket.ahead_of_newcomer(Priority::Normal)) - now
+            }
             None => Duration::ZERO,
         }
     }
@@ -324,7 +365,8 @@ impl<K: Key> Limiter<K> {
     }
 
     /// `key`'s queue now: how many wait, whether a pause holds it, how long a newcomer would
-    /// wait. A key never seen (or evicted as idle) has an empty, unpaused queue.
+    /// wait, in all and [per lane](crate::QueueStats::lane). A key never seen (or evicted as
+    /// idle) has an empty, unpaused queue.
     ///
     /// ```
     /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
@@ -353,6 +395,10 @@ impl<K: Key> Limiter<K> {
                 waiting: bucket.queue_len(),
                 paused: bucket.is_paused(now),
                 estimated_wait: bucket.nth_earliest(now, bucket.queue_len()) - now,
+                lanes: Priority::ALL.map(|lane| crate::LaneStats {
+                    waiting: bucket.queue_len_in(lane),
+                    estimated_wait: bucket.nth_earliest(now, bucket.ahead_of_newcomer(lane)) - now,
+                }),
             },
             None => crate::QueueStats::default(),
         }
@@ -404,23 +450,26 @@ impl<K: Key> State<K> {
                 .sources
                 .as_ref()
                 .map(|sources| sources.source(key, &quota, head_waker(&config.this, key)));
-            let bucket = Bucket::new(quota, now, shared);
+            let bucket = Bucket::new(quota, now, shared, config.min_share);
             self.buckets.insert(key.clone(), bucket);
         }
         self.buckets.get_mut(key).expect("bucket was just inserted")
     }
 
-    /// Admits one send on `key` at `now` if nobody is queued and the quota allows it. Otherwise
-    /// returns when a request arriving now would get its turn, and how many are queued ahead.
+    /// Admits one send on `key` at `now` for a newcomer in `lane` if nobody queued would be
+    /// served before it and the quota allows it. Otherwise returns when it would get its turn,
+    /// and how many are served before it.
     pub(crate) fn admit_now(
         &mut self,
         config: &Config<K>,
         key: &K,
+        lane: Priority,
         now: Instant,
     ) -> Result<(), (Instant, usize)> {
         let bucket = self.bucket(config, key, now);
-        let ahead = bucket.queue_len();
-        if ahead == 0 && bucket.try_admit(now) == Admission::Granted {
+        let ahead = bucket.ahead_of_newcomer(lane);
+        if ahead == 0 && bucket.try_admit(now, Some(lane)) == Admission::Granted {
+            bucket.count_newcomer_grant(lane);
             self.counters.acquired += 1;
             return Ok(());
         }

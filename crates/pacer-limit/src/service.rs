@@ -10,11 +10,13 @@ use crate::future::ResponseFuture;
 use crate::key::{GlobalKey, KeyExtractor};
 use crate::layer::LimitLayer;
 use crate::limiter::{Key, Limiter};
+use crate::priority::Priority;
 
 /// Paces the requests of an inner service by a shared [`Limiter`].
 ///
 /// The key of a request is only known once the request is, so `poll_ready` is always ready and
-/// the waiting happens in the [`ResponseFuture`]: first a slot of the key (FIFO), then the inner
+/// the waiting happens in the [`ResponseFuture`]: first a slot of the key (in the lane of the
+/// request's [`Priority`] extension, normal without one; FIFO within a lane), then the inner
 /// service's own readiness, then the call. Each call uses a fresh clone of the inner service,
 /// which is why `S: Clone`; the clone is driven to readiness before it is called.
 ///
@@ -106,7 +108,12 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let key = self.extractor.extract(&request);
-        let acquire = self.limiter.acquire(key);
+        let priority = request
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default();
+        let acquire = self.limiter.acquire_with_priority(key, priority);
         ResponseFuture::new(acquire, self.inner.clone(), request)
     }
 }

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::caps::Caps;
 use crate::model::ModelState;
+use crate::priority::Demand;
 use crate::quota::{Cap, Quota};
 
 /// The outcome of asking a [`SlotSource`] for a slot.
@@ -40,9 +41,12 @@ pub enum Admission {
 /// into the limiter, and must not wake heads synchronously (a [`HeadWaker`] is for tasks the
 /// source spawns).
 pub trait SlotSource: fmt::Debug + Send + 'static {
-    /// Takes a slot at `now` if one is free. `demand` is how many waiters want a slot, the
-    /// caller among them (at least 1): a source that fetches slots ahead knows how many.
-    fn admit(&mut self, now: Instant, demand: usize) -> Admission;
+    /// Takes a slot at `now` if one is free. `demand` is how many waiters want a slot in each
+    /// lane, the caller among them (at least 1 in all): a source that fetches slots ahead knows
+    /// how many, and how urgent they are (slots for bulk waiters are best fetched just in
+    /// time: in a quota shared with other processes, a slot booked far ahead is one their
+    /// interactive requests wait behind).
+    fn admit(&mut self, now: Instant, demand: Demand) -> Admission;
 
     /// The earliest instant the `n`-th next send (0-based) could go out, never before `now`:
     /// exact where the source knows, an estimate at the quota's rate beyond. Queued waiters
@@ -68,9 +72,9 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
         let _ = (now, extra, half_life);
     }
 
-    /// A waiter left the queue, with its slot or giving up; `waiting` remain. A source holding
-    /// slots for more waiters than that may give the surplus back.
-    fn on_leave(&mut self, waiting: usize) {
+    /// A waiter left the queue, with its slot or giving up; `waiting` remain, per lane. A
+    /// source holding slots for more waiters than that may give the surplus back.
+    fn on_leave(&mut self, waiting: Demand) {
         let _ = waiting;
     }
 
@@ -148,7 +152,7 @@ impl fmt::Debug for HeadWaker {
 ///
 /// ```
 /// # mod pacer { pub mod limit { pub use ::pacer_limit::*; } }
-/// use pacer::limit::{Admission, LocalSlots, Quota, SlotSource};
+/// use pacer::limit::{Admission, Demand, LocalSlots, Priority, Quota, SlotSource};
 /// use std::time::Duration;
 /// use tokio::time::Instant;
 ///
@@ -156,8 +160,9 @@ impl fmt::Debug for HeadWaker {
 /// # async fn main() {
 /// let now = Instant::now();
 /// let mut slots = LocalSlots::new(&Quota::per_second(10).with_margin(Duration::ZERO), now);
-/// assert_eq!(slots.admit(now, 1), Admission::Granted);
-/// assert_eq!(slots.admit(now, 1), Admission::NotBefore(now + Duration::from_millis(100)));
+/// let one = Demand::new(Priority::Normal, 1);
+/// assert_eq!(slots.admit(now, one), Admission::Granted);
+/// assert_eq!(slots.admit(now, one), Admission::NotBefore(now + Duration::from_millis(100)));
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -210,7 +215,7 @@ impl LocalSlots {
 }
 
 impl SlotSource for LocalSlots {
-    fn admit(&mut self, now: Instant, _demand: usize) -> Admission {
+    fn admit(&mut self, now: Instant, _demand: Demand) -> Admission {
         let at = self.combined(now, 0);
         if at <= now {
             self.record(now);

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::priority::{Priority, LANES};
+
 /// Counters kept under the limiter's lock, so the hot path pays no extra atomic.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -64,5 +66,26 @@ pub struct QueueStats {
     /// Whether a pause (a server's Retry-After) holds the key now (p-queue's `isPaused`).
     pub paused: bool,
     /// How long a request arriving now would wait, behind everybody queued.
+    pub estimated_wait: Duration,
+    /// Per lane, in [`Priority::ALL`]'s order; read with [`Self::lane`].
+    pub(crate) lanes: [LaneStats; LANES],
+}
+
+impl QueueStats {
+    /// The queue of one lane: how many wait in it, and how long a newcomer in it would wait
+    /// (behind the lanes above it and its own, as far as the queue knows now).
+    #[must_use]
+    pub fn lane(&self, priority: Priority) -> LaneStats {
+        self.lanes[priority.index()]
+    }
+}
+
+/// One lane of a key's queue at a glance ([`QueueStats::lane`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LaneStats {
+    /// Requests waiting in the lane.
+    pub waiting: usize,
+    /// How long a request arriving now in the lane would wait.
     pub estimated_wait: Duration,
 }

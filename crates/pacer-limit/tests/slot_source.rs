@@ -5,7 +5,9 @@ use std::any::Any;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pacer_limit::{Admission, HeadWaker, Limiter, LocalSlots, Quota, SlotSource, SlotSources};
+use pacer_limit::{
+    Admission, Demand, HeadWaker, Limiter, LocalSlots, Priority, Quota, SlotSource, SlotSources,
+};
 use tokio::time::Instant;
 
 /// What the test store saw, and the slots it holds (instants at which a send may go).
@@ -37,7 +39,7 @@ impl SlotSources<()> for Sources {
 }
 
 impl SlotSource for Source {
-    fn admit(&mut self, now: Instant, _demand: usize) -> Admission {
+    fn admit(&mut self, now: Instant, _demand: Demand) -> Admission {
         let mut store = self.0.lock().unwrap();
         store.asked += 1;
         match store.slots.first().copied() {
@@ -64,7 +66,8 @@ impl SlotSource for Source {
         self.0.lock().unwrap().shared_pause = Some(until);
     }
 
-    fn on_leave(&mut self, waiting: usize) {
+    fn on_leave(&mut self, waiting: Demand) {
+        let waiting = waiting.total();
         self.0.lock().unwrap().left.push(waiting);
     }
 
@@ -171,7 +174,10 @@ async fn local_slots_are_the_default_source() {
     let now = Instant::now();
     let quota = Quota::per_second(4).with_margin(Duration::ZERO);
     let mut slots = LocalSlots::new(&quota, now);
-    assert_eq!(slots.admit(now, 1), Admission::Granted);
+    assert_eq!(
+        slots.admit(now, Demand::new(Priority::Normal, 1)),
+        Admission::Granted
+    );
     let next = now + Duration::from_millis(250);
     assert_eq!(slots.nth_earliest(now, 0), next);
     slots.on_pause(now + Duration::from_secs(1));

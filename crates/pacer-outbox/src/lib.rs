@@ -6,7 +6,9 @@
 //! delivery packs stored operations into `/api/v2/batch` requests of up to 500 KB (thousands
 //! of events), several in flight, each spending one slot of the same [`Client`] stack
 //! (pacing, retries, the Redis-shared quota when configured), so outbox and direct calls share
-//! one budget.
+//! one budget. Deliveries spend its bulk lane (`Client::send_packed`): interactive calls on the
+//! same quota go first, and the outbox keeps at least its minimum share (10 %) however busy
+//! they are.
 //!
 //! - **Enqueue, don't wait.** Typed calls for every Track v2 person action ([`Outbox::identify`],
 //!   [`track`](Outbox::track), [`track_anonymous`](Outbox::track_anonymous),
