@@ -159,9 +159,11 @@ async fn a_full_store_refuses_or_waits_and_never_trims() {
     let _ = waiting.shutdown(Duration::from_millis(100)).await;
 }
 
-/// A server answering the first batch with a 207 whose body is not Customer.io's, then 200.
-fn garbled_then_ok(
+/// A Customer.io stand-in: `answer` maps each request (its number, from 0, and its body) to a
+/// status and a body.
+fn server(
     calls: Arc<AtomicUsize>,
+    answer: fn(usize, &str) -> (StatusCode, String),
 ) -> impl tower::Service<
     Request<Body>,
     Response = Response<Full<Bytes>>,
@@ -171,17 +173,26 @@ fn garbled_then_ok(
        + Send
        + Sync
        + 'static {
-    tower::service_fn(move |_request: Request<Body>| {
+    tower::service_fn(move |request: Request<Body>| {
         let call = calls.fetch_add(1, Ordering::SeqCst);
-        let (status, body) = if call == 0 {
-            (StatusCode::MULTI_STATUS, "<html>proxy error</html>")
-        } else {
-            (StatusCode::OK, "{}")
-        };
-        let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *response.status_mut() = status;
-        async move { Ok::<_, Infallible>(response) }
+        async move {
+            use http_body_util::BodyExt;
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let (status, text) = answer(call, &String::from_utf8_lossy(&body));
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
     })
+}
+
+/// The first batch gets a 207 whose body is not Customer.io's, the next ones a 200.
+fn garbled_then_ok(call: usize, _body: &str) -> (StatusCode, String) {
+    if call == 0 {
+        (StatusCode::MULTI_STATUS, "<html>proxy error</html>".into())
+    } else {
+        (StatusCode::OK, "{}".into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +201,7 @@ async fn an_unreadable_207_delivers_nothing_and_is_sent_again() {
     let client = Client::builder()
         .base_url("http://customerio.test")
         .credentials(Credentials::track("site", "key"))
-        .build(garbled_then_ok(Arc::clone(&calls)));
+        .build(server(Arc::clone(&calls), garbled_then_ok));
     let outbox = Outbox::builder(client)
         .backoff(pacer_retry::Backoff::new(
             Duration::from_millis(1),
@@ -207,38 +218,15 @@ async fn an_unreadable_207_delivers_nothing_and_is_sent_again() {
     );
 }
 
-/// A server refusing a whole batch with 400 when it carries the operation for person
-/// `poison`, as a proxy validating strictly might; 200 otherwise.
-fn refuses_poison(
-    calls: Arc<AtomicUsize>,
-) -> impl tower::Service<
-    Request<Body>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
-    tower::service_fn(move |request: Request<Body>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            use http_body_util::BodyExt;
-            let body = request.into_body().collect().await.unwrap().to_bytes();
-            let poisoned = String::from_utf8_lossy(&body).contains("\"poison\"");
-            let (status, text) = if poisoned {
-                (
-                    StatusCode::BAD_REQUEST,
-                    r#"{"errors":[{"reason":"invalid","field":"identifiers","message":"no"}]}"#,
-                )
-            } else {
-                (StatusCode::OK, "{}")
-            };
-            let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-            *response.status_mut() = status;
-            Ok::<_, Infallible>(response)
-        }
-    })
+/// A batch carrying the operation for person `poison` is refused whole with a 400, as a proxy
+/// validating strictly might; any other gets a 200.
+fn refuses_poison(_call: usize, body: &str) -> (StatusCode, String) {
+    if body.contains("\"poison\"") {
+        let refusal = r#"{"errors":[{"reason":"invalid","field":"identifiers","message":"no"}]}"#;
+        (StatusCode::BAD_REQUEST, refusal.into())
+    } else {
+        (StatusCode::OK, "{}".into())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +235,7 @@ async fn a_batch_refused_whole_is_split_until_the_operation_at_fault_is_alone() 
     let client = Client::builder()
         .base_url("http://customerio.test")
         .credentials(Credentials::track("site", "key"))
-        .build(refuses_poison(Arc::clone(&calls)));
+        .build(server(Arc::clone(&calls), refuses_poison));
     let outbox = Outbox::builder(client)
         .linger(Duration::from_millis(200))
         .build();
@@ -267,44 +255,24 @@ async fn a_batch_refused_whole_is_split_until_the_operation_at_fault_is_alone() 
     assert!(calls.load(Ordering::SeqCst) <= 16, "{calls:?}");
 }
 
-/// A server answering every batch with a 207 that asks again (`rate_limited`) for the operation
-/// of person `stubborn`, and accepts the rest.
-fn asks_again_for_stubborn(
-    calls: Arc<AtomicUsize>,
-) -> impl tower::Service<
-    Request<Body>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone
-       + Send
-       + Sync
-       + 'static {
-    tower::service_fn(move |request: Request<Body>| {
-        calls.fetch_add(1, Ordering::SeqCst);
-        async move {
-            use http_body_util::BodyExt;
-            let body = request.into_body().collect().await.unwrap().to_bytes();
-            let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            let stubborn = batch["batch"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .position(|operation| operation.to_string().contains("\"stubborn\""));
-            let (status, text) = match stubborn {
-                Some(index) => (
-                    StatusCode::MULTI_STATUS,
-                    format!(
-                        r#"{{"errors":[{{"batch_index":{index},"reason":"rate_limited","field":"","message":"slow down"}}]}}"#
-                    ),
-                ),
-                None => (StatusCode::OK, "{}".to_owned()),
-            };
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            *response.status_mut() = status;
-            Ok::<_, Infallible>(response)
-        }
-    })
+/// Every batch gets a 207 that asks again (`rate_limited`) for the operation of person
+/// `stubborn`, and accepts the rest.
+fn asks_again_for_stubborn(_call: usize, body: &str) -> (StatusCode, String) {
+    let batch: serde_json::Value = serde_json::from_str(body).unwrap();
+    let stubborn = batch["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|operation| operation.to_string().contains("\"stubborn\""));
+    match stubborn {
+        Some(index) => (
+            StatusCode::MULTI_STATUS,
+            format!(
+                r#"{{"errors":[{{"batch_index":{index},"reason":"rate_limited","field":"","message":"slow down"}}]}}"#
+            ),
+        ),
+        None => (StatusCode::OK, "{}".into()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +281,7 @@ async fn an_operation_asked_for_again_and_again_is_dead_lettered_with_the_reason
     let client = Client::builder()
         .base_url("http://customerio.test")
         .credentials(Credentials::track("site", "key"))
-        .build(asks_again_for_stubborn(Arc::clone(&calls)));
+        .build(server(Arc::clone(&calls), asks_again_for_stubborn));
     let outbox = Outbox::builder(client)
         .linger(Duration::from_millis(100))
         .backoff(pacer_retry::Backoff::new(
