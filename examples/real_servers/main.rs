@@ -391,6 +391,14 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
     }
     if outage {
         result.thirds = thirds_line(&ok_sent, start, run_time, limit);
+        let refused: Vec<String> = tally
+            .refused_sent()
+            .iter()
+            .map(|at| format!("{:.3}", at.duration_since(start).as_secs_f64()))
+            .collect();
+        if !refused.is_empty() {
+            result.thirds += &format!("; 429s sent at (s): {}", refused.join(", "));
+        }
     }
     result
 }

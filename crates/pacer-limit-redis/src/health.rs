@@ -1,5 +1,7 @@
 //! What every bucket of a shared limiter shares: the options, whether Redis is up, counters.
 
+use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -7,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::clock::RedisClock;
-use crate::{SharedQuota, SharedStats};
+use crate::{Fallback, SharedQuota, SharedStats};
 
 /// The part of a shared limiter that is not per key.
 #[derive(Debug)]
@@ -15,6 +17,9 @@ pub(crate) struct Core {
     pub(crate) options: SharedQuota,
     health: Mutex<Health>,
     clock: Mutex<RedisClock>,
+    /// This limiter's name among the processes sharing the prefix (random).
+    member: String,
+    fleet: Mutex<Fleet>,
     reservations: AtomicU64,
     slots_reserved: AtomicU64,
     slots_unused: AtomicU64,
@@ -27,6 +32,17 @@ struct Health {
     down_since: Option<Instant>,
     /// While down: when to try Redis again.
     retry_at: Instant,
+}
+
+/// How many processes share the quota, as the membership heartbeats last said.
+#[derive(Debug)]
+struct Fleet {
+    /// The most processes heard of lately: the share while Redis is away is `1 / peak`.
+    peak: Option<NonZeroU32>,
+    /// When `peak` was last heard; a smaller count replaces it only a member's life later,
+    /// so that a restarted Redis, which hears of the processes one by one, never shrinks it.
+    peak_at: Instant,
+    next_heartbeat: Instant,
 }
 
 /// Whether slots come from Redis now.
@@ -48,6 +64,12 @@ impl Core {
                 retry_at: Instant::now(),
             }),
             clock: Mutex::new(RedisClock::default()),
+            member: random_member(),
+            fleet: Mutex::new(Fleet {
+                peak: None,
+                peak_at: Instant::now(),
+                next_heartbeat: Instant::now(),
+            }),
             reservations: AtomicU64::new(0),
             slots_reserved: AtomicU64::new(0),
             slots_unused: AtomicU64::new(0),
@@ -86,6 +108,62 @@ impl Core {
         clock.local(redis_micros).unwrap_or_else(Instant::now)
     }
 
+    fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This limiter's member name in the prefix's membership.
+    pub(crate) fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// How long a member counts as alive after its heartbeat: three heartbeats and a timeout.
+    pub(crate) fn member_life(&self) -> Duration {
+        self.heartbeat_every()
+            .saturating_mul(3)
+            .saturating_add(self.options.timeout)
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        self.options.retry_every.max(Duration::from_millis(10))
+    }
+
+    /// Whether to send a heartbeat now (at most one per `retry_every`).
+    pub(crate) fn claim_heartbeat(&self, now: Instant) -> bool {
+        let mut fleet = self.fleet();
+        if fleet.next_heartbeat <= now {
+            fleet.next_heartbeat = later(now, self.heartbeat_every());
+            return true;
+        }
+        false
+    }
+
+    /// A heartbeat's answer: `alive` processes share the prefix now.
+    pub(crate) fn observe_fleet(&self, alive: u32, now: Instant) {
+        let Some(alive) = NonZeroU32::new(alive) else {
+            return;
+        };
+        let life = self.member_life();
+        let mut fleet = self.fleet();
+        let aged = later(fleet.peak_at, life) <= now;
+        if fleet.peak.is_none_or(|peak| alive >= peak) || aged {
+            if fleet.peak != Some(alive) {
+                tracing::debug!(processes = alive, "processes sharing the quota");
+            }
+            fleet.peak = Some(alive);
+            fleet.peak_at = now;
+        }
+    }
+
+    /// How many processes share the quota: as heard from Redis, or the configured guess
+    /// until then. `None` when the fallback is not a local share.
+    pub(crate) fn processes(&self) -> Option<NonZeroU32> {
+        let Fallback::Local { processes } = self.options.fallback else {
+            return None;
+        };
+        Some(self.fleet().peak.unwrap_or(processes))
+    }
+
     /// While Redis is down, lets one caller per retry interval try it again.
     pub(crate) fn claim_retry(&self, now: Instant) -> bool {
         let mut health = self.health();
@@ -112,22 +190,27 @@ impl Core {
         false
     }
 
-    pub(crate) fn failed(&self, error: &dyn std::fmt::Display, now: Instant) {
+    /// A call failed or timed out: Redis counts as down for every key at once. Returns
+    /// whether it was counted as up until now (every key's head should then look again).
+    pub(crate) fn failed(&self, error: &dyn std::fmt::Display, now: Instant) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let mut health = self.health();
         health.retry_at = later(now, self.options.retry_every);
         if health.down_since.is_none() {
             health.down_since = Some(now);
+            drop(health);
             crate::metrics::redis_fallback();
             tracing::warn!(
                 %error,
                 fallback = ?self.options.fallback,
+                processes = self.processes().map(NonZeroU32::get),
                 retry_every = ?self.options.retry_every,
                 "Redis is unreachable or slow; pacing with the local fallback until it answers"
             );
-        } else {
-            tracing::debug!(%error, "Redis still unreachable");
+            return true;
         }
+        tracing::debug!(%error, "Redis still unreachable");
+        false
     }
 
     /// A reservation that came back after its timeout (its slots are then given back).
@@ -155,6 +238,17 @@ impl Core {
             redis_down: self.health().down_since.is_some(),
         }
     }
+}
+
+/// A member name no other limiter picks: the process id and a randomly keyed hash of the
+/// time (std's hasher keys are random per process), so no dependency is needed for it.
+fn random_member() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    format!("{}-{:016x}", std::process::id(), hasher.finish())
 }
 
 /// `now + wait`, saturating far in the future rather than overflowing.

@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::health::{later, Core, Mode};
 use crate::store::{Reservation, Token};
-use crate::Fallback;
 
 /// A slot reserved in Redis, at its instant on Redis's clock (mapped to the local clock when
 /// used, through the process's best estimate of the two clocks' offset).
@@ -33,8 +32,11 @@ pub(crate) struct RefillRequest {
     pub(crate) name: Arc<str>,
     pub(crate) quota: Quota,
     pub(crate) slots: u32,
-    /// Pause the key in Redis first for this long (see `KeySlots::recovery_pause`).
-    pub(crate) pause_first: Option<Duration>,
+    /// Back from the local share: rejoin the shared schedule first, which the first process
+    /// back pauses for this long (see `KeySlots::recovery_pause`).
+    pub(crate) rejoin_after: Option<Duration>,
+    /// Back from an outage with a server's pause still in force: write it back first.
+    pub(crate) restore_pause: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
     pub(crate) requested_at: Instant,
 }
@@ -44,6 +46,9 @@ pub(crate) struct RefillRequest {
 struct LocalShare {
     slots: LocalSlots,
     not_before: Instant,
+    /// Back in Redis: the local share goes on until the shared schedule starts again here,
+    /// so that the processes still away keep their pace and those back keep theirs.
+    until: Option<Instant>,
 }
 
 /// One key's slots from a quota shared through Redis: the [`SlotSource`] in the limiter's
@@ -96,8 +101,10 @@ impl SlotSource for RemoteSlots {
     }
 
     fn share_pause(&self, now: Instant, until: Instant) {
-        self.state()
-            .share_pause(until.saturating_duration_since(now));
+        let mut state = self.state();
+        // Kept, to write back should Redis lose it or not hear of it (see `restore_pause`).
+        state.server_pause = state.server_pause.max(Some(until));
+        state.share_pause(until.saturating_duration_since(now));
     }
 
     fn share_spacing(&self, _now: Instant, extra: f64, half_life: Duration) {
@@ -132,8 +139,17 @@ pub(crate) struct KeySlots {
     refill_deadline: Option<Instant>,
     requested: Option<RefillRequest>,
     local: Option<LocalShare>,
-    /// The last send on the local share: Redis must hear of it on return (see `request`).
+    /// The last send on the local share before rejoining: Redis must hear of it on return
+    /// (see `request_more`).
     last_local_send: Option<Instant>,
+    /// The last send on a leased slot: the local share continues this process's spacing.
+    last_shared_send: Option<Instant>,
+    /// The latest end of a server's pause shared from here: written back to Redis when it
+    /// answers again after an outage, if it still holds.
+    server_pause: Option<Instant>,
+    /// Redis was away since this key's last reservation: the next one writes back
+    /// `server_pause` if it still holds.
+    was_away: bool,
     /// How many waiters wanted a slot when the limiter last asked (or one left): a delivery
     /// asks again at once for those still without one, without waiting for the head's turn.
     demand: usize,
@@ -153,6 +169,9 @@ impl KeySlots {
             requested: None,
             local: None,
             last_local_send: None,
+            last_shared_send: None,
+            server_pause: None,
+            was_away: false,
             demand: 0,
             paused_until: None,
         }
@@ -163,68 +182,131 @@ impl KeySlots {
     }
 
     /// Admits one send at `now` from a leased slot, or from the local share while Redis is
-    /// away. `demand` is how many waiters want a slot (the head among them); slots are
-    /// requested for those that have none.
+    /// away (and, back in Redis, until the shared schedule starts again). `demand` is how many
+    /// waiters want a slot (the head among them); slots are requested for those that have none.
     fn admit(&mut self, now: Instant, demand: usize) -> Admission {
         self.demand = demand;
         self.expire(now);
+        self.end_local_share(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
         let mode = self.core.mode();
-        if let Some(lease) = self.leases.front() {
-            let at = self.at(lease);
-            if at > now {
-                self.request_more(mode, now, demand);
-                return Admission::NotBefore(at);
-            }
+        self.was_away |= mode != Mode::Shared;
+        let lease_at = self.leases.front().map(|lease| self.at(lease));
+        let processes = self.core.processes();
+        let local = match (mode, processes) {
+            (Mode::Fallback { .. }, Some(processes)) => Some(processes),
+            (_, Some(processes)) if self.local.is_some() => Some(processes),
+            _ => None,
+        };
+        // While Redis is away, the local share paces every send, leased or not: the slots
+        // leased ahead lie on the fleet's schedule (a lease at the fleet's rate), and sending
+        // them at their times while the processes that hold none go local would be a burst.
+        let away = matches!(mode, Mode::Fallback { .. }) && local.is_some();
+        if !away && lease_at.is_some_and(|at| at <= now) {
             self.leases.pop_front();
+            self.last_shared_send = Some(now);
             // The head has its slot: the others may need theirs.
             self.request_more(mode, now, demand - 1);
             return Admission::Granted;
         }
-        match (mode, self.core.options.fallback) {
-            (Mode::Fallback { .. }, Fallback::Local { processes }) => {
-                let admission = self.admit_locally(now, processes);
-                // After the local grant, so that the recovery pause covers it; at least one
-                // slot, so that Redis is tried again while traffic flows.
-                let waiting = if admission == Admission::Granted {
-                    (demand - 1).max(1)
-                } else {
-                    demand
-                };
-                self.request_more(mode, now, waiting);
-                admission
+        if let Some(processes) = local {
+            let admission = self.admit_locally(now, processes);
+            if away && admission == Admission::Granted && lease_at.is_some_and(|at| at <= now) {
+                // That send took the place of the slot leased for it.
+                self.leases.pop_front();
             }
-            (Mode::Fallback { retry_at }, _) => {
-                self.request_more(mode, now, demand);
-                match self.refill_deadline {
-                    Some(deadline) if self.refilling => Admission::Pending(deadline),
-                    _ => Admission::NotBefore(retry_at),
+            // After the local grant, so that the recovery pause covers it; at least one
+            // slot, so that Redis is tried again while traffic flows.
+            let waiting = if admission == Admission::Granted {
+                (demand - 1).max(1)
+            } else {
+                demand
+            };
+            self.request_more(mode, now, waiting);
+            return match (admission, lease_at) {
+                (Admission::NotBefore(at), Some(lease)) if !away => {
+                    Admission::NotBefore(at.min(lease))
                 }
-            }
-            (Mode::Shared, _) => {
-                self.request_more(mode, now, demand);
-                // Redis is up and nothing is leased, so a request is on its way.
-                Admission::Pending(self.refill_deadline.unwrap_or(now))
-            }
+                (admission, _) => admission,
+            };
+        }
+        self.request_more(mode, now, demand);
+        if let Some(at) = lease_at {
+            return Admission::NotBefore(at);
+        }
+        match mode {
+            Mode::Fallback { retry_at } => match self.refill_deadline {
+                Some(deadline) if self.refilling => Admission::Pending(deadline),
+                _ => Admission::NotBefore(retry_at),
+            },
+            // Redis is up and nothing is leased, so a request is on its way.
+            Mode::Shared => Admission::Pending(self.refill_deadline.unwrap_or(now)),
         }
     }
 
     /// A slot from this process's share of the quota (a rate learned at run time still paces
     /// it too: the limiter applies it before asking here).
     fn admit_locally(&mut self, now: Instant, processes: NonZeroU32) -> Admission {
-        let (quota, window) = (self.quota, self.quota.effective_window());
-        let local = self.local.get_or_insert_with(|| LocalShare {
-            slots: LocalSlots::new(&local_share(&quota, processes), now),
-            not_before: later(now, window),
-        });
+        if self.local.is_none() {
+            self.local = Some(self.start_local_share(now, processes));
+        }
+        let Some(local) = self.local.as_mut() else {
+            return Admission::NotBefore(now);
+        };
         let at = local.slots.nth_earliest(now, 0).max(local.not_before);
+        if let Some(until) = local.until.filter(|&until| at >= until) {
+            // The shared schedule takes over there.
+            return Admission::NotBefore(until.max(now));
+        }
         if at > now {
             return Admission::NotBefore(at);
         }
         local.slots.admit(now, 1);
-        self.last_local_send = Some(now);
+        if local.until.is_none() {
+            // A send after rejoining is covered by the rejoin pause; one before is not yet.
+            self.last_local_send = Some(now);
+        }
         self.core.count_fallback_grant();
         Admission::Granted
+    }
+
+    /// The local share at the switch, at `1 / processes` of the quota. An evenly spaced quota
+    /// goes on at this process's pace: the first local send one share interval after its last
+    /// leased one, then evenly spaced, with no burst allowance and no gap. A sliding window's shared schedule may have sent a whole window at its
+    /// start, which a local share cannot see: its first local send waits one window, so that
+    /// what the others sent through Redis has aged out.
+    fn start_local_share(&self, now: Instant, processes: NonZeroU32) -> LocalShare {
+        let share = local_share(&self.quota, processes);
+        let mut slots = LocalSlots::new(&share, now);
+        let not_before = match self.quota.model() {
+            Model::Gcra { .. } => {
+                let next = self
+                    .last_shared_send
+                    .map_or(now, |sent| later(sent, share.emission_interval()));
+                // As if the share had been spent evenly up to its next slot: no burst.
+                slots.on_pause(next.max(now));
+                now
+            }
+            _ => later(now, self.quota.effective_window()),
+        };
+        tracing::debug!(key = %self.name, processes, "pacing on the local share");
+        LocalShare {
+            slots,
+            not_before,
+            until: None,
+        }
+    }
+
+    /// Ends a local share whose time is over: the shared schedule has started again.
+    fn end_local_share(&mut self, now: Instant) {
+        if self
+            .local
+            .as_ref()
+            .and_then(|local| local.until)
+            .is_some_and(|until| until <= now)
+        {
+            self.local = None;
+        }
     }
 
     /// Asks for slots for `demand` waiters, less those leased: while Redis is up, or, while it
@@ -242,7 +324,14 @@ impl KeySlots {
         }
         let options = &self.core.options;
         let wanted = (demand - self.leases.len()).min(options.lease as usize);
-        let pause_first = self.last_local_send.map(|_| self.recovery_pause());
+        let rejoin_after = self.last_local_send.map(|_| self.recovery_pause());
+        // Back after an outage: a server's pause that still holds goes back to Redis, which
+        // may have lost it (restarted) or never heard of it (recorded while it was away).
+        let restore_pause = self
+            .server_pause
+            .filter(|_| self.was_away)
+            .and_then(|until| until.checked_duration_since(now))
+            .filter(|wait| !wait.is_zero());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
         let lost_after = options
@@ -255,7 +344,8 @@ impl KeySlots {
             name: Arc::clone(&self.name),
             quota: self.quota,
             slots: u32::try_from(wanted).unwrap_or(u32::MAX),
-            pause_first,
+            rejoin_after,
+            restore_pause,
             requested_at: now,
         });
     }
@@ -270,19 +360,43 @@ impl KeySlots {
         self.refilling = false;
     }
 
-    /// A lease asked for at `requested_at` arrived, or did not (`None`).
-    pub(crate) fn deliver(&mut self, reservation: Option<Reservation>, requested_at: Instant) {
+    /// A lease asked for at `requested_at` arrived, or did not (`None`). `shared_from` is
+    /// set when the request rejoined the shared schedule after an outage: the local share goes
+    /// on until then.
+    pub(crate) fn deliver(
+        &mut self,
+        reservation: Option<Reservation>,
+        requested_at: Instant,
+        shared_from: Option<Instant>,
+    ) {
         self.refilling = false;
         let Some(reservation) = reservation else {
             return;
         };
-        if self.last_local_send.is_some_and(|sent| sent > requested_at) {
-            // The local share sent after the request's pause was decided: these slots could
-            // crowd that send. Give them back; the next request carries a pause that covers it.
-            crate::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
-            return;
+        self.was_away = false;
+        match (shared_from, self.local.as_mut()) {
+            (Some(until), Some(local)) => {
+                local.until = Some(local.until.map_or(until, |old| old.min(until)));
+            }
+            (Some(_), None) => {}
+            (None, _) if self.last_local_send.is_some_and(|sent| sent > requested_at) => {
+                // The local share sent after this request, which did not rejoin, was decided:
+                // these slots could crowd that send. Give them back; the next request rejoins.
+                crate::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
+                return;
+            }
+            (None, _) => {
+                // A local share not yet rejoined (no send on it) ends with these slots; one
+                // rejoined runs to its end.
+                if self
+                    .local
+                    .as_ref()
+                    .is_some_and(|local| local.until.is_none())
+                {
+                    self.local = None;
+                }
+            }
         }
-        self.local = None;
         self.last_local_send = None;
         let now = reservation.redis_now_micros;
         for (offset, token) in reservation.slots.into_iter().zip(reservation.tokens) {
@@ -354,10 +468,15 @@ impl KeySlots {
     /// window for one more window; Redis knows none of it.
     fn recovery_pause(&self) -> Duration {
         let options = &self.core.options;
-        options
-            .retry_every
-            .saturating_add(options.timeout)
-            .saturating_add(self.quota.effective_window())
+        let pause = options.retry_every.saturating_add(options.timeout);
+        match self.quota.model() {
+            // Every process keeps its even pace on its local share until the shared schedule
+            // starts: nothing to age out.
+            Model::Gcra { .. } => pause,
+            // A sliding window's local shares end a window before it (see
+            // `refill::local_share_until`).
+            _ => pause.saturating_add(self.quota.effective_window()),
+        }
     }
 
     /// Writes a pause to Redis, so that every process on the key pauses.
@@ -368,9 +487,12 @@ impl KeySlots {
     /// The earliest instant the `n`-th next send (0-based) could go out: exact for leased
     /// slots, an estimate at the quota's steady rate beyond them.
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
-        if let (Mode::Fallback { .. }, Some(local)) = (self.core.mode(), &self.local) {
-            if self.leases.is_empty() {
-                return local.slots.nth_earliest(now, n).max(local.not_before);
+        if let Some(local) = &self.local {
+            let on_local = local.slots.nth_earliest(now, n).max(local.not_before);
+            if local.until.is_none_or(|until| on_local < until) {
+                if self.leases.is_empty() || local.until.is_some() {
+                    return on_local;
+                }
             }
         }
         if let Some(lease) = self.leases.get(n) {
