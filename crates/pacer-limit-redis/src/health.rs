@@ -1,10 +1,13 @@
 //! What every bucket of a shared limiter shares: the options, whether Redis is up, counters.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use pacer_limit::Quota;
 
 use tokio::time::Instant;
 
@@ -20,6 +23,9 @@ pub(crate) struct Core {
     /// This limiter's name among the processes sharing the prefix (random).
     member: String,
     fleet: Mutex<Fleet>,
+    /// The servers' pauses shared from this process, per key name, until they end: written
+    /// back when Redis answers again after an outage.
+    pauses: Mutex<HashMap<Arc<str>, (Quota, Instant)>>,
     reservations: AtomicU64,
     slots_reserved: AtomicU64,
     slots_unused: AtomicU64,
@@ -43,6 +49,21 @@ struct Fleet {
     /// so that a restarted Redis, which hears of the processes one by one, never shrinks it.
     peak_at: Instant,
     next_heartbeat: Instant,
+}
+
+impl Fleet {
+    /// A heartbeat's count at `now`, members living `life`: a count at least the peak
+    /// replaces it; a smaller one only once the peak is older than a member's life.
+    fn observe(&mut self, alive: NonZeroU32, now: Instant, life: Duration) {
+        let aged = later(self.peak_at, life) <= now;
+        if self.peak.is_none_or(|peak| alive >= peak) || aged {
+            if self.peak != Some(alive) {
+                tracing::debug!(processes = alive, "processes sharing the quota");
+            }
+            self.peak = Some(alive);
+            self.peak_at = now;
+        }
+    }
 }
 
 /// Whether slots come from Redis now.
@@ -70,6 +91,7 @@ impl Core {
                 peak_at: Instant::now(),
                 next_heartbeat: Instant::now(),
             }),
+            pauses: Mutex::new(HashMap::new()),
             reservations: AtomicU64::new(0),
             slots_reserved: AtomicU64::new(0),
             slots_unused: AtomicU64::new(0),
@@ -144,15 +166,26 @@ impl Core {
             return;
         };
         let life = self.member_life();
-        let mut fleet = self.fleet();
-        let aged = later(fleet.peak_at, life) <= now;
-        if fleet.peak.is_none_or(|peak| alive >= peak) || aged {
-            if fleet.peak != Some(alive) {
-                tracing::debug!(processes = alive, "processes sharing the quota");
-            }
-            fleet.peak = Some(alive);
-            fleet.peak_at = now;
-        }
+        self.fleet().observe(alive, now, life);
+    }
+
+    /// Keeps a server's pause of `name` until it ends, to write back after an outage.
+    pub(crate) fn remember_pause(&self, name: &Arc<str>, quota: Quota, until: Instant) {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        pauses.retain(|_, (_, end)| *end > now);
+        let entry = pauses.entry(Arc::clone(name)).or_insert((quota, until));
+        *entry = (quota, entry.1.max(until));
+    }
+
+    /// The pauses remembered that still hold at `now`.
+    pub(crate) fn pauses_in_force(&self, now: Instant) -> Vec<(Arc<str>, Quota, Instant)> {
+        let mut pauses = self.pauses.lock().unwrap_or_else(|e| e.into_inner());
+        pauses.retain(|_, (_, end)| *end > now);
+        pauses
+            .iter()
+            .map(|(name, &(quota, until))| (Arc::clone(name), quota, until))
+            .collect()
     }
 
     /// How many processes share the quota: as heard from Redis, or the configured guess
@@ -255,4 +288,38 @@ fn random_member() -> String {
 pub(crate) fn later(now: Instant, wait: Duration) -> Instant {
     now.checked_add(wait)
         .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(now: Instant) -> Fleet {
+        Fleet {
+            peak: None,
+            peak_at: now,
+            next_heartbeat: now,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fleet_grows_at_once_and_shrinks_only_after_a_member_life() {
+        let (now, life) = (Instant::now(), Duration::from_secs(3));
+        let n = |n: u32| NonZeroU32::new(n).unwrap();
+        let mut fleet = fleet(now);
+        fleet.observe(n(2), now, life);
+        fleet.observe(n(4), now + Duration::from_millis(10), life);
+        assert_eq!(fleet.peak, Some(n(4)));
+        // A restarted Redis hears of the processes one by one: the share stays a quarter.
+        fleet.observe(n(1), now + Duration::from_secs(1), life);
+        fleet.observe(n(3), now + Duration::from_secs(2), life);
+        assert_eq!(fleet.peak, Some(n(4)));
+        // Four heard again: the peak is fresh again.
+        fleet.observe(n(4), now + Duration::from_millis(2500), life);
+        fleet.observe(n(3), now + Duration::from_secs(5), life);
+        assert_eq!(fleet.peak, Some(n(4)));
+        // A process gone for longer than a member's life: the share grows.
+        fleet.observe(n(3), now + Duration::from_secs(6), life);
+        assert_eq!(fleet.peak, Some(n(3)));
+    }
 }

@@ -46,6 +46,9 @@ async fn lease(slots: Weak<Mutex<KeySlots>>, waker: HeadWaker, mut request: Refi
                 // Slots mapped through a tighter anchor come due sooner than heads slept for.
                 let sooner = core.observe_clock(reservation.redis_now_micros, received);
                 let recovered = core.succeeded(reservation.slots.len(), received);
+                if recovered {
+                    restore_pauses(&core, received);
+                }
                 heartbeat(&core, received);
                 let shared_from = rejoin.map(|rejoin| local_share_until(&request, rejoin));
                 (recovered || sooner > Duration::from_millis(1), shared_from)
@@ -144,31 +147,25 @@ fn heartbeat(core: &Arc<Core>, now: Instant) {
     });
 }
 
-/// One reservation (after rejoining the shared schedule, or writing back a pause, if asked),
+/// One reservation (after rejoining the shared schedule, if asked),
 /// within the timeout. A call that times out goes on in the background, and whatever it
 /// reserved is given back.
 async fn reserve(request: &RefillRequest) -> Result<(Reservation, Option<Rejoin>), RedisError> {
     let core = Arc::clone(&request.core);
-    let (name, quota, slots, rejoin_after, restore) = (
+    let (name, quota, slots, rejoin_after) = (
         Arc::clone(&request.name),
         request.quota,
         request.slots,
         request.rejoin_after,
-        request.restore_pause,
     );
     let mut call = tokio::spawn({
         let store = core.options.store.clone();
         let name = Arc::clone(&name);
         async move {
             let attempt = || async {
-                let rejoin = if rejoin_after.is_some() || restore.is_some() {
-                    let (after, restore) = (
-                        rejoin_after.unwrap_or_default(),
-                        restore.unwrap_or_default(),
-                    );
-                    Some(store.rejoin(&name, &quota, after, restore).await?)
-                } else {
-                    None
+                let rejoin = match rejoin_after {
+                    Some(after) => Some(store.rejoin(&name, &quota, after).await?),
+                    None => None,
                 };
                 Ok::<_, RedisError>((store.reserve(&name, &quota, slots).await?, rejoin))
             };
@@ -261,6 +258,16 @@ pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, quota: Quota, pause
             }
         }
     });
+}
+
+/// Writes back, after an outage, the servers' pauses this process shared that still hold:
+/// Redis may never have heard of them (recorded while it was away) or lost them (restarted).
+fn restore_pauses(core: &Arc<Core>, now: Instant) {
+    for (name, quota, until) in core.pauses_in_force(now) {
+        let pause = until.saturating_duration_since(now);
+        tracing::debug!(key = %name, ?pause, "a pause kept while Redis was away goes back to it");
+        spawn_pause(core, &name, quota, pause);
+    }
 }
 
 /// Widens the key's spacing margin in Redis for every process, in the background (see

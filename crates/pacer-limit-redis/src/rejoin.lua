@@ -2,17 +2,16 @@
 -- The first one back pauses the quota for ARGV[1] microseconds (long enough for every other
 -- process to find Redis again, while each keeps sending at its local share) and records that
 -- instant; those back later, while it is on record (until ARGV[2] ms after it), find the same
--- instant and do not push it further: a latecomer must not stall those already sharing again. ARGV[3] microseconds is a server's pause this process kept while Redis was away (or
--- lost with a restarted Redis), written back if longer than the one in force.
+-- instant and do not push it further: a latecomer must not stall those already sharing again.
 -- KEYS[1]: the pause deadline (microseconds since the epoch); KEYS[2]: the rejoin instant
 -- ARGV[1]: the rejoin pause (us, 0: none); ARGV[2]: how long (ms) a pause stays on record after
--- it ends (see pause.lua); ARGV[3]: the pause to write back (us, 0: none)
+-- it ends (see pause.lua)
 -- Returns Redis's now, the pause in force and the rejoin instant (0: none), all in microseconds.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local keep = tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local deadline = math.max(current, now + tonumber(ARGV[3]))
+local deadline = current
 local rejoin = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[1]) > 0 and rejoin == 0 then
   rejoin = now + tonumber(ARGV[1])

@@ -35,8 +35,6 @@ pub(crate) struct RefillRequest {
     /// Back from the local share: rejoin the shared schedule first, which the first process
     /// back pauses for this long (see `KeySlots::recovery_pause`).
     pub(crate) rejoin_after: Option<Duration>,
-    /// Back from an outage with a server's pause still in force: write it back first.
-    pub(crate) restore_pause: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
     pub(crate) requested_at: Instant,
 }
@@ -58,6 +56,53 @@ struct LocalShare {
 pub(crate) struct RemoteSlots {
     state: Arc<Mutex<KeySlots>>,
     waker: HeadWaker,
+}
+
+impl LocalShare {
+    /// The local share at the switch, at `1 / processes` of `quota`. An evenly spaced quota
+    /// goes on at this process's pace: the first local send one share interval after its last
+    /// leased one (`last_shared_send`), then evenly spaced, with no burst allowance and no gap.
+    /// A sliding window's shared schedule may have sent a whole window at its start, which a
+    /// local share cannot see: its first local send waits one window, so that what the others
+    /// sent through Redis has aged out.
+    fn start(
+        quota: &Quota,
+        processes: NonZeroU32,
+        last_shared_send: Option<Instant>,
+        now: Instant,
+    ) -> Self {
+        let share = local_share(quota, processes);
+        let mut slots = LocalSlots::new(&share, now);
+        let not_before = match quota.model() {
+            Model::Gcra { .. } => {
+                let next =
+                    last_shared_send.map_or(now, |sent| later(sent, share.emission_interval()));
+                // As if the share had been spent evenly up to its next slot: no burst.
+                slots.on_pause(next.max(now));
+                now
+            }
+            _ => later(now, quota.effective_window()),
+        };
+        Self {
+            slots,
+            not_before,
+            until: None,
+        }
+    }
+
+    /// Takes a local slot at `now` if one is free, never at or after `until`.
+    fn admit(&mut self, now: Instant) -> Admission {
+        let at = self.slots.nth_earliest(now, 0).max(self.not_before);
+        if let Some(until) = self.until.filter(|&until| at >= until) {
+            // The shared schedule takes over there.
+            return Admission::NotBefore(until.max(now));
+        }
+        if at > now {
+            return Admission::NotBefore(at);
+        }
+        self.slots.admit(now, 1);
+        Admission::Granted
+    }
 }
 
 impl RemoteSlots {
@@ -101,9 +146,9 @@ impl SlotSource for RemoteSlots {
     }
 
     fn share_pause(&self, now: Instant, until: Instant) {
-        let mut state = self.state();
-        // Kept, to write back should Redis lose it or not hear of it (see `restore_pause`).
-        state.server_pause = state.server_pause.max(Some(until));
+        let state = self.state();
+        // Kept, to write back should Redis lose it or not hear of it.
+        state.core.remember_pause(&state.name, state.quota, until);
         state.share_pause(until.saturating_duration_since(now));
     }
 
@@ -144,12 +189,6 @@ pub(crate) struct KeySlots {
     last_local_send: Option<Instant>,
     /// The last send on a leased slot: the local share continues this process's spacing.
     last_shared_send: Option<Instant>,
-    /// The latest end of a server's pause shared from here: written back to Redis when it
-    /// answers again after an outage, if it still holds.
-    server_pause: Option<Instant>,
-    /// Redis was away since this key's last reservation: the next one writes back
-    /// `server_pause` if it still holds.
-    was_away: bool,
     /// How many waiters wanted a slot when the limiter last asked (or one left): a delivery
     /// asks again at once for those still without one, without waiting for the head's turn.
     demand: usize,
@@ -170,8 +209,6 @@ impl KeySlots {
             local: None,
             last_local_send: None,
             last_shared_send: None,
-            server_pause: None,
-            was_away: false,
             demand: 0,
             paused_until: None,
         }
@@ -190,7 +227,6 @@ impl KeySlots {
         self.end_local_share(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
         let mode = self.core.mode();
-        self.was_away |= mode != Mode::Shared;
         let lease_at = self.leases.front().map(|lease| self.at(lease));
         let processes = self.core.processes();
         let local = match (mode, processes) {
@@ -247,54 +283,19 @@ impl KeySlots {
     /// A slot from this process's share of the quota (a rate learned at run time still paces
     /// it too: the limiter applies it before asking here).
     fn admit_locally(&mut self, now: Instant, processes: NonZeroU32) -> Admission {
-        if self.local.is_none() {
-            self.local = Some(self.start_local_share(now, processes));
-        }
-        let Some(local) = self.local.as_mut() else {
-            return Admission::NotBefore(now);
-        };
-        let at = local.slots.nth_earliest(now, 0).max(local.not_before);
-        if let Some(until) = local.until.filter(|&until| at >= until) {
-            // The shared schedule takes over there.
-            return Admission::NotBefore(until.max(now));
-        }
-        if at > now {
-            return Admission::NotBefore(at);
-        }
-        local.slots.admit(now, 1);
-        if local.until.is_none() {
-            // A send after rejoining is covered by the rejoin pause; one before is not yet.
-            self.last_local_send = Some(now);
-        }
-        self.core.count_fallback_grant();
-        Admission::Granted
-    }
-
-    /// The local share at the switch, at `1 / processes` of the quota. An evenly spaced quota
-    /// goes on at this process's pace: the first local send one share interval after its last
-    /// leased one, then evenly spaced, with no burst allowance and no gap. A sliding window's shared schedule may have sent a whole window at its
-    /// start, which a local share cannot see: its first local send waits one window, so that
-    /// what the others sent through Redis has aged out.
-    fn start_local_share(&self, now: Instant, processes: NonZeroU32) -> LocalShare {
-        let share = local_share(&self.quota, processes);
-        let mut slots = LocalSlots::new(&share, now);
-        let not_before = match self.quota.model() {
-            Model::Gcra { .. } => {
-                let next = self
-                    .last_shared_send
-                    .map_or(now, |sent| later(sent, share.emission_interval()));
-                // As if the share had been spent evenly up to its next slot: no burst.
-                slots.on_pause(next.max(now));
-                now
+        let local = self.local.get_or_insert_with(|| {
+            tracing::debug!(key = %self.name, processes, "pacing on the local share");
+            LocalShare::start(&self.quota, processes, self.last_shared_send, now)
+        });
+        let admission = local.admit(now);
+        if admission == Admission::Granted {
+            if local.until.is_none() {
+                // A send after rejoining is covered by the rejoin pause; one before is not yet.
+                self.last_local_send = Some(now);
             }
-            _ => later(now, self.quota.effective_window()),
-        };
-        tracing::debug!(key = %self.name, processes, "pacing on the local share");
-        LocalShare {
-            slots,
-            not_before,
-            until: None,
+            self.core.count_fallback_grant();
         }
+        admission
     }
 
     /// Ends a local share whose time is over: the shared schedule has started again.
@@ -325,13 +326,6 @@ impl KeySlots {
         let options = &self.core.options;
         let wanted = (demand - self.leases.len()).min(options.lease as usize);
         let rejoin_after = self.last_local_send.map(|_| self.recovery_pause());
-        // Back after an outage: a server's pause that still holds goes back to Redis, which
-        // may have lost it (restarted) or never heard of it (recorded while it was away).
-        let restore_pause = self
-            .server_pause
-            .filter(|_| self.was_away)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|wait| !wait.is_zero());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
         let lost_after = options
@@ -345,7 +339,6 @@ impl KeySlots {
             quota: self.quota,
             slots: u32::try_from(wanted).unwrap_or(u32::MAX),
             rejoin_after,
-            restore_pause,
             requested_at: now,
         });
     }
@@ -373,7 +366,6 @@ impl KeySlots {
         let Some(reservation) = reservation else {
             return;
         };
-        self.was_away = false;
         match (shared_from, self.local.as_mut()) {
             (Some(until), Some(local)) => {
                 local.until = Some(local.until.map_or(until, |old| old.min(until)));
@@ -543,6 +535,85 @@ fn local_share(quota: &Quota, processes: NonZeroU32) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every grant of `local` from `now` on, taken as soon as it is free, up to `count`.
+    fn grants(local: &mut LocalShare, mut now: Instant, count: usize) -> Vec<Instant> {
+        let mut granted = Vec::new();
+        // Bounded: each round either grants or moves `now` forward to a later instant.
+        for _ in 0..count * 4 {
+            match local.admit(now) {
+                Admission::Granted => granted.push(now),
+                // Nothing more from this share (it ended).
+                Admission::NotBefore(at) | Admission::Pending(at) if at <= now => break,
+                Admission::NotBefore(at) | Admission::Pending(at) => now = at,
+                other => panic!("unexpected {other:?}"),
+            }
+            if granted.len() == count {
+                break;
+            }
+        }
+        granted
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_local_share_goes_on_at_the_process_pace_without_burst_or_gap() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        // The process's last leased slot went out 5 ms ago; its share is one per 40 ms.
+        let last = now - Duration::from_millis(5);
+        let quota = Quota::per_second(100);
+        let interval = local_share(&quota, four).emission_interval();
+        let mut local = LocalShare::start(&quota, four, Some(last), now);
+        let sent = grants(&mut local, now, 60);
+        assert_eq!(sent.len(), 60);
+        // No burst at the switch: the first local send one interval after the last shared
+        // one, not at once; and no gap either (the old share waited a whole window).
+        assert_eq!(sent[0], last + interval);
+        for pair in sent.windows(2) {
+            assert_eq!(pair[1] - pair[0], interval, "{sent:?}");
+        }
+        let mut with_last = vec![last];
+        with_last.extend(&sent);
+        assert!(pacer_testkit::max_in_any_window(&with_last, Duration::from_secs(1)) <= 25);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_sent_nothing_lately_starts_at_once_and_evenly() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let quota = Quota::per_second(100).gcra(20);
+        let mut local = LocalShare::start(&quota, four, None, now);
+        let sent = grants(&mut local, now, 5);
+        // However large the quota's burst, the share's first second is not spent at once.
+        assert_eq!(sent[0], now);
+        assert!(sent[1] - sent[0] >= local_share(&quota, four).emission_interval());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejoined_local_share_ends_where_the_shared_schedule_starts() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let mut local = LocalShare::start(&Quota::per_second(100), four, None, now);
+        let shared_from = now + Duration::from_millis(200);
+        local.until = Some(shared_from);
+        let sent = grants(&mut local, now, 10);
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert!(sent.iter().all(|&at| at < shared_from));
+        assert_eq!(
+            local.admit(shared_from - Duration::from_millis(1)),
+            Admission::NotBefore(shared_from)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sliding_window_share_waits_out_the_window_the_others_may_have_spent() {
+        let two = NonZeroU32::new(2).unwrap();
+        let now = Instant::now();
+        let quota = Quota::new(40, Duration::from_millis(200)).sliding_window();
+        let mut local = LocalShare::start(&quota, two, Some(now), now);
+        let sent = grants(&mut local, now, 1);
+        assert!(sent[0] >= now + quota.effective_window(), "{sent:?}");
+    }
 
     #[test]
     fn a_local_share_never_exceeds_its_part_of_the_quota() {

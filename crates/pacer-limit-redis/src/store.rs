@@ -293,14 +293,12 @@ impl RedisStore {
     }
 
     /// Rejoins `key`'s shared schedule after an outage (see `rejoin.lua`): the first process
-    /// back pauses it for `rejoin_after` (zero: this process sent nothing locally and only
-    /// writes back `restore`, a pause it kept while Redis was away).
+    /// back pauses it for `rejoin_after`.
     pub(crate) async fn rejoin(
         &self,
         key: &str,
         quota: &Quota,
         rejoin_after: Duration,
-        restore: Duration,
     ) -> Result<Rejoin, RedisError> {
         let keep = quota.effective_window().max(Duration::from_secs(1));
         let tag = self.tag(key);
@@ -311,7 +309,6 @@ impl RedisStore {
             .key(format!("{tag}:rejoin"))
             .arg(micros(rejoin_after))
             .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
-            .arg(micros(restore))
             .invoke_async(&mut connection)
             .await?;
         match reply[..] {
