@@ -298,6 +298,16 @@ impl KeySlots {
         admission
     }
 
+    /// Whether the key rejoined the shared schedule and its local share still runs: it holds
+    /// the slots its rejoin reserved and asks for more once the shared schedule starts. Waiters
+    /// served locally meanwhile must not turn slots over: each slot reserved and given back
+    /// is lost to the fleet once another reservation follows it.
+    fn rejoining(&self) -> bool {
+        self.local
+            .as_ref()
+            .is_some_and(|local| local.until.is_some())
+    }
+
     /// Ends a local share whose time is over: the shared schedule has started again.
     fn end_local_share(&mut self, now: Instant) {
         if self
@@ -317,7 +327,7 @@ impl KeySlots {
         if self.refilling && self.refill_deadline.is_some_and(|deadline| deadline <= now) {
             self.refilling = false;
         }
-        if self.refilling || self.leases.len() >= demand {
+        if self.refilling || self.leases.len() >= demand || self.rejoining() {
             return;
         }
         if mode != Mode::Shared && !self.core.claim_retry(now) {
@@ -415,7 +425,7 @@ impl KeySlots {
     /// Slots further ahead than the waiters need go back to Redis (a waiter gave up).
     fn release_surplus(&mut self, demand: usize) {
         self.demand = demand;
-        if self.leases.len() > demand {
+        if self.leases.len() > demand && !self.rejoining() {
             let surplus: Vec<Lease> = self.leases.drain(demand..).collect();
             self.give_back(&surplus);
         }
@@ -481,10 +491,10 @@ impl KeySlots {
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
         if let Some(local) = &self.local {
             let on_local = local.slots.nth_earliest(now, n).max(local.not_before);
-            if local.until.is_none_or(|until| on_local < until) {
-                if self.leases.is_empty() || local.until.is_some() {
-                    return on_local;
-                }
+            // Before the shared schedule starts (rejoined), or with no slot leased (away).
+            let before_shared = local.until.is_none_or(|until| on_local < until);
+            if before_shared && (self.leases.is_empty() || local.until.is_some()) {
+                return on_local;
             }
         }
         if let Some(lease) = self.leases.get(n) {
