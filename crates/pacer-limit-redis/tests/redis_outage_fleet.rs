@@ -36,8 +36,10 @@ async fn a_fleet_rides_through_an_outage_at_its_share_without_bursts() {
     };
     let quota = Quota::per_second(100);
     // Each limiter is told it is alone: its share must come from the fleet Redis counted.
+    // The default timeout: a shorter one times out on a busy machine, and a process whose
+    // probe of the restarted Redis times out rejoins after the shared schedule started.
     let settings = |s: SharedQuota| {
-        s.timeout(Duration::from_millis(100))
+        s.timeout(Duration::from_millis(250))
             .retry_every(Duration::from_millis(200))
             .fallback(Fallback::Local {
                 processes: 1.try_into().unwrap(),
@@ -68,14 +70,19 @@ async fn a_fleet_rides_through_an_outage_at_its_share_without_bursts() {
     // (a quarter each, though told it was alone), not at the switch, not at the rejoin.
     let busiest_100ms = max_in_any_window(&grants, Duration::from_millis(100));
     let busiest_1s = max_in_any_window(&grants, Duration::from_secs(1));
+    let busiest_at = (0..grants.len())
+        .max_by_key(|&i| count_between(&grants, grants[i], grants[i] + Duration::from_millis(100)))
+        .map(|i| at(grants[i]));
     assert!(
         busiest_100ms <= 12 && busiest_1s <= 102,
-        "{busiest_100ms} in 100 ms, {busiest_1s} in 1 s; killed at {:?}, restarted at {:?}",
+        "{busiest_100ms} in 100 ms (from {busiest_at:?}), {busiest_1s} in 1 s; killed at {:?}, \
+         restarted at {:?}",
         at(killed),
         at(restarted)
     );
     // The fallback started within the call timeout: no gap in the fleet's sends longer than
-    // the timeout and a share's interval (the old share waited a whole window first).
+    // a share's interval and some (the old share waited a whole window first; the kill
+    // refuses the connection at once, so the timeout is not even needed).
     let longest_gap = grants
         .windows(2)
         .filter(|pair| pair[1] > killed - Duration::from_millis(100) && pair[0] < restarted)
