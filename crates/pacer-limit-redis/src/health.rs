@@ -48,6 +48,8 @@ struct Fleet {
     /// When `peak` was last heard; a smaller count replaces it only a member's life later,
     /// so that a restarted Redis, which hears of the processes one by one, never shrinks it.
     peak_at: Instant,
+    /// This limiter's rank among the members at the last heartbeat.
+    rank: Option<u32>,
     next_heartbeat: Instant,
 }
 
@@ -89,6 +91,7 @@ impl Core {
             fleet: Mutex::new(Fleet {
                 peak: None,
                 peak_at: Instant::now(),
+                rank: None,
                 next_heartbeat: Instant::now(),
             }),
             pauses: Mutex::new(HashMap::new()),
@@ -160,13 +163,37 @@ impl Core {
         false
     }
 
-    /// A heartbeat's answer: `alive` processes share the prefix now.
-    pub(crate) fn observe_fleet(&self, alive: u32, now: Instant) {
+    /// A heartbeat's answer: `alive` processes share the prefix now, this one at `rank`.
+    pub(crate) fn observe_fleet(&self, alive: u32, rank: u32, now: Instant) {
         let Some(alive) = NonZeroU32::new(alive) else {
             return;
         };
         let life = self.member_life();
-        self.fleet().observe(alive, now, life);
+        let mut fleet = self.fleet();
+        fleet.observe(alive, now, life);
+        fleet.rank = Some(rank);
+    }
+
+    /// The grid of this process's local slots at `period` (its share's interval) among
+    /// `processes`: every process's slots lie on Redis's clock at `k x period` plus its rank's
+    /// offset, `rank x period / processes`, so that the shares interleave evenly as the shared
+    /// schedule did, mapped through each one's clock anchor. `None` before Redis has said this
+    /// process's rank (each share then paces on its own).
+    pub(crate) fn local_grid(
+        &self,
+        now: Instant,
+        period: Duration,
+        processes: NonZeroU32,
+    ) -> Option<crate::slots::Grid> {
+        let rank = self.fleet().rank?;
+        let period_us = u64::try_from(period.as_micros()).ok()?.max(1);
+        let offset_us = period_us / u64::from(processes.get()) * u64::from(rank % processes);
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let redis_now = clock.redis_at(now)?;
+        // The first slot of this rank at or after now, on Redis's clock.
+        let index = redis_now.saturating_sub(offset_us).div_ceil(period_us);
+        let origin = clock.local(index.saturating_mul(period_us).saturating_add(offset_us))?;
+        Some(crate::slots::Grid::new(origin, period))
     }
 
     /// Keeps a server's pause of `name` until it ends, to write back after an outage.
@@ -298,6 +325,7 @@ mod tests {
         Fleet {
             peak: None,
             peak_at: now,
+            rank: None,
             next_heartbeat: now,
         }
     }

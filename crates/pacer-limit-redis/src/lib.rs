@@ -20,7 +20,9 @@
 //!   so and each process paces locally at its share of the quota ([`Fallback`]): `1 / the
 //!   processes` Redis counted while it was up (each limiter sends a heartbeat every
 //!   [`retry_every`](SharedQuota::retry_every); `expected_processes` is only the first guess),
-//!   going on from its own pace, with no burst and no gap. Redis is tried again every
+//!   going on from its own pace, with no burst and no gap; the processes' local slots
+//!   interleave on Redis's clock by their rank in the membership, as the shared schedule's
+//!   did, rather than drift into step. Redis is tried again every
 //!   `retry_every`; the first process back pauses the key for `retry_every + timeout`, long
 //!   enough for the others to find Redis, each keeps its local pace until then, and the shared
 //!   schedule starts there, evenly spaced: no herd, and no burst from a restarted, empty Redis.

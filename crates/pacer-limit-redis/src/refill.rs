@@ -139,7 +139,7 @@ fn heartbeat(core: &Arc<Core>, now: Instant) {
             .store
             .heartbeat(core.member(), core.member_life());
         match tokio::time::timeout(core.options.timeout, call).await {
-            Ok(Ok(alive)) => core.observe_fleet(alive, Instant::now()),
+            Ok(Ok((alive, rank))) => core.observe_fleet(alive, rank, Instant::now()),
             // The reservations notice an outage; a heartbeat lost costs nothing.
             Ok(Err(error)) => tracing::debug!(%error, "heartbeat failed"),
             Err(_) => tracing::debug!("heartbeat timed out"),

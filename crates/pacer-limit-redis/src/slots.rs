@@ -43,10 +43,61 @@ pub(crate) struct RefillRequest {
 #[derive(Debug)]
 struct LocalShare {
     slots: LocalSlots,
+    /// The fleet's common grid of local slots, when this process knows its place in it.
+    grid: Option<Grid>,
     not_before: Instant,
     /// Back in Redis: the local share goes on until the shared schedule starts again here,
     /// so that the processes still away keep their pace and those back keep theirs.
     until: Option<Instant>,
+}
+
+/// A process's slots on its local share when the fleet interleaves them: instants `origin + k
+/// x period`, where every process's origin lies on Redis's clock at its rank's offset in the
+/// period (see `Core::local_grid`). Independent local shares at `1 / n` each would drift into
+/// step and send together; on the grid they keep the shared schedule's even spacing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub(crate) origin: Instant,
+    pub(crate) period: Duration,
+    /// The index of the next slot allowed (a send at or after slot `k` allows `k + 1` next).
+    next: u32,
+}
+
+impl Grid {
+    pub(crate) fn new(origin: Instant, period: Duration) -> Self {
+        Self {
+            origin,
+            period: period.max(Duration::from_micros(1)),
+            next: 0,
+        }
+    }
+
+    fn at(&self, n: u32) -> Instant {
+        later(
+            self.origin,
+            self.period.saturating_mul(self.next.saturating_add(n)),
+        )
+    }
+
+    /// The index of the latest slot at or before `at` (0 before the origin).
+    fn index(&self, at: Instant) -> u32 {
+        let since = at.saturating_duration_since(self.origin);
+        u32::try_from(since.as_nanos() / self.period.as_nanos()).unwrap_or(u32::MAX)
+    }
+
+    /// Makes the next slot the first one at or after `at`.
+    fn start_at(&mut self, at: Instant) {
+        let index = self.index(at);
+        self.next = if self.at_index(index) < at {
+            index.saturating_add(1)
+        } else {
+            index
+        };
+    }
+
+    fn at_index(&self, index: u32) -> Instant {
+        later(self.origin, self.period.saturating_mul(index))
+    }
 }
 
 /// One key's slots from a quota shared through Redis: the [`SlotSource`] in the limiter's
@@ -65,34 +116,54 @@ impl LocalShare {
     /// A sliding window's shared schedule may have sent a whole window at its start, which a
     /// local share cannot see: its first local send waits one window, so that what the others
     /// sent through Redis has aged out.
+    ///
+    /// With a `grid` (an evenly spaced quota whose share's interval is the grid's period), the
+    /// local slots are the grid's, from the first one at or after that first local send: a
+    /// late send does not push the next one later (no drift into step with the others), and
+    /// never lets two go out within one slot (no catch-up).
     fn start(
         quota: &Quota,
         processes: NonZeroU32,
         last_shared_send: Option<Instant>,
         now: Instant,
+        grid: Option<Grid>,
     ) -> Self {
         let share = local_share(quota, processes);
         let mut slots = LocalSlots::new(&share, now);
+        let mut grid = grid.filter(|_| matches!(quota.model(), Model::Gcra { .. }));
         let not_before = match quota.model() {
             Model::Gcra { .. } => {
                 let next =
                     last_shared_send.map_or(now, |sent| later(sent, share.emission_interval()));
                 // As if the share had been spent evenly up to its next slot: no burst.
                 slots.on_pause(next.max(now));
+                if let Some(grid) = grid.as_mut() {
+                    grid.start_at(next.max(now));
+                }
                 now
             }
             _ => later(now, quota.effective_window()),
         };
         Self {
             slots,
+            grid,
             not_before,
             until: None,
         }
     }
 
+    /// The earliest instant of the `n`-th next local send (0-based).
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        let at = match &self.grid {
+            Some(grid) => grid.at(u32::try_from(n).unwrap_or(u32::MAX)).max(now),
+            None => self.slots.nth_earliest(now, n),
+        };
+        at.max(self.not_before)
+    }
+
     /// Takes a local slot at `now` if one is free, never at or after `until`.
     fn admit(&mut self, now: Instant) -> Admission {
-        let at = self.slots.nth_earliest(now, 0).max(self.not_before);
+        let at = self.nth_earliest(now, 0);
         if let Some(until) = self.until.filter(|&until| at >= until) {
             // The shared schedule takes over there.
             return Admission::NotBefore(until.max(now));
@@ -100,8 +171,21 @@ impl LocalShare {
         if at > now {
             return Admission::NotBefore(at);
         }
-        self.slots.admit(now, 1);
+        match self.grid.as_mut() {
+            Some(grid) => grid.next = grid.index(now).saturating_add(1),
+            None => {
+                self.slots.admit(now, 1);
+            }
+        }
         Admission::Granted
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.not_before <= now
+            && match &self.grid {
+                Some(grid) => grid.at(0) <= now,
+                None => self.slots.is_idle(now),
+            }
     }
 }
 
@@ -285,7 +369,11 @@ impl KeySlots {
     fn admit_locally(&mut self, now: Instant, processes: NonZeroU32) -> Admission {
         let local = self.local.get_or_insert_with(|| {
             tracing::debug!(key = %self.name, processes, "pacing on the local share");
-            LocalShare::start(&self.quota, processes, self.last_shared_send, now)
+            let share = local_share(&self.quota, processes);
+            let grid = self
+                .core
+                .local_grid(now, share.emission_interval(), processes);
+            LocalShare::start(&self.quota, processes, self.last_shared_send, now, grid)
         });
         let admission = local.admit(now);
         if admission == Admission::Granted {
@@ -490,7 +578,7 @@ impl KeySlots {
     /// slots, an estimate at the quota's steady rate beyond them.
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
         if let Some(local) = &self.local {
-            let on_local = local.slots.nth_earliest(now, n).max(local.not_before);
+            let on_local = local.nth_earliest(now, n);
             // Before the shared schedule starts (rejoined), or with no slot leased (away).
             let before_shared = local.until.is_none_or(|until| on_local < until);
             if before_shared && (self.leases.is_empty() || local.until.is_some()) {
@@ -515,10 +603,7 @@ impl KeySlots {
                 .leases
                 .back()
                 .is_none_or(|l| later(self.at(l), grace) < now)
-            && self
-                .local
-                .as_ref()
-                .is_none_or(|l| l.not_before <= now && l.slots.is_idle(now))
+            && self.local.as_ref().is_none_or(|l| l.is_idle(now))
             && self
                 .last_local_send
                 .is_none_or(|sent| later(sent, self.recovery_pause()) <= now)
@@ -573,7 +658,7 @@ mod tests {
         let last = now - Duration::from_millis(5);
         let quota = Quota::per_second(100);
         let interval = local_share(&quota, four).emission_interval();
-        let mut local = LocalShare::start(&quota, four, Some(last), now);
+        let mut local = LocalShare::start(&quota, four, Some(last), now, None);
         let sent = grants(&mut local, now, 60);
         assert_eq!(sent.len(), 60);
         // No burst at the switch: the first local send one interval after the last shared
@@ -592,7 +677,7 @@ mod tests {
         let four = NonZeroU32::new(4).unwrap();
         let now = Instant::now();
         let quota = Quota::per_second(100).gcra(20);
-        let mut local = LocalShare::start(&quota, four, None, now);
+        let mut local = LocalShare::start(&quota, four, None, now, None);
         let sent = grants(&mut local, now, 5);
         // However large the quota's burst, the share's first second is not spent at once.
         assert_eq!(sent[0], now);
@@ -603,7 +688,7 @@ mod tests {
     async fn a_rejoined_local_share_ends_where_the_shared_schedule_starts() {
         let four = NonZeroU32::new(4).unwrap();
         let now = Instant::now();
-        let mut local = LocalShare::start(&Quota::per_second(100), four, None, now);
+        let mut local = LocalShare::start(&Quota::per_second(100), four, None, now, None);
         let shared_from = now + Duration::from_millis(200);
         local.until = Some(shared_from);
         let sent = grants(&mut local, now, 10);
@@ -616,11 +701,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn on_the_fleet_grid_a_late_send_neither_drifts_nor_catches_up() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let quota = Quota::per_second(100);
+        let period = local_share(&quota, four).emission_interval();
+        // This process's slots lie 3 ms after now, then every period.
+        let origin = now + Duration::from_millis(3);
+        let grid = Grid::new(origin, period);
+        let last = now - Duration::from_millis(30);
+        let mut local = LocalShare::start(&quota, four, Some(last), now, Some(grid));
+        // The first slot on the grid at or after one period after the last leased send.
+        let first = origin + period;
+        assert_eq!(local.admit(now), Admission::NotBefore(first));
+        assert_eq!(local.admit(first), Admission::Granted);
+        // Woken 7 ms late for the next slot: sent then, and the one after stays on the grid.
+        let late = first + period + Duration::from_millis(7);
+        assert_eq!(local.admit(late), Admission::Granted);
+        assert_eq!(local.admit(late), Admission::NotBefore(first + period * 2));
+        // Asleep for three periods: one send, not three at once.
+        let asleep = first + period * 5 + Duration::from_millis(1);
+        assert_eq!(local.admit(asleep), Admission::Granted);
+        assert_eq!(
+            local.admit(asleep),
+            Admission::NotBefore(first + period * 6)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_sliding_window_share_waits_out_the_window_the_others_may_have_spent() {
         let two = NonZeroU32::new(2).unwrap();
         let now = Instant::now();
         let quota = Quota::new(40, Duration::from_millis(200)).sliding_window();
-        let mut local = LocalShare::start(&quota, two, Some(now), now);
+        let mut local = LocalShare::start(&quota, two, Some(now), now, None);
         let sent = grants(&mut local, now, 1);
         assert!(sent[0] >= now + quota.effective_window(), "{sent:?}");
     }

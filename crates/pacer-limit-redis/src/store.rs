@@ -279,17 +279,28 @@ impl RedisStore {
     }
 
     /// Counts `member` alive in this prefix for `life`, and returns how many members are
-    /// alive: the processes sharing the prefix's quotas.
-    pub(crate) async fn heartbeat(&self, member: &str, life: Duration) -> Result<u32, RedisError> {
+    /// alive (the processes sharing the prefix's quotas) and this one's rank among them.
+    pub(crate) async fn heartbeat(
+        &self,
+        member: &str,
+        life: Duration,
+    ) -> Result<(u32, u32), RedisError> {
         let mut connection = self.connection.clone();
-        let alive: i64 = self
+        let reply: Vec<i64> = self
             .members
             .key(format!("{{pacer:{}}}:members", escape(&self.prefix)))
             .arg(member)
             .arg(micros(life).max(1))
             .invoke_async(&mut connection)
             .await?;
-        Ok(u32::try_from(alive).unwrap_or(u32::MAX).max(1))
+        let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        match reply[..] {
+            [alive, rank] => Ok((count(alive).max(1), count(rank))),
+            _ => Err(RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply to the membership script",
+            ))),
+        }
     }
 
     /// Rejoins `key`'s shared schedule after an outage (see `rejoin.lua`): the first process
