@@ -146,7 +146,11 @@ async fn main() -> ExitCode {
         println!("No server to run against.");
         return ExitCode::FAILURE;
     }
-    let outage = redis.filter(|_| options.redis_outage);
+    // `redis` lives to the end of `main`: dropping it stops the server.
+    let outage = redis
+        .as_ref()
+        .filter(|_| options.redis_outage)
+        .map(Arc::clone);
     let notes = print_table(&options, &running, &contenders, fleet, outage).await;
     if !notes.is_empty() {
         println!();

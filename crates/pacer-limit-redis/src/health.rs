@@ -184,6 +184,7 @@ impl Core {
         now: Instant,
         period: Duration,
         processes: NonZeroU32,
+        grace: Duration,
     ) -> Option<crate::slots::Grid> {
         let rank = self.fleet().rank?;
         let period_us = u64::try_from(period.as_micros()).ok()?.max(1);
@@ -193,7 +194,7 @@ impl Core {
         // The first slot of this rank at or after now, on Redis's clock.
         let index = redis_now.saturating_sub(offset_us).div_ceil(period_us);
         let origin = clock.local(index.saturating_mul(period_us).saturating_add(offset_us))?;
-        Some(crate::slots::Grid::new(origin, period))
+        Some(crate::slots::Grid::new(origin, period, grace))
     }
 
     /// Keeps a server's pause of `name` until it ends, to write back after an outage.

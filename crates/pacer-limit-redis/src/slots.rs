@@ -59,16 +59,28 @@ struct LocalShare {
 pub(crate) struct Grid {
     pub(crate) origin: Instant,
     pub(crate) period: Duration,
+    /// How late after its instant a slot may still be used, as a leased slot's grace: a slot
+    /// used later would crowd the next process's.
+    grace: Duration,
     /// The index of the next slot allowed (a send at or after slot `k` allows `k + 1` next).
     next: u32,
 }
 
 impl Grid {
-    pub(crate) fn new(origin: Instant, period: Duration) -> Self {
+    pub(crate) fn new(origin: Instant, period: Duration, grace: Duration) -> Self {
         Self {
             origin,
             period: period.max(Duration::from_micros(1)),
+            grace,
             next: 0,
+        }
+    }
+
+    /// Skips the slots whose grace is over at `now`: the next one usable is then the first
+    /// one at or after `now`.
+    fn skip_missed(&mut self, now: Instant) {
+        if later(self.at(0), self.grace) < now {
+            self.start_at(now);
         }
     }
 
@@ -119,8 +131,8 @@ impl LocalShare {
     ///
     /// With a `grid` (an evenly spaced quota whose share's interval is the grid's period), the
     /// local slots are the grid's, from the first one at or after that first local send: a
-    /// late send does not push the next one later (no drift into step with the others), and
-    /// never lets two go out within one slot (no catch-up).
+    /// send late by less than the grace does not push the next one later (no drift into step
+    /// with the others); a slot missed by more is skipped (no catch-up).
     fn start(
         quota: &Quota,
         processes: NonZeroU32,
@@ -163,6 +175,9 @@ impl LocalShare {
 
     /// Takes a local slot at `now` if one is free, never at or after `until`.
     fn admit(&mut self, now: Instant) -> Admission {
+        if let Some(grid) = self.grid.as_mut() {
+            grid.skip_missed(now);
+        }
         let at = self.nth_earliest(now, 0);
         if let Some(until) = self.until.filter(|&until| at >= until) {
             // The shared schedule takes over there.
@@ -172,7 +187,7 @@ impl LocalShare {
             return Admission::NotBefore(at);
         }
         match self.grid.as_mut() {
-            Some(grid) => grid.next = grid.index(now).saturating_add(1),
+            Some(grid) => grid.next = grid.next.saturating_add(1),
             None => {
                 self.slots.admit(now, 1);
             }
@@ -370,9 +385,10 @@ impl KeySlots {
         let local = self.local.get_or_insert_with(|| {
             tracing::debug!(key = %self.name, processes, "pacing on the local share");
             let share = local_share(&self.quota, processes);
+            let grace = self.core.options.grace_for(&self.quota);
             let grid = self
                 .core
-                .local_grid(now, share.emission_interval(), processes);
+                .local_grid(now, share.emission_interval(), processes, grace);
             LocalShare::start(&self.quota, processes, self.last_shared_send, now, grid)
         });
         let admission = local.admit(now);
@@ -708,7 +724,7 @@ mod tests {
         let period = local_share(&quota, four).emission_interval();
         // This process's slots lie 3 ms after now, then every period.
         let origin = now + Duration::from_millis(3);
-        let grid = Grid::new(origin, period);
+        let grid = Grid::new(origin, period, Duration::from_millis(8));
         let last = now - Duration::from_millis(30);
         let mut local = LocalShare::start(&quota, four, Some(last), now, Some(grid));
         // The first slot on the grid at or after one period after the last leased send.
@@ -719,13 +735,14 @@ mod tests {
         let late = first + period + Duration::from_millis(7);
         assert_eq!(local.admit(late), Admission::Granted);
         assert_eq!(local.admit(late), Admission::NotBefore(first + period * 2));
-        // Asleep for three periods: one send, not three at once.
-        let asleep = first + period * 5 + Duration::from_millis(1);
-        assert_eq!(local.admit(asleep), Admission::Granted);
+        // Asleep for three periods: the slots missed by more than the grace are gone, not
+        // sent at once; the next is the grid's.
+        let asleep = first + period * 5 + Duration::from_millis(9);
         assert_eq!(
             local.admit(asleep),
             Admission::NotBefore(first + period * 6)
         );
+        assert_eq!(local.admit(first + period * 6), Admission::Granted);
     }
 
     #[tokio::test(start_paused = true)]
