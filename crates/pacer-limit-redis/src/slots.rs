@@ -63,7 +63,7 @@ pub(crate) struct Grid {
     /// used later would crowd the next process's.
     grace: Duration,
     /// The index of the next slot allowed (a send at or after slot `k` allows `k + 1` next).
-    next: u32,
+    next: u64,
 }
 
 impl Grid {
@@ -84,17 +84,14 @@ impl Grid {
         }
     }
 
-    fn at(&self, n: u32) -> Instant {
-        later(
-            self.origin,
-            self.period.saturating_mul(self.next.saturating_add(n)),
-        )
+    fn at(&self, n: u64) -> Instant {
+        self.at_index(self.next.saturating_add(n))
     }
 
     /// The index of the latest slot at or before `at` (0 before the origin).
-    fn index(&self, at: Instant) -> u32 {
+    fn index(&self, at: Instant) -> u64 {
         let since = at.saturating_duration_since(self.origin);
-        u32::try_from(since.as_nanos() / self.period.as_nanos()).unwrap_or(u32::MAX)
+        u64::try_from(since.as_nanos() / self.period.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Makes the next slot the first one at or after `at`.
@@ -107,8 +104,13 @@ impl Grid {
         };
     }
 
-    fn at_index(&self, index: u32) -> Instant {
-        later(self.origin, self.period.saturating_mul(index))
+    fn at_index(&self, index: u64) -> Instant {
+        // In nanoseconds, saturating: a microsecond period over a long outage outgrows `u32`.
+        let nanos = self.period.as_nanos().saturating_mul(u128::from(index));
+        later(
+            self.origin,
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
+        )
     }
 }
 
@@ -167,7 +169,7 @@ impl LocalShare {
     /// The earliest instant of the `n`-th next local send (0-based).
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
         let at = match &self.grid {
-            Some(grid) => grid.at(u32::try_from(n).unwrap_or(u32::MAX)).max(now),
+            Some(grid) => grid.at(u64::try_from(n).unwrap_or(u64::MAX)).max(now),
             None => self.slots.nth_earliest(now, n),
         };
         at.max(self.not_before)
