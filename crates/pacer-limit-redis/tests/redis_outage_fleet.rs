@@ -198,3 +198,57 @@ async fn a_pause_lost_with_a_restarted_redis_is_written_back() {
         "the next shared slot in {next:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_slower_than_the_timeout_puts_every_key_on_its_share_within_it() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let proxy = pacer_testkit::SlowProxy::start(redis.port());
+    let url = format!("redis://127.0.0.1:{}/", proxy.port());
+    let store = RedisStore::connect(&url, "slow").await.unwrap();
+    let timeout = Duration::from_millis(100);
+    let limiter: Limiter<&'static str> = Limiter::builder(Quota::per_second(100))
+        .shared(
+            SharedQuota::new(store, 1)
+                .timeout(timeout)
+                .retry_every(Duration::from_secs(5)),
+        )
+        .build();
+    let start = Instant::now();
+    let end = start + Duration::from_millis(1200);
+    let tasks: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|key| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let mut grants = Vec::new();
+                while let Ok(Ok(())) = tokio::time::timeout_at(end, limiter.acquire(key)).await {
+                    grants.push(Instant::now());
+                }
+                grants
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(start + Duration::from_millis(400)).await;
+    // Every reply now comes a second late: each call times out.
+    proxy.set_delay(Duration::from_secs(1));
+    let slowed = Instant::now();
+    for task in tasks {
+        let grants = task.await.unwrap();
+        // Each key went on at its share within the timeout: no gap longer than the timeout,
+        // a slot's interval and some scheduling (the old share waited a whole window more).
+        let longest_gap = grants
+            .windows(2)
+            .filter(|pair| pair[1] > slowed)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap();
+        assert!(
+            longest_gap <= timeout + Duration::from_millis(100),
+            "a gap of {longest_gap:?} after Redis slowed down"
+        );
+        assert!(grants.iter().filter(|&&t| t > slowed).count() > 40);
+    }
+    assert!(limiter.shared_stats().unwrap().redis_down);
+}
