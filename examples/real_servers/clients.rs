@@ -247,6 +247,8 @@ pub(crate) struct Tally {
     ok_sent: Mutex<Vec<Instant>>,
     /// 429s from the server.
     refused: AtomicU64,
+    /// When each request answered 429 was handed to hyper.
+    refused_sent: Mutex<Vec<Instant>>,
     /// The synthetic 429, once answered: when.
     injected: Mutex<Option<Instant>>,
 }
@@ -255,6 +257,13 @@ impl Tally {
     /// The send instants of the 200s, sorted.
     pub(crate) fn ok_sent(&self) -> Vec<Instant> {
         let mut sent = self.ok_sent.lock().expect("tally lock").clone();
+        sent.sort_unstable();
+        sent
+    }
+
+    /// The send instants of the 429s, sorted.
+    pub(crate) fn refused_sent(&self) -> Vec<Instant> {
+        let mut sent = self.refused_sent.lock().expect("tally lock").clone();
         sent.sort_unstable();
         sent
     }
@@ -338,6 +347,7 @@ impl Service<Request<Body>> for Transport {
                 StatusCode::OK => tally.ok_sent.lock().expect("tally lock").push(sent),
                 StatusCode::TOO_MANY_REQUESTS => {
                     tally.refused.fetch_add(1, Ordering::Relaxed);
+                    tally.refused_sent.lock().expect("tally lock").push(sent);
                 }
                 _ => {}
             }

@@ -5,6 +5,7 @@
 //! cargo run --release --example real_servers -- [--seconds 6] [--tasks 1,10,50]
 //!     [--server nginx0|nginx5|nginx99|haproxy|fixed|github|github-ms|all]
 //!     [--only <part of a client's name>] [--inject-429-at SECS] [--jitter] [--fleet N]
+//!     [--redis-outage]
 //! ```
 //!
 //! (`--features customerio,redis`: the fleet shares its quota through a `redis-server`.)
@@ -34,6 +35,10 @@
 //! processes would have) sharing one quota through a `redis-server` started for the run, for
 //! the clients that can share one (the Customer.io client, the README stack, the rate limit
 //! alone).
+//!
+//! `--redis-outage` (with `--fleet`) SIGKILLs the fleet's `redis-server` a third into each run
+//! and starts it again, empty, on the same port two thirds in, and prints the accepted rate of
+//! each third under the table: the fleet rides through on its local fallback.
 //!
 //! nginx's `return` runs before `limit_req` (rewrite phase before preaccess) and is never
 //! limited; the `200 {}` comes from a named location reached by `try_files` (see `servers.rs`).
@@ -87,6 +92,8 @@ struct Options {
     /// This many clients (each with `tasks` tasks) share one quota through a `redis-server`
     /// of the benchmark's own.
     fleet: Option<u32>,
+    /// Kill the fleet's Redis a third into each run and restart it two thirds in.
+    redis_outage: bool,
 }
 
 #[tokio::main]
@@ -98,7 +105,8 @@ async fn main() -> ExitCode {
             eprintln!(
                 "usage: real_servers [--seconds N] [--tasks 1,10,50] \
                  [--server nginx0|nginx5|nginx99|haproxy|fixed|github|github-ms|all] \
-                 [--only <client name part>] [--inject-429-at SECS] [--jitter] [--fleet N]"
+                 [--only <client name part>] [--inject-429-at SECS] [--jitter] [--fleet N] \
+                 [--redis-outage]"
             );
             return ExitCode::from(2);
         }
@@ -127,6 +135,8 @@ async fn main() -> ExitCode {
     let fleet = options
         .fleet
         .zip(redis.as_ref().map(pacer_testkit::RedisServer::url));
+    // The runs kill and restart it (`--redis-outage`); it stays up between runs.
+    let redis = redis.map(|redis| Arc::new(std::sync::Mutex::new(redis)));
     let running: Vec<(ServerKind, String)> = options
         .servers
         .iter()
@@ -136,7 +146,12 @@ async fn main() -> ExitCode {
         println!("No server to run against.");
         return ExitCode::FAILURE;
     }
-    let notes = print_table(&options, &running, &contenders, fleet).await;
+    // `redis` lives to the end of `main`: dropping it stops the server.
+    let outage = redis
+        .as_ref()
+        .filter(|_| options.redis_outage)
+        .map(Arc::clone);
+    let notes = print_table(&options, &running, &contenders, fleet, outage).await;
     if !notes.is_empty() {
         println!();
         for note in notes {
@@ -169,6 +184,7 @@ async fn print_table(
     running: &[(ServerKind, String)],
     contenders: &[Contender],
     fleet: Option<(u32, String)>,
+    outage: Option<SharedRedis>,
 ) -> Vec<String> {
     println!(
         "Limit per Authorization value: 100 requests/s (5 for the GitHub-style servers); {} s \
@@ -184,6 +200,11 @@ async fn print_table(
             None => String::new(),
         },
     );
+    if outage.is_some() {
+        println!(
+            "Redis SIGKILLed a third into each run, restarted (empty, same port) two thirds in.\n"
+        );
+    }
     println!("| server | tasks | client | ok req/s | ratio | 429s | errors |");
     println!("|---|---:|---|---:|---:|---:|---:|");
     let mut notes = Vec::new();
@@ -205,6 +226,7 @@ async fn print_table(
                     seconds: options.seconds,
                     inject_at,
                     fleet: fleet.as_ref(),
+                    outage: outage.as_ref(),
                 })
                 .await;
                 println!(
@@ -235,6 +257,8 @@ struct RunResult {
     first_error: Option<String>,
     /// The injection line (empty without one).
     injection: String,
+    /// The accepted rate in each third of a run with a Redis outage (empty without one).
+    thirds: String,
 }
 
 impl RunResult {
@@ -257,6 +281,9 @@ impl RunResult {
         if injected {
             notes.push(format!("{label}: {}", self.injection));
         }
+        if !self.thirds.is_empty() {
+            notes.push(format!("{label}: {}", self.thirds));
+        }
         notes
     }
 }
@@ -274,7 +301,12 @@ struct RunSpec<'a> {
     inject_at: Option<Duration>,
     /// How many clients share the quota, and the Redis they share it through.
     fleet: Option<&'a (u32, String)>,
+    /// The fleet's Redis, to kill a third into the run and restart two thirds in.
+    outage: Option<&'a SharedRedis>,
 }
+
+/// The fleet's `redis-server`, which a run with an outage kills and restarts.
+type SharedRedis = Arc<std::sync::Mutex<pacer_testkit::RedisServer>>;
 
 /// One run: a fresh client and key (or a fleet of them), `tasks` tasks each sending until the
 /// deadline.
@@ -288,6 +320,7 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         seconds,
         inject_at,
         fleet,
+        outage,
     } = spec;
     let run_time = Duration::from_secs(seconds.into());
     let tally = Arc::new(Tally::default());
@@ -315,6 +348,8 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         })
         .collect();
 
+    let outage =
+        outage.map(|redis| tokio::spawn(kill_and_restart(Arc::clone(redis), start, run_time)));
     let senders: Vec<_> = clients
         .iter()
         .flat_map(|client| (0..tasks).map(move |task| (client.clone(), task)))
@@ -333,6 +368,7 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         gave_up: 0,
         first_error: None,
         injection: String::new(),
+        thirds: String::new(),
     };
     for sender in senders {
         let sent = sender.await.expect("sender task");
@@ -343,6 +379,13 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         }
     }
     drop(clients);
+    let outage = match outage {
+        Some(task) => {
+            task.await.expect("the outage task");
+            true
+        }
+        None => false,
+    };
     let ok_sent = tally.ok_sent();
     let in_window = ok_sent.iter().filter(|&&at| at < deadline).count();
     result.ok_per_second = in_window as f64 / run_time.as_secs_f64();
@@ -350,7 +393,52 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
     if inject_at.is_some() {
         result.injection = injection_line(&ok_sent, start, tally.injected(), deadline, limit);
     }
+    if outage {
+        result.thirds = thirds_line(&ok_sent, start, run_time, limit);
+        let refused: Vec<String> = tally
+            .refused_sent()
+            .iter()
+            .map(|at| format!("{:.3}", at.duration_since(start).as_secs_f64()))
+            .collect();
+        if !refused.is_empty() {
+            result.thirds += &format!("; 429s sent at (s): {}", refused.join(", "));
+        }
+    }
     result
+}
+
+/// SIGKILLs the fleet's Redis a third into the run and starts it again (empty, on the same
+/// port) two thirds in. The server calls block (the restart waits for the port), so they run
+/// on the blocking pool, off the runtime's workers that pace the clients.
+async fn kill_and_restart(redis: SharedRedis, start: Instant, run_time: Duration) {
+    let at = |third: u32| tokio::time::Instant::from_std(start + run_time * third / 3);
+    tokio::time::sleep_until(at(1)).await;
+    let server = Arc::clone(&redis);
+    tokio::task::spawn_blocking(move || server.lock().expect("redis lock").kill())
+        .await
+        .expect("kill redis");
+    tokio::time::sleep_until(at(2)).await;
+    tokio::task::spawn_blocking(move || redis.lock().expect("redis lock").restart())
+        .await
+        .expect("restart redis");
+}
+
+/// The accepted rate (as a ratio of the limit) before the outage, during it and after it.
+fn thirds_line(ok_sent: &[Instant], start: Instant, run_time: Duration, limit: f64) -> String {
+    let rate = |third: u32| {
+        let (from, to) = (
+            start + run_time * third / 3,
+            start + run_time * (third + 1) / 3,
+        );
+        let count = ok_sent.iter().filter(|&&at| at >= from && at < to).count();
+        count as f64 / (to - from).as_secs_f64() / limit
+    };
+    format!(
+        "Redis up: {:.3}; Redis down: {:.3}; Redis back: {:.3}",
+        rate(0),
+        rate(1),
+        rate(2)
+    )
 }
 
 /// The accepted rate (as a ratio of the limit) before the injected 429, in each 500 ms after
@@ -436,6 +524,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         inject_at: None,
         jitter: false,
         fleet: None,
+        redis_outage: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -456,6 +545,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
             }
             "--only" => options.only = Some(value()?),
             "--jitter" => options.jitter = true,
+            "--redis-outage" => options.redis_outage = true,
             "--fleet" => {
                 let clients: u32 = value()?
                     .parse()
@@ -474,6 +564,9 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if options.redis_outage && options.fleet.is_none() {
+        return Err("--redis-outage needs --fleet".to_owned());
     }
     if let Some(at) = options.inject_at {
         if at >= Duration::from_secs(options.seconds.into()) {

@@ -51,6 +51,15 @@ impl RedisClock {
         Duration::from_micros(u64::try_from(sooner).unwrap_or(0))
     }
 
+    /// The Redis instant of the local instant `local` (`None` before any reply): the inverse
+    /// of [`local`](Self::local), as late as Redis's clock may be there.
+    pub(crate) fn redis_at(&self, local: Instant) -> Option<u64> {
+        let anchor = self.anchor?;
+        let since = signed_micros(anchor.local, local);
+        let at = i128::from(anchor.redis_micros) + since;
+        Some(u64::try_from(at.max(0)).unwrap_or(u64::MAX))
+    }
+
     /// The local instant of the Redis instant `redis_micros` (`None` before any reply).
     pub(crate) fn local(&self, redis_micros: u64) -> Option<Instant> {
         let anchor = self.anchor?;
@@ -124,6 +133,17 @@ mod tests {
             proptest::prop_assert!(mapped >= truth, "{mapped:?} before {truth:?}");
             proptest::prop_assert!(mapped - truth < Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn redis_at_inverts_local() {
+        let start = Instant::now();
+        let mut clock = RedisClock::default();
+        assert_eq!(clock.redis_at(start), None);
+        clock.observe(5_000_000, start);
+        let later = start + Duration::from_micros(1_234);
+        assert_eq!(clock.redis_at(later), Some(5_001_234));
+        assert_eq!(clock.local(5_001_234), Some(later));
     }
 
     #[test]

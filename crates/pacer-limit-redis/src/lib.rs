@@ -29,9 +29,18 @@
 //!   count ([`SlotSource::cap_count`](pacer_limit::SlotSource::cap_count)), so a 429 without
 //!   `Retry-After` is put down to a cap that all the processes together spent. While Redis is
 //!   away, each process's local share takes its part of every cap too.
-//! - **Never unlimited.** When Redis is down or slow, a `tracing` warning says so and each
-//!   process falls back to a local limiter at its share of the quota ([`Fallback`]), until
-//!   Redis answers again.
+//! - **Never unlimited, and through an outage at full pace.** A call refused or slower than
+//!   [`SharedQuota::timeout`] marks Redis down for every key at once; a `tracing` warning says
+//!   so and each process paces locally at its share of the quota ([`Fallback`]): `1 / the
+//!   processes` Redis counted while it was up (each limiter sends a heartbeat every
+//!   [`retry_every`](SharedQuota::retry_every); `expected_processes` is only the first guess),
+//!   going on from its own pace, with no burst and no gap; the processes' local slots
+//!   interleave on Redis's clock by their rank in the membership, as the shared schedule's
+//!   did, rather than drift into step. Redis is tried again every
+//!   `retry_every`; the first process back pauses the key for `retry_every + timeout`, long
+//!   enough for the others to find Redis, each keeps its local pace until then, and the shared
+//!   schedule starts there, evenly spaced: no herd, and no burst from a restarted, empty Redis.
+//!   A server's pause that Redis lost in a restart, or never heard of, is written back.
 //! - **Cluster-compatible keys.** Keys are `{pacer:<prefix>:<key>}:…` (braces and `%` in names
 //!   percent-encoded): one hash tag per quota key, so a script's keys share a Redis Cluster
 //!   slot. The quota's parameters are part of the state key, so two configurations never read
@@ -42,7 +51,11 @@
 //! Limits worth knowing: a pause reaches the other processes at their next reservation, so each
 //! may still send the slots it already holds (at most a lease). One slow call puts only this
 //! process on its local share while the others keep sharing through Redis; together they then
-//! send up to `1 / expected_processes` of the quota more, until it answers again.
+//! send up to `1 / processes` of the quota more, until it answers again. A process that finds
+//! Redis again only after the shared schedule restarted (its probes failed for longer than
+//! `retry_every`) overlaps it with its local pace for that time. The membership is one sorted
+//! set per prefix: a process using only some keys of a prefix counts for all of them (their
+//! shares are smaller, never larger, than needed).
 //!
 //! ```no_run
 //! # mod pacer { pub mod limit { pub use ::pacer_limit::*; } pub mod redis { pub use ::pacer_limit_redis::*; } }

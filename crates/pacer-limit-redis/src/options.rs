@@ -13,11 +13,14 @@ const MAX_SETTING: Duration = Duration::from_secs(3600);
 #[non_exhaustive]
 pub enum Fallback {
     /// Pace locally at `1 / processes` of the quota (the limit divided, or, when the limit is
-    /// smaller than `processes`, the window stretched), so that `processes` processes together
-    /// stay within it. Before the first local send a process waits one window of the quota, so
-    /// that what the others sent through Redis has aged out.
+    /// smaller than `processes`, the window stretched), so that the processes together stay
+    /// within it. The number is the one Redis counted through the limiters' heartbeats while it
+    /// was up; `processes` is the guess until the first heartbeat's answer. An evenly spaced
+    /// quota's local share goes on from the process's own pace (no burst, no gap); a sliding
+    /// window's first local send waits one window, so that what the others sent through Redis
+    /// (possibly the whole window at its start) has aged out.
     Local {
-        /// How many processes share the quota.
+        /// How many processes share the quota, until Redis says.
         processes: NonZeroU32,
     },
     /// Send nothing until Redis answers again; waiters queue, bounded by
@@ -44,7 +47,7 @@ pub struct SharedQuota {
 
 impl SharedQuota {
     /// Shares through `store`, among about `expected_processes` processes: the size of each
-    /// one's share when Redis is away.
+    /// one's share when Redis is away, until Redis has counted the processes that share it.
     pub fn new(store: RedisStore, expected_processes: u32) -> Self {
         Self {
             store,
@@ -85,7 +88,10 @@ impl SharedQuota {
         self
     }
 
-    /// How often to try Redis again while it is down (default one second; at most an hour).
+    /// How often to try Redis again while it is down, and to tell it this limiter is alive
+    /// while it is up (default one second; at most an hour). Back after an outage, the key
+    /// pauses `retry_every + timeout` (plus a window for a sliding window), while every process
+    /// keeps its local pace: long enough for the others to find Redis again.
     pub fn retry_every(mut self, every: Duration) -> Self {
         self.retry_every = every.min(MAX_SETTING);
         self

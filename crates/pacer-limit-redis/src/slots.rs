@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::health::{later, Core, Mode};
 use crate::store::{Reservation, Token};
-use crate::Fallback;
 
 /// A slot reserved in Redis, at its instant on Redis's clock (mapped to the local clock when
 /// used, through the process's best estimate of the two clocks' offset).
@@ -35,8 +34,9 @@ pub(crate) struct RefillRequest {
     pub(crate) slots: u32,
     /// Book no slot later than this from now: the waiters still without a slot are all bulk.
     pub(crate) horizon: Option<Duration>,
-    /// Pause the key in Redis first for this long (see `KeySlots::recovery_pause`).
-    pub(crate) pause_first: Option<Duration>,
+    /// Back from the local share: rejoin the shared schedule first, which the first process
+    /// back pauses for this long (see `KeySlots::recovery_pause`).
+    pub(crate) rejoin_after: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
     pub(crate) requested_at: Instant,
 }
@@ -45,7 +45,75 @@ pub(crate) struct RefillRequest {
 #[derive(Debug)]
 struct LocalShare {
     slots: LocalSlots,
+    /// The fleet's common grid of local slots, when this process knows its place in it.
+    grid: Option<Grid>,
     not_before: Instant,
+    /// Back in Redis: the local share goes on until the shared schedule starts again here,
+    /// so that the processes still away keep their pace and those back keep theirs.
+    until: Option<Instant>,
+}
+
+/// A process's slots on its local share when the fleet interleaves them: instants `origin + k
+/// x period`, where every process's origin lies on Redis's clock at its rank's offset in the
+/// period (see `Core::local_grid`). Independent local shares at `1 / n` each would drift into
+/// step and send together; on the grid they keep the shared schedule's even spacing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub(crate) origin: Instant,
+    pub(crate) period: Duration,
+    /// How late after its instant a slot may still be used, as a leased slot's grace: a slot
+    /// used later would crowd the next process's.
+    grace: Duration,
+    /// The index of the next slot allowed (a send at or after slot `k` allows `k + 1` next).
+    next: u64,
+}
+
+impl Grid {
+    pub(crate) fn new(origin: Instant, period: Duration, grace: Duration) -> Self {
+        Self {
+            origin,
+            period: period.max(Duration::from_micros(1)),
+            grace,
+            next: 0,
+        }
+    }
+
+    /// Skips the slots whose grace is over at `now`: the next one usable is then the first
+    /// one at or after `now`.
+    fn skip_missed(&mut self, now: Instant) {
+        if later(self.at(0), self.grace) < now {
+            self.start_at(now);
+        }
+    }
+
+    fn at(&self, n: u64) -> Instant {
+        self.at_index(self.next.saturating_add(n))
+    }
+
+    /// The index of the latest slot at or before `at` (0 before the origin).
+    fn index(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin);
+        u64::try_from(since.as_nanos() / self.period.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Makes the next slot the first one at or after `at`.
+    fn start_at(&mut self, at: Instant) {
+        let index = self.index(at);
+        self.next = if self.at_index(index) < at {
+            index.saturating_add(1)
+        } else {
+            index
+        };
+    }
+
+    fn at_index(&self, index: u64) -> Instant {
+        // In nanoseconds, saturating: a microsecond period over a long outage outgrows `u32`.
+        let nanos = self.period.as_nanos().saturating_mul(u128::from(index));
+        later(
+            self.origin,
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)),
+        )
+    }
 }
 
 /// One key's slots from a quota shared through Redis: the [`SlotSource`] in the limiter's
@@ -55,6 +123,90 @@ struct LocalShare {
 pub(crate) struct RemoteSlots {
     state: Arc<Mutex<KeySlots>>,
     waker: HeadWaker,
+}
+
+impl LocalShare {
+    /// The local share at the switch, at `1 / processes` of `quota`. An evenly spaced quota
+    /// goes on at this process's pace: the first local send one share interval after its last
+    /// leased one (`last_shared_send`), then evenly spaced, with no burst allowance and no gap.
+    /// A sliding window's shared schedule may have sent a whole window at its start, which a
+    /// local share cannot see: its first local send waits one window, so that what the others
+    /// sent through Redis has aged out.
+    ///
+    /// With a `grid` (an evenly spaced quota whose share's interval is the grid's period), the
+    /// local slots are the grid's, from the first one at or after that first local send: a
+    /// send late by less than the grace does not push the next one later (no drift into step
+    /// with the others); a slot missed by more is skipped (no catch-up).
+    fn start(
+        quota: &Quota,
+        processes: NonZeroU32,
+        last_shared_send: Option<Instant>,
+        now: Instant,
+        grid: Option<Grid>,
+    ) -> Self {
+        let share = local_share(quota, processes);
+        let mut slots = LocalSlots::new(&share, now);
+        let mut grid = grid.filter(|_| matches!(quota.model(), Model::Gcra { .. }));
+        let not_before = match quota.model() {
+            Model::Gcra { .. } => {
+                let next =
+                    last_shared_send.map_or(now, |sent| later(sent, share.emission_interval()));
+                // As if the share had been spent evenly up to its next slot: no burst.
+                slots.on_pause(next.max(now));
+                if let Some(grid) = grid.as_mut() {
+                    grid.start_at(next.max(now));
+                }
+                now
+            }
+            _ => later(now, quota.effective_window()),
+        };
+        Self {
+            slots,
+            grid,
+            not_before,
+            until: None,
+        }
+    }
+
+    /// The earliest instant of the `n`-th next local send (0-based).
+    fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
+        let at = match &self.grid {
+            Some(grid) => grid.at(u64::try_from(n).unwrap_or(u64::MAX)).max(now),
+            None => self.slots.nth_earliest(now, n),
+        };
+        at.max(self.not_before)
+    }
+
+    /// Takes a local slot at `now` if one is free, never at or after `until`.
+    fn admit(&mut self, now: Instant) -> Admission {
+        if let Some(grid) = self.grid.as_mut() {
+            grid.skip_missed(now);
+        }
+        let at = self.nth_earliest(now, 0);
+        if let Some(until) = self.until.filter(|&until| at >= until) {
+            // The shared schedule takes over there.
+            return Admission::NotBefore(until.max(now));
+        }
+        if at > now {
+            return Admission::NotBefore(at);
+        }
+        match self.grid.as_mut() {
+            Some(grid) => grid.next = grid.next.saturating_add(1),
+            None => {
+                self.slots
+                    .admit(now, Demand::new(pacer_limit::Priority::Normal, 1));
+            }
+        }
+        Admission::Granted
+    }
+
+    fn is_idle(&self, now: Instant) -> bool {
+        self.not_before <= now
+            && match &self.grid {
+                Some(grid) => grid.at(0) <= now,
+                None => self.slots.is_idle(now),
+            }
+    }
 }
 
 impl RemoteSlots {
@@ -98,8 +250,10 @@ impl SlotSource for RemoteSlots {
     }
 
     fn share_pause(&self, now: Instant, until: Instant) {
-        self.state()
-            .share_pause(until.saturating_duration_since(now));
+        let state = self.state();
+        // Kept, to write back should Redis lose it or not hear of it.
+        state.core.remember_pause(&state.name, state.quota, until);
+        state.share_pause(until.saturating_duration_since(now));
     }
 
     fn share_spacing(&self, _now: Instant, extra: f64, half_life: Duration) {
@@ -138,8 +292,11 @@ pub(crate) struct KeySlots {
     refill_deadline: Option<Instant>,
     requested: Option<RefillRequest>,
     local: Option<LocalShare>,
-    /// The last send on the local share: Redis must hear of it on return (see `request`).
+    /// The last send on the local share before rejoining: Redis must hear of it on return
+    /// (see `request_more`).
     last_local_send: Option<Instant>,
+    /// The last send on a leased slot: the local share continues this process's spacing.
+    last_shared_send: Option<Instant>,
     /// How many waiters wanted a slot, per lane, when the limiter last asked (or one left): a
     /// delivery asks again at once for those still without one, without waiting for the
     /// head's turn.
@@ -166,6 +323,7 @@ impl KeySlots {
             requested: None,
             local: None,
             last_local_send: None,
+            last_shared_send: None,
             demand: Demand::default(),
             bulk_not_before: None,
             paused_until: None,
@@ -178,46 +336,64 @@ impl KeySlots {
     }
 
     /// Admits one send at `now` from a leased slot, or from the local share while Redis is
-    /// away. `demand` is how many waiters want a slot in each lane (the head among them);
-    /// slots are requested for those that have none.
+    /// away (and, back in Redis, until the shared schedule starts again). `demand` is how many
+    /// waiters want a slot in each lane (the head among them); slots are requested for those
+    /// that have none.
     fn admit(&mut self, now: Instant, demand: Demand) -> Admission {
         self.demand = demand;
         self.expire(now);
+        self.end_local_share(now);
         // One reading of the mode for the whole decision: Redis may be marked down meanwhile.
         let mode = self.core.mode();
-        if let Some(lease) = self.leases.front() {
-            let at = self.at(lease);
-            if at > now {
-                self.request_more(mode, now, demand);
-                return Admission::NotBefore(at);
-            }
+        let lease_at = self.leases.front().map(|lease| self.at(lease));
+        let processes = self.core.processes();
+        let local = match (mode, processes) {
+            (Mode::Fallback { .. }, Some(processes)) => Some(processes),
+            (_, Some(processes)) if self.local.is_some() => Some(processes),
+            _ => None,
+        };
+        // While Redis is away, the local share paces every send, leased or not: the slots
+        // leased ahead lie on the fleet's schedule (a lease at the fleet's rate), and sending
+        // them at their times while the processes that hold none go local would be a burst.
+        let away = matches!(mode, Mode::Fallback { .. }) && local.is_some();
+        if !away && lease_at.is_some_and(|at| at <= now) {
             self.leases.pop_front();
+            self.last_shared_send = Some(now);
             // The head has its slot: the others may need theirs.
             self.request_more(mode, now, demand.less_one());
             return Admission::Granted;
         }
-        match (mode, self.core.options.fallback) {
-            (Mode::Fallback { .. }, Fallback::Local { processes }) => {
-                let admission = self.admit_locally(now, processes);
-                // After the local grant, so that the recovery pause covers it; at least one
-                // slot, so that Redis is tried again while traffic flows.
-                let waiting = if admission == Admission::Granted && demand.total() > 1 {
-                    demand.less_one()
-                } else {
-                    demand
-                };
-                self.request_more(mode, now, waiting);
-                admission
+        if let Some(processes) = local {
+            let admission = self.admit_locally(now, processes);
+            if away && admission == Admission::Granted && lease_at.is_some_and(|at| at <= now) {
+                // That send took the place of the slot leased for it.
+                self.leases.pop_front();
             }
-            (Mode::Fallback { retry_at }, _) => {
-                self.request_more(mode, now, demand);
-                match self.refill_deadline {
-                    Some(deadline) if self.refilling => Admission::Pending(deadline),
-                    _ => Admission::NotBefore(retry_at),
+            // After the local grant, so that the recovery pause covers it; at least one
+            // slot, so that Redis is tried again while traffic flows.
+            let waiting = if admission == Admission::Granted && demand.total() > 1 {
+                demand.less_one()
+            } else {
+                demand
+            };
+            self.request_more(mode, now, waiting);
+            return match (admission, lease_at) {
+                (Admission::NotBefore(at), Some(lease)) if !away => {
+                    Admission::NotBefore(at.min(lease))
                 }
-            }
-            (Mode::Shared, _) => {
-                self.request_more(mode, now, demand);
+                (admission, _) => admission,
+            };
+        }
+        self.request_more(mode, now, demand);
+        if let Some(at) = lease_at {
+            return Admission::NotBefore(at);
+        }
+        match mode {
+            Mode::Fallback { retry_at } => match self.refill_deadline {
+                Some(deadline) if self.refilling => Admission::Pending(deadline),
+                _ => Admission::NotBefore(retry_at),
+            },
+            Mode::Shared => {
                 if !self.refilling {
                     if let Some(at) = self.bulk_not_before.filter(|at| *at > now) {
                         // Bulk waiters only: their next slot is booked just in time.
@@ -233,21 +409,46 @@ impl KeySlots {
     /// A slot from this process's share of the quota (a rate learned at run time still paces
     /// it too: the limiter applies it before asking here).
     fn admit_locally(&mut self, now: Instant, processes: NonZeroU32) -> Admission {
-        let (quota, window) = (self.quota, self.quota.effective_window());
-        let local = self.local.get_or_insert_with(|| LocalShare {
-            slots: LocalSlots::new(&local_share(&quota, processes), now),
-            not_before: later(now, window),
+        let local = self.local.get_or_insert_with(|| {
+            tracing::debug!(key = %self.name, processes, "pacing on the local share");
+            let share = local_share(&self.quota, processes);
+            let grace = self.core.options.grace_for(&self.quota);
+            let grid = self
+                .core
+                .local_grid(now, share.emission_interval(), processes, grace);
+            LocalShare::start(&self.quota, processes, self.last_shared_send, now, grid)
         });
-        let at = local.slots.nth_earliest(now, 0).max(local.not_before);
-        if at > now {
-            return Admission::NotBefore(at);
+        let admission = local.admit(now);
+        if admission == Admission::Granted {
+            if local.until.is_none() {
+                // A send after rejoining is covered by the rejoin pause; one before is not yet.
+                self.last_local_send = Some(now);
+            }
+            self.core.count_fallback_grant();
         }
-        local
-            .slots
-            .admit(now, Demand::new(pacer_limit::Priority::Normal, 1));
-        self.last_local_send = Some(now);
-        self.core.count_fallback_grant();
-        Admission::Granted
+        admission
+    }
+
+    /// Whether the key rejoined the shared schedule and its local share still runs: it holds
+    /// the slots its rejoin reserved and asks for more once the shared schedule starts. Waiters
+    /// served locally meanwhile must not turn slots over: each slot reserved and given back
+    /// is lost to the fleet once another reservation follows it.
+    fn rejoining(&self) -> bool {
+        self.local
+            .as_ref()
+            .is_some_and(|local| local.until.is_some())
+    }
+
+    /// Ends a local share whose time is over: the shared schedule has started again.
+    fn end_local_share(&mut self, now: Instant) {
+        if self
+            .local
+            .as_ref()
+            .and_then(|local| local.until)
+            .is_some_and(|until| until <= now)
+        {
+            self.local = None;
+        }
     }
 
     /// Asks for slots for `demand` waiters, less those leased: while Redis is up, or, while it
@@ -263,7 +464,7 @@ impl KeySlots {
             self.refilling = false;
         }
         let waiting = demand.total();
-        if self.refilling || self.leases.len() >= waiting {
+        if self.refilling || self.leases.len() >= waiting || self.rejoining() {
             return;
         }
         let bulk_only = demand.urgent() <= self.leases.len();
@@ -278,7 +479,7 @@ impl KeySlots {
         // a slot, and then just in time.
         let lacking = if bulk_only { waiting } else { demand.urgent() };
         let wanted = (lacking - self.leases.len()).min(options.lease as usize);
-        let pause_first = self.last_local_send.map(|_| self.recovery_pause());
+        let rejoin_after = self.last_local_send.map(|_| self.recovery_pause());
         self.refilling = true;
         // The lease task answers within the timeout; twice that and a little is a lost task.
         let lost_after = options
@@ -292,7 +493,7 @@ impl KeySlots {
             quota: self.quota,
             slots: u32::try_from(wanted).unwrap_or(u32::MAX),
             horizon: bulk_only.then(|| self.bulk_horizon()),
-            pause_first,
+            rejoin_after,
             requested_at: now,
         });
     }
@@ -307,8 +508,15 @@ impl KeySlots {
         self.refilling = false;
     }
 
-    /// A lease asked for at `requested_at` arrived, or did not (`None`).
-    pub(crate) fn deliver(&mut self, reservation: Option<Reservation>, requested_at: Instant) {
+    /// A lease asked for at `requested_at` arrived, or did not (`None`). `shared_from` is
+    /// set when the request rejoined the shared schedule after an outage: the local share goes
+    /// on until then.
+    pub(crate) fn deliver(
+        &mut self,
+        reservation: Option<Reservation>,
+        requested_at: Instant,
+        shared_from: Option<Instant>,
+    ) {
         self.refilling = false;
         let Some(reservation) = reservation else {
             return;
@@ -316,13 +524,29 @@ impl KeySlots {
         // Every process's slots, as of this reservation: fresh enough to judge a refusal of
         // the slots that follow it.
         self.cap_counts.clone_from(&reservation.caps);
-        if self.last_local_send.is_some_and(|sent| sent > requested_at) {
-            // The local share sent after the request's pause was decided: these slots could
-            // crowd that send. Give them back; the next request carries a pause that covers it.
-            crate::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
-            return;
+        match (shared_from, self.local.as_mut()) {
+            (Some(until), Some(local)) => {
+                local.until = Some(local.until.map_or(until, |old| old.min(until)));
+            }
+            (Some(_), None) => {}
+            (None, _) if self.last_local_send.is_some_and(|sent| sent > requested_at) => {
+                // The local share sent after this request, which did not rejoin, was decided:
+                // these slots could crowd that send. Give them back; the next request rejoins.
+                crate::refill::give_back(&self.core, &self.name, self.quota, reservation.tokens);
+                return;
+            }
+            (None, _) => {
+                // A local share not yet rejoined (no send on it) ends with these slots; one
+                // rejoined runs to its end.
+                if self
+                    .local
+                    .as_ref()
+                    .is_some_and(|local| local.until.is_none())
+                {
+                    self.local = None;
+                }
+            }
         }
-        self.local = None;
         self.last_local_send = None;
         let now = reservation.redis_now_micros;
         // Cut short by the horizon: bulk slots can be had again once the next one is within it.
@@ -370,7 +594,7 @@ impl KeySlots {
     fn release_surplus(&mut self, demand: Demand) {
         self.demand = demand;
         let demand = demand.total();
-        if self.leases.len() > demand {
+        if self.leases.len() > demand && !self.rejoining() {
             let surplus: Vec<Lease> = self.leases.drain(demand..).collect();
             self.give_back(&surplus);
         }
@@ -415,10 +639,15 @@ impl KeySlots {
     /// window for one more window; Redis knows none of it.
     fn recovery_pause(&self) -> Duration {
         let options = &self.core.options;
-        options
-            .retry_every
-            .saturating_add(options.timeout)
-            .saturating_add(self.quota.effective_window())
+        let pause = options.retry_every.saturating_add(options.timeout);
+        match self.quota.model() {
+            // Every process keeps its even pace on its local share until the shared schedule
+            // starts: nothing to age out.
+            Model::Gcra { .. } => pause,
+            // A sliding window's local shares end a window before it (see
+            // `refill::local_share_until`).
+            _ => pause.saturating_add(self.quota.effective_window()),
+        }
     }
 
     /// Writes a pause to Redis, so that every process on the key pauses.
@@ -429,9 +658,12 @@ impl KeySlots {
     /// The earliest instant the `n`-th next send (0-based) could go out: exact for leased
     /// slots, an estimate at the quota's steady rate beyond them.
     fn nth_earliest(&self, now: Instant, n: usize) -> Instant {
-        if let (Mode::Fallback { .. }, Some(local)) = (self.core.mode(), &self.local) {
-            if self.leases.is_empty() {
-                return local.slots.nth_earliest(now, n).max(local.not_before);
+        if let Some(local) = &self.local {
+            let on_local = local.nth_earliest(now, n);
+            // Before the shared schedule starts (rejoined), or with no slot leased (away).
+            let before_shared = local.until.is_none_or(|until| on_local < until);
+            if before_shared && (self.leases.is_empty() || local.until.is_some()) {
+                return on_local;
             }
         }
         if let Some(lease) = self.leases.get(n) {
@@ -452,10 +684,7 @@ impl KeySlots {
                 .leases
                 .back()
                 .is_none_or(|l| later(self.at(l), grace) < now)
-            && self
-                .local
-                .as_ref()
-                .is_none_or(|l| l.not_before <= now && l.slots.is_idle(now))
+            && self.local.as_ref().is_none_or(|l| l.is_idle(now))
             && self
                 .last_local_send
                 .is_none_or(|sent| later(sent, self.recovery_pause()) <= now)
@@ -494,6 +723,114 @@ fn primary_share(quota: &Quota, processes: NonZeroU32) -> Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every grant of `local` from `now` on, taken as soon as it is free, up to `count`.
+    fn grants(local: &mut LocalShare, mut now: Instant, count: usize) -> Vec<Instant> {
+        let mut granted = Vec::new();
+        // Bounded: each round either grants or moves `now` forward to a later instant.
+        for _ in 0..count * 4 {
+            match local.admit(now) {
+                Admission::Granted => granted.push(now),
+                // Nothing more from this share (it ended).
+                Admission::NotBefore(at) | Admission::Pending(at) if at <= now => break,
+                Admission::NotBefore(at) | Admission::Pending(at) => now = at,
+                other => panic!("unexpected {other:?}"),
+            }
+            if granted.len() == count {
+                break;
+            }
+        }
+        granted
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_local_share_goes_on_at_the_process_pace_without_burst_or_gap() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        // The process's last leased slot went out 5 ms ago; its share is one per 40 ms.
+        let last = now - Duration::from_millis(5);
+        let quota = Quota::per_second(100);
+        let interval = local_share(&quota, four).emission_interval();
+        let mut local = LocalShare::start(&quota, four, Some(last), now, None);
+        let sent = grants(&mut local, now, 60);
+        assert_eq!(sent.len(), 60);
+        // No burst at the switch: the first local send one interval after the last shared
+        // one, not at once; and no gap either (the old share waited a whole window).
+        assert_eq!(sent[0], last + interval);
+        for pair in sent.windows(2) {
+            assert_eq!(pair[1] - pair[0], interval, "{sent:?}");
+        }
+        let mut with_last = vec![last];
+        with_last.extend(&sent);
+        assert!(pacer_testkit::max_in_any_window(&with_last, Duration::from_secs(1)) <= 25);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_that_sent_nothing_lately_starts_at_once_and_evenly() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let quota = Quota::per_second(100).gcra(20);
+        let mut local = LocalShare::start(&quota, four, None, now, None);
+        let sent = grants(&mut local, now, 5);
+        // However large the quota's burst, the share's first second is not spent at once.
+        assert_eq!(sent[0], now);
+        assert!(sent[1] - sent[0] >= local_share(&quota, four).emission_interval());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejoined_local_share_ends_where_the_shared_schedule_starts() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let mut local = LocalShare::start(&Quota::per_second(100), four, None, now, None);
+        let shared_from = now + Duration::from_millis(200);
+        local.until = Some(shared_from);
+        let sent = grants(&mut local, now, 10);
+        assert_eq!(sent.len(), 5, "{sent:?}");
+        assert!(sent.iter().all(|&at| at < shared_from));
+        assert_eq!(
+            local.admit(shared_from - Duration::from_millis(1)),
+            Admission::NotBefore(shared_from)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_the_fleet_grid_a_late_send_neither_drifts_nor_catches_up() {
+        let four = NonZeroU32::new(4).unwrap();
+        let now = Instant::now();
+        let quota = Quota::per_second(100);
+        let period = local_share(&quota, four).emission_interval();
+        // This process's slots lie 3 ms after now, then every period.
+        let origin = now + Duration::from_millis(3);
+        let grid = Grid::new(origin, period, Duration::from_millis(8));
+        let last = now - Duration::from_millis(30);
+        let mut local = LocalShare::start(&quota, four, Some(last), now, Some(grid));
+        // The first slot on the grid at or after one period after the last leased send.
+        let first = origin + period;
+        assert_eq!(local.admit(now), Admission::NotBefore(first));
+        assert_eq!(local.admit(first), Admission::Granted);
+        // Woken 7 ms late for the next slot: sent then, and the one after stays on the grid.
+        let late = first + period + Duration::from_millis(7);
+        assert_eq!(local.admit(late), Admission::Granted);
+        assert_eq!(local.admit(late), Admission::NotBefore(first + period * 2));
+        // Asleep for three periods: the slots missed by more than the grace are gone, not
+        // sent at once; the next is the grid's.
+        let asleep = first + period * 5 + Duration::from_millis(9);
+        assert_eq!(
+            local.admit(asleep),
+            Admission::NotBefore(first + period * 6)
+        );
+        assert_eq!(local.admit(first + period * 6), Admission::Granted);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sliding_window_share_waits_out_the_window_the_others_may_have_spent() {
+        let two = NonZeroU32::new(2).unwrap();
+        let now = Instant::now();
+        let quota = Quota::new(40, Duration::from_millis(200)).sliding_window();
+        let mut local = LocalShare::start(&quota, two, Some(now), now, None);
+        let sent = grants(&mut local, now, 1);
+        assert!(sent[0] >= now + quota.effective_window(), "{sent:?}");
+    }
 
     #[test]
     fn a_local_share_never_exceeds_its_part_of_the_quota() {

@@ -57,6 +57,19 @@ pub struct RedisStore {
     release_caps: Script,
     pause: Script,
     spacing: Script,
+    members: Script,
+    rejoin: Script,
+}
+
+/// Where a process coming back from its local share stands (see `rejoin.lua`), on Redis's clock
+/// in microseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rejoin {
+    pub(crate) redis_now_micros: u64,
+    /// The quota's pause in force (0: none).
+    pub(crate) paused_until: u64,
+    /// When the shared schedule starts again after the outage (0: no rejoin on record).
+    pub(crate) shared_from: u64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -108,6 +121,8 @@ impl RedisStore {
             release_caps: Script::new(include_str!("release_caps.lua")),
             pause: Script::new(include_str!("pause.lua")),
             spacing: Script::new(include_str!("spacing.lua")),
+            members: Script::new(include_str!("members.lua")),
+            rejoin: Script::new(include_str!("rejoin.lua")),
         })
     }
 
@@ -343,6 +358,63 @@ impl RedisStore {
             .invoke_async(&mut connection)
             .await?;
         Ok(margin.max(0) as f64 / 1e6)
+    }
+
+    /// Counts `member` alive in this prefix for `life`, and returns how many members are
+    /// alive (the processes sharing the prefix's quotas) and this one's rank among them.
+    pub(crate) async fn heartbeat(
+        &self,
+        member: &str,
+        life: Duration,
+    ) -> Result<(u32, u32), RedisError> {
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = self
+            .members
+            .key(format!("{{pacer:{}}}:members", escape(&self.prefix)))
+            .arg(member)
+            .arg(micros(life).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+        match reply[..] {
+            [alive, rank] => Ok((count(alive).max(1), count(rank))),
+            _ => Err(RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply to the membership script",
+            ))),
+        }
+    }
+
+    /// Rejoins `key`'s shared schedule after an outage (see `rejoin.lua`): the first process
+    /// back pauses it for `rejoin_after`.
+    pub(crate) async fn rejoin(
+        &self,
+        key: &str,
+        quota: &Quota,
+        rejoin_after: Duration,
+    ) -> Result<Rejoin, RedisError> {
+        let keep = quota.effective_window().max(Duration::from_secs(1));
+        let tag = self.tag(key);
+        let mut connection = self.connection.clone();
+        let reply: Vec<i64> = self
+            .rejoin
+            .key(format!("{tag}:pause"))
+            .key(format!("{tag}:rejoin"))
+            .arg(micros(rejoin_after))
+            .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
+            .invoke_async(&mut connection)
+            .await?;
+        match reply[..] {
+            [now, paused_until, shared_from] => Ok(Rejoin {
+                redis_now_micros: now.max(0).unsigned_abs(),
+                paused_until: paused_until.max(0).unsigned_abs(),
+                shared_from: shared_from.max(0).unsigned_abs(),
+            }),
+            _ => Err(RedisError::from((
+                redis::ErrorKind::TypeError,
+                "unexpected reply to the rejoin script",
+            ))),
+        }
     }
 
     async fn pause_with_keep(
