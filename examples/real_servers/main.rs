@@ -36,6 +36,10 @@
 //! the clients that can share one (the Customer.io client, the README stack, the rate limit
 //! alone).
 //!
+//! `--processes` (with `--fleet`) runs each client of the fleet in an OS process of its own
+//! (the benchmark runs itself again as a member, `member.rs`), all starting at one wall-clock
+//! instant: their own runtimes, timers and CPU scheduling, as pods have.
+//!
 //! `--redis-outage` (with `--fleet`) SIGKILLs the fleet's `redis-server` a third into each run
 //! and starts it again, empty, on the same port two thirds in, and prints the accepted rate of
 //! each third under the table: the fleet rides through on its local fallback.
@@ -68,6 +72,7 @@
 mod bench_args;
 mod clients;
 mod jitter;
+mod member;
 mod rust_servers;
 mod servers;
 
@@ -94,11 +99,26 @@ struct Options {
     fleet: Option<u32>,
     /// Kill the fleet's Redis a third into each run and restart it two thirds in.
     redis_outage: bool,
+    /// Each client of the fleet in an OS process of its own.
+    processes: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match parse_options(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|flag| flag == "--member") {
+        return match member::Member::parse(&args[1..]) {
+            Ok(member) => {
+                member.run().await;
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("real_servers --member: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let options = match parse_options(args.into_iter()) {
         Ok(options) => options,
         Err(message) => {
             eprintln!("real_servers: {message}");
@@ -106,7 +126,7 @@ async fn main() -> ExitCode {
                 "usage: real_servers [--seconds N] [--tasks 1,10,50] \
                  [--server nginx0|nginx5|nginx99|haproxy|fixed|github|github-ms|all] \
                  [--only <client name part>] [--inject-429-at SECS] [--jitter] [--fleet N] \
-                 [--redis-outage]"
+                 [--processes] [--redis-outage]"
             );
             return ExitCode::from(2);
         }
@@ -196,7 +216,10 @@ async fn print_table(
             ""
         },
         match &fleet {
-            Some((clients, _)) => format!("; {clients} clients per run sharing the quota through Redis, each with the tasks given"),
+            Some((clients, _)) => format!(
+                "; {clients} clients{} per run sharing the quota through Redis, each with the tasks given",
+                if options.processes { " (each an OS process)" } else { "" }
+            ),
             None => String::new(),
         },
     );
@@ -227,6 +250,7 @@ async fn print_table(
                     inject_at,
                     fleet: fleet.as_ref(),
                     outage: outage.as_ref(),
+                    processes: options.processes,
                 })
                 .await;
                 println!(
@@ -303,6 +327,8 @@ struct RunSpec<'a> {
     fleet: Option<&'a (u32, String)>,
     /// The fleet's Redis, to kill a third into the run and restart two thirds in.
     outage: Option<&'a SharedRedis>,
+    /// Each client of the fleet in an OS process of its own (`member.rs`).
+    processes: bool,
 }
 
 /// The fleet's `redis-server`, which a run with an outage kills and restarts.
@@ -321,8 +347,23 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         inject_at,
         fleet,
         outage,
+        processes,
     } = spec;
     let run_time = Duration::from_secs(seconds.into());
+    if let (true, Some((clients, redis_url))) = (processes, fleet) {
+        let member = member::Member {
+            contender,
+            base_url: base_url.to_owned(),
+            redis_url: redis_url.clone(),
+            run_number,
+            clients: *clients,
+            tasks,
+            seconds,
+            // Time for the members to start and reach Redis before the common start.
+            start_micros: member::wall_micros(Duration::from_millis(1500)),
+        };
+        return run_in_processes(member, limit, outage).await;
+    }
     let tally = Arc::new(Tally::default());
     // Each client of a fleet is a process of its own as far as pacing goes: its own limiter,
     // its own Redis connection, its own hyper pool, sharing only the quota in Redis.
@@ -330,7 +371,7 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
     for _ in 0..fleet.map_or(1, |(clients, _)| *clients) {
         let shared = match fleet {
             Some((clients, url)) => Some(
-                clients::shared_quota(url, &format!("run-{run_number}"), *clients)
+                clients::shared_quota(url, &member::run_namespace(run_number), *clients)
                     .await
                     .expect("the benchmark's redis-server answers"),
             ),
@@ -361,22 +402,12 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
             ))
         })
         .collect();
-    let mut result = RunResult {
-        ok_per_second: 0.0,
-        refused: tally.refused(),
-        errors: 0,
-        gave_up: 0,
-        first_error: None,
-        injection: String::new(),
-        thirds: String::new(),
-    };
+    let mut sent = Sent::default();
     for sender in senders {
-        let sent = sender.await.expect("sender task");
-        result.errors += sent.errors;
-        result.gave_up += sent.gave_up;
-        if result.first_error.is_none() {
-            result.first_error = sent.first_error;
-        }
+        let task = sender.await.expect("sender task");
+        sent.errors += task.errors;
+        sent.gave_up += task.gave_up;
+        sent.first_error = sent.first_error.or(task.first_error);
     }
     drop(clients);
     let outage = match outage {
@@ -386,17 +417,103 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         }
         None => false,
     };
-    let ok_sent = tally.ok_sent();
-    let in_window = ok_sent.iter().filter(|&&at| at < deadline).count();
-    result.ok_per_second = in_window as f64 / run_time.as_secs_f64();
-    result.refused = tally.refused();
-    if inject_at.is_some() {
-        result.injection = injection_line(&ok_sent, start, tally.injected(), deadline, limit);
+    let seen = Seen {
+        ok_sent: tally.ok_sent(),
+        refused_sent: tally.refused_sent(),
+        refused: tally.refused(),
+        injected: inject_at.map(|_| tally.injected()),
+    };
+    summarize(seen, sent, start, run_time, limit, outage)
+}
+
+/// A fleet whose clients are OS processes of their own: `member` once per client, started
+/// together; their reports added up.
+async fn run_in_processes(
+    member: member::Member,
+    limit: f64,
+    outage: Option<&SharedRedis>,
+) -> RunResult {
+    let run_time = Duration::from_secs(member.seconds.into());
+    let start = member::instant_of(member.start_micros);
+    let children: Vec<_> = (0..member.clients).map(|_| member.spawn()).collect();
+    let outage =
+        outage.map(|redis| tokio::spawn(kill_and_restart(Arc::clone(redis), start, run_time)));
+    // A member that outlives its run by far is killed: the benchmark never hangs on one.
+    let bound =
+        start.saturating_duration_since(Instant::now()) + run_time + Duration::from_secs(30);
+    let outputs = tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|child| member::output_within(child, bound))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the members' outputs");
+    let mut report = member::Report::default();
+    for output in outputs {
+        report.add(&output, start);
+    }
+    let outage = match outage {
+        Some(task) => {
+            task.await.expect("the outage task");
+            true
+        }
+        None => false,
+    };
+    let sent = Sent {
+        errors: report.errors,
+        gave_up: report.gave_up,
+        first_error: report.first_error,
+    };
+    let seen = Seen {
+        refused: report.refused_sent.len() as u64,
+        ok_sent: report.ok_sent,
+        refused_sent: report.refused_sent,
+        injected: None,
+    };
+    summarize(seen, sent, start, run_time, limit, outage)
+}
+
+/// What the transports of a run saw.
+#[derive(Debug)]
+struct Seen {
+    /// When each request answered 200 was sent, sorted.
+    ok_sent: Vec<Instant>,
+    /// When each request answered 429 was sent, sorted.
+    refused_sent: Vec<Instant>,
+    /// How many 429s.
+    refused: u64,
+    /// With an injection: when the synthetic 429 was answered, if it was.
+    injected: Option<Option<Instant>>,
+}
+
+/// The row and notes of one run from what its transports saw and its callers got.
+fn summarize(
+    seen: Seen,
+    sent: Sent,
+    start: Instant,
+    run_time: Duration,
+    limit: f64,
+    outage: bool,
+) -> RunResult {
+    let deadline = start + run_time;
+    let in_window = seen.ok_sent.iter().filter(|&&at| at < deadline).count();
+    let mut result = RunResult {
+        ok_per_second: in_window as f64 / run_time.as_secs_f64(),
+        refused: seen.refused,
+        errors: sent.errors,
+        gave_up: sent.gave_up,
+        first_error: sent.first_error,
+        injection: String::new(),
+        thirds: String::new(),
+    };
+    if let Some(injected) = seen.injected {
+        result.injection = injection_line(&seen.ok_sent, start, injected, deadline, limit);
     }
     if outage {
-        result.thirds = thirds_line(&ok_sent, start, run_time, limit);
-        let refused: Vec<String> = tally
-            .refused_sent()
+        result.thirds = thirds_line(&seen.ok_sent, start, run_time, limit);
+        let refused: Vec<String> = seen
+            .refused_sent
             .iter()
             .map(|at| format!("{:.3}", at.duration_since(start).as_secs_f64()))
             .collect();
@@ -496,7 +613,7 @@ struct Sent {
 
 /// Sends requests one after the other until `deadline`; a request still waiting for its turn
 /// (or its answer) at the deadline is dropped.
-async fn send_until(client: Paced, task: usize, deadline: tokio::time::Instant) -> Sent {
+pub(crate) async fn send_until(client: Paced, task: usize, deadline: tokio::time::Instant) -> Sent {
     let mut sent = Sent::default();
     for n in 0.. {
         let outcome = tokio::select! {
@@ -525,6 +642,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
         jitter: false,
         fleet: None,
         redis_outage: false,
+        processes: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -546,6 +664,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
             "--only" => options.only = Some(value()?),
             "--jitter" => options.jitter = true,
             "--redis-outage" => options.redis_outage = true,
+            "--processes" => options.processes = true,
             "--fleet" => {
                 let clients: u32 = value()?
                     .parse()
@@ -567,6 +686,9 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Stri
     }
     if options.redis_outage && options.fleet.is_none() {
         return Err("--redis-outage needs --fleet".to_owned());
+    }
+    if options.processes && options.fleet.is_none() {
+        return Err("--processes needs --fleet".to_owned());
     }
     if let Some(at) = options.inject_at {
         if at >= Duration::from_secs(options.seconds.into()) {
