@@ -197,16 +197,25 @@ pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, quota: Quota, pause
 
 /// Widens the key's spacing margin in Redis for every process, in the background (see
 /// [`RedisStore::widen_spacing`](crate::RedisStore::widen_spacing)).
-pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_life: Duration) {
+pub(crate) fn spawn_spacing(
+    core: &Arc<Core>,
+    name: &Arc<str>,
+    extra: f64,
+    half_life: Duration,
+    window: Duration,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
     let (core, name) = (Arc::clone(core), Arc::clone(name));
     runtime.spawn(async move {
-        let call = core
-            .options
-            .store
-            .widen_spacing(&name, extra, SPACING_STEP, half_life);
+        let call = core.options.store.widen_spacing(
+            &name,
+            extra,
+            SPACING_STEP,
+            half_life,
+            window * ROUND_WINDOWS,
+        );
         match tokio::time::timeout(core.options.timeout, call).await {
             Ok(Ok(margin)) => {
                 tracing::debug!(key = %name, margin, "spacing margin shared with every process");
@@ -220,3 +229,7 @@ pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_
 /// How far one process's refusal widens the shared margin over the one in force: the step
 /// of the limiter's own (3 %).
 const SPACING_STEP: f64 = 0.03;
+/// A widening within this many windows of the quota after the last one, by any process, is a
+/// repeated round of the fleet: the limiter's own five windows after a refusal's pause, plus
+/// the one-window pause itself.
+const ROUND_WINDOWS: u32 = 6;

@@ -104,7 +104,8 @@ impl SlotSource for RemoteSlots {
         let state = self.state();
         // Only an evenly spaced quota has an interval to widen in Redis.
         if let Model::Gcra { .. } = state.quota.model() {
-            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life);
+            let window = state.quota.effective_window();
+            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life, window);
         }
     }
 

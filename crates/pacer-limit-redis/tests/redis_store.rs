@@ -352,7 +352,7 @@ async fn a_widened_spacing_spaces_every_connection() {
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let half_life = Duration::from_secs(3600);
     let margin = store
-        .widen_spacing("spaced", 0.5, 0.03, half_life)
+        .widen_spacing("spaced", 0.5, 0.03, half_life, Duration::ZERO)
         .await
         .unwrap();
     assert!((margin - 0.5).abs() < 1e-3, "{margin}");
@@ -364,10 +364,29 @@ async fn a_widened_spacing_spaces_every_connection() {
     // Another connection learned less: the margin in force, widened by its step, stands.
     let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let margin = other
-        .widen_spacing("spaced", 0.03, 0.03, half_life)
+        .widen_spacing("spaced", 0.03, 0.03, half_life, Duration::ZERO)
         .await
         .unwrap();
     assert!(margin > 0.5 * 1.03 + 0.02, "{margin}");
+    // A widening within a round of the last one is a repeated round of the fleet: twice the
+    // last step (6 %), then 12 %, whichever process asks.
+    let round = Duration::from_secs(3600);
+    let repeated = store
+        .widen_spacing("spaced", 0.03, 0.03, half_life, round)
+        .await
+        .unwrap();
+    assert!(
+        ((1.0 + repeated) / (1.0 + margin) - 1.06).abs() < 1e-3,
+        "{margin} -> {repeated}"
+    );
+    let again = other
+        .widen_spacing("spaced", 0.03, 0.03, half_life, round)
+        .await
+        .unwrap();
+    assert!(
+        ((1.0 + again) / (1.0 + repeated) - 1.12).abs() < 1e-3,
+        "{repeated} -> {again}"
+    );
     // Another key is not affected.
     let slots = reserve_from_four(&redis, "unspaced", quota, 2, 5).await;
     assert!(slots
