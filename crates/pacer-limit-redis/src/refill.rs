@@ -209,13 +209,10 @@ pub(crate) fn spawn_spacing(
     };
     let (core, name) = (Arc::clone(core), Arc::clone(name));
     runtime.spawn(async move {
-        let call = core.options.store.widen_spacing(
-            &name,
-            extra,
-            SPACING_STEP,
-            half_life,
-            window * ROUND_WINDOWS,
-        );
+        let call = core
+            .options
+            .store
+            .widen_spacing(&name, extra, SPACING_STEP, half_life, window);
         match tokio::time::timeout(core.options.timeout, call).await {
             Ok(Ok(margin)) => {
                 tracing::debug!(key = %name, margin, "spacing margin shared with every process");
@@ -229,7 +226,3 @@ pub(crate) fn spawn_spacing(
 /// How far one process's refusal widens the shared margin over the one in force: the step
 /// of the limiter's own (3 %).
 const SPACING_STEP: f64 = 0.03;
-/// A widening within this many windows of the quota after the last one, by any process, is a
-/// repeated round of the fleet: the limiter's own five windows after a refusal's pause, plus
-/// the one-window pause itself.
-const ROUND_WINDOWS: u32 = 6;

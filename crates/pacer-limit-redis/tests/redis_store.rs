@@ -368,11 +368,12 @@ async fn a_widened_spacing_spaces_every_connection() {
         .await
         .unwrap();
     assert!(margin > 0.5 * 1.03 + 0.02, "{margin}");
-    // A widening within a round of the last one is a repeated round of the fleet: twice the
-    // last step (6 %), then 12 %, whichever process asks.
-    let round = Duration::from_secs(3600);
+    // A widening within six windows of the last one is a repeated round of the fleet,
+    // whichever process asks: twice the last step (6 %), then 12 %; six windows later, an
+    // isolated one again (3 %).
+    let window = Duration::from_millis(200);
     let repeated = store
-        .widen_spacing("spaced", 0.03, 0.03, half_life, round)
+        .widen_spacing("spaced", 0.03, 0.03, half_life, window)
         .await
         .unwrap();
     assert!(
@@ -380,12 +381,21 @@ async fn a_widened_spacing_spaces_every_connection() {
         "{margin} -> {repeated}"
     );
     let again = other
-        .widen_spacing("spaced", 0.03, 0.03, half_life, round)
+        .widen_spacing("spaced", 0.03, 0.03, half_life, window)
         .await
         .unwrap();
     assert!(
         ((1.0 + again) / (1.0 + repeated) - 1.12).abs() < 1e-3,
         "{repeated} -> {again}"
+    );
+    tokio::time::sleep(window * 7).await;
+    let isolated = store
+        .widen_spacing("spaced", 0.03, 0.03, half_life, window)
+        .await
+        .unwrap();
+    assert!(
+        ((1.0 + isolated) / (1.0 + again) - 1.03).abs() < 1e-3,
+        "{again} -> {isolated}"
     );
     // Another key is not affected.
     let slots = reserve_from_four(&redis, "unspaced", quota, 2, 5).await;

@@ -4,11 +4,14 @@
 //! 0. **A refusal's cost decides the answer.** A refusal with a wait (`Retry-After`) already
 //!    costs every caller of the key the pause. When the key was sending evenly and its own
 //!    count does not show the server accepting less than it sends, the refusal was timing
-//!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, shrinking back
-//!    over minutes) and leaves the rate alone. Only a refusal soon after the last one (the
-//!    margin did not help; on a quota shared through Redis, where a rate learned in one
-//!    process slows only that one, every refusal with a wait widens the shared margin), one
-//!    without a wait, or a count that shows the rate is wrong goes on to the rules below.
+//!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, then in
+//!    escalating rounds while refusals keep coming soon after each pause, each step worth what
+//!    it saves, shrinking back over minutes) and leaves the rate alone; on a quota shared
+//!    through Redis the margin is the fleet's. A round in which every request still in flight
+//!    comes back refused as well shows a full window rather than an early arrival: the rate
+//!    then drops at once to just under what the server accepted over the window (at most
+//!    halving). Only a refusal without a wait, or a busy window's count that shows the rate is
+//!    wrong, goes on to the rules below.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.

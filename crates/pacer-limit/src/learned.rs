@@ -110,7 +110,9 @@ impl Learned {
                 } else {
                     self.widest(params, rate, answer.sent_at, now)
                 };
-                let extra = self.spacing.widen(now, recent, sending, widest);
+                // On a shared quota the store counts the fleet's rounds (every process's
+                // refusals); this process proposes one step over what it has.
+                let extra = self.spacing.widen(now, recent && !shared, sending, widest);
                 tracing::debug!(
                     extra,
                     repeated = recent,
