@@ -29,6 +29,8 @@ if current then
   end
   margin = math.max(proposed, (1 + decayed) * (1 + step) - 1)
 end
+-- At most doubling the interval, as one process's own margin (MAX_EXTRA).
+margin = math.min(margin, math.max(1, proposed))
 -- Ten half-lives on: under a thousandth of it is left.
 redis.call('SET', KEYS[1], string.format('%.6f %.0f %.0f %.6f', margin, now, half_life, step), 'PX', math.ceil(half_life / 1000) * 10)
 return math.floor(margin * 1000000)

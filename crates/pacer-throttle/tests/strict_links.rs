@@ -291,7 +291,9 @@ impl SlotSource for FleetSlots {
             step = (last_step * 2.0).clamp(step, 1.0);
             half_life = half_life.max((life * 2).min(half_life * 16));
         }
-        let margin = extra.max((1.0 + decayed) * (1.0 + step) - 1.0);
+        let margin = extra
+            .max((1.0 + decayed) * (1.0 + step) - 1.0)
+            .min(extra.max(1.0));
         fleet.margin = (margin, now, half_life, step);
     }
 
