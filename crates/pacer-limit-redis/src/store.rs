@@ -239,7 +239,7 @@ impl RedisStore {
     /// Widens the spacing margin of `key` for every process: their reservations of an evenly
     /// spaced (GCRA) quota space slots by the interval times `1 + margin`. The margin becomes
     /// `extra` (this process's), or the one in force widened by `step` if that is wider, and
-    /// halves every `half_life`. A widening within six of the quota's `window`s of the last
+    /// halves every `half_life`. A widening within two of the quota's `window`s of the last
     /// one (by any process) is a repeated round: its step is twice the last one's (at most
     /// 100 %), and its half-life twice as long (at most 16 times `half_life`). A zero `window`
     /// never escalates. Returns the margin in force.

@@ -368,9 +368,8 @@ async fn a_widened_spacing_spaces_every_connection() {
         .await
         .unwrap();
     assert!(margin > 0.5 * 1.03 + 0.02, "{margin}");
-    // A widening within six windows of the last one is a repeated round of the fleet,
-    // whichever process asks: twice the last step (6 %), then 12 %; six windows later, an
-    // isolated one again (3 %).
+    // A widening within two windows of the last one is a repeated round of the fleet,
+    // whichever process asks: twice the last step (6 %), then 12 %; later, one step (3 %).
     let window = Duration::from_millis(200);
     let repeated = store
         .widen_spacing("spaced", 0.03, 0.03, half_life, window)
@@ -388,7 +387,7 @@ async fn a_widened_spacing_spaces_every_connection() {
         ((1.0 + again) / (1.0 + repeated) - 1.12).abs() < 1e-3,
         "{repeated} -> {again}"
     );
-    tokio::time::sleep(window * 7).await;
+    tokio::time::sleep(window * 3).await;
     let isolated = store
         .widen_spacing("spaced", 0.03, 0.03, half_life, window)
         .await

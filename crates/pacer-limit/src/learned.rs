@@ -12,6 +12,9 @@ use crate::spacing::Spacing;
 
 /// A quota change is handed out once the pace moved by this fraction of the configured rate.
 const PACE_STEP: f64 = 0.002;
+/// A repeated refusal within this many windows of sending after the last pause escalates the
+/// spacing margin; later, the rate's own rules apply.
+const QUICK_ROUND_WINDOWS: u32 = 2;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Learned {
@@ -76,9 +79,16 @@ impl Learned {
             let in_force = InForce {
                 rate: rate / (1.0 + self.spacing.extra(now)),
                 bursts: configured.model().bursts() && !self.smoothed,
-                // Every refusal with a wait on an even key widens the margin (further each
-                // repeated round) unless the key's count shows its rate is wrong.
-                asked_wait: answer.paused_until.is_some(),
+                // A refusal with a wait on an even key widens the margin unless the key's
+                // count shows its rate is wrong: an isolated one, or a repeated one that came
+                // within two windows of sending after the last pause (a margin too narrow for
+                // how far apart the sends arrive: the rounds escalate). A repeated refusal
+                // after longer is noise no margin absorbs (a loaded machine's stalls): the
+                // rate's own rules apply, which climb back within seconds where a margin is
+                // held for minutes. On a quota shared with other processes the fleet's margin
+                // is the only lever (a rate learned here slows this process only).
+                asked_wait: answer.paused_until.is_some()
+                    && (!recent || shared || sending < window * QUICK_ROUND_WINDOWS),
             };
             self.rate.on_refusal(params, in_force, answer.sent_at, now)
         } else {

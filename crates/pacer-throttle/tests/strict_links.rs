@@ -278,7 +278,7 @@ impl SlotSource for FleetSlots {
 
     fn share_spacing(&self, now: Instant, extra: f64, half_life: Duration) {
         // As spacing.lua: the wider of the process's own margin and the one in force widened
-        // by a step: 3 %, or within six windows of the last widening (whichever process asked
+        // by a step: 3 %, or within two windows of the last widening (whichever process asked
         // for either) twice the last step.
         let mut fleet = self.fleet.lock().unwrap();
         let decayed = fleet.margin_at(now);
@@ -287,7 +287,7 @@ impl SlotSource for FleetSlots {
         let since = (now - at).as_secs_f64();
         fleet.widened += 1;
         let (mut step, mut half_life) = (0.03, half_life);
-        if last_step > 0.0 && since < 6.0 * window {
+        if last_step > 0.0 && since < 2.0 * window {
             step = (last_step * 2.0).clamp(step, 1.0);
             half_life = half_life.max((life * 2).min(half_life * 16));
         }
