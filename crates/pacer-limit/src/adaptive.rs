@@ -5,13 +5,14 @@
 //!    costs every caller of the key the pause. When the key was sending evenly and its own
 //!    count does not show the server accepting less than it sends, the refusal was timing
 //!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, then in
-//!    escalating rounds while refusals keep coming soon after each pause, each step worth what
-//!    it saves, shrinking back over minutes) and leaves the rate alone; on a quota shared
-//!    through Redis the margin is the fleet's. A round in which every request still in flight
+//!    escalating rounds while refusals keep coming within two windows of sending after each
+//!    pause, each step worth what it saves, shrinking back over minutes) and leaves the rate
+//!    alone; on a quota shared through Redis the margin is the fleet's. A repeated refusal
+//!    after longer (noise no margin absorbs) goes to the rules below. A round in which every request still in flight
 //!    comes back refused as well shows a full window rather than an early arrival: the rate
 //!    then drops at once to just under what the server accepted over the window (at most
-//!    halving). Only a refusal without a wait, or a busy window's count that shows the rate is
-//!    wrong, goes on to the rules below.
+//!    halving). A refusal without a wait, or a busy window's count that shows the rate is
+//!    wrong, goes on to the rules below too.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.
