@@ -197,13 +197,7 @@ pub(crate) fn spawn_pause(core: &Arc<Core>, name: &Arc<str>, quota: Quota, pause
 
 /// Widens the key's spacing margin in Redis for every process, in the background (see
 /// [`RedisStore::widen_spacing`](crate::RedisStore::widen_spacing)).
-pub(crate) fn spawn_spacing(
-    core: &Arc<Core>,
-    name: &Arc<str>,
-    extra: f64,
-    half_life: Duration,
-    window: Duration,
-) {
+pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_life: Duration) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -212,7 +206,7 @@ pub(crate) fn spawn_spacing(
         let call = core
             .options
             .store
-            .widen_spacing(&name, extra, SPACING_STEP, half_life, window);
+            .widen_spacing(&name, extra, SPACING_STEP, half_life);
         match tokio::time::timeout(core.options.timeout, call).await {
             Ok(Ok(margin)) => {
                 tracing::debug!(key = %name, margin, "spacing margin shared with every process");

@@ -104,8 +104,7 @@ impl SlotSource for RemoteSlots {
         let state = self.state();
         // Only an evenly spaced quota has an interval to widen in Redis.
         if let Model::Gcra { .. } = state.quota.model() {
-            let window = state.quota.effective_window();
-            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life, window);
+            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life);
         }
     }
 

@@ -239,10 +239,7 @@ impl RedisStore {
     /// Widens the spacing margin of `key` for every process: their reservations of an evenly
     /// spaced (GCRA) quota space slots by the interval times `1 + margin`. The margin becomes
     /// `extra` (this process's), or the one in force widened by `step` if that is wider, and
-    /// halves every `half_life`. A widening within two of the quota's `window`s of the last
-    /// one (by any process) is a repeated round: its step is twice the last one's (at most
-    /// 100 %), and its half-life twice as long (at most 16 times `half_life`). A zero `window`
-    /// never escalates. Returns the margin in force.
+    /// halves every `half_life`. Returns the margin in force.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
@@ -252,7 +249,6 @@ impl RedisStore {
         extra: f64,
         step: f64,
         half_life: Duration,
-        window: Duration,
     ) -> Result<f64, RedisError> {
         let millionths = |fraction: f64| (fraction.clamp(0.0, 1000.0) * 1e6).round() as u64;
         let mut connection = self.connection.clone();
@@ -262,7 +258,6 @@ impl RedisStore {
             .arg(millionths(extra))
             .arg(millionths(step))
             .arg(micros(half_life).max(1))
-            .arg(micros(window))
             .invoke_async(&mut connection)
             .await?;
         Ok(margin.max(0) as f64 / 1e6)

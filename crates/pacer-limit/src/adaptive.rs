@@ -7,9 +7,10 @@
 //!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, then in
 //!    escalating rounds while refusals keep coming within two windows of sending after each
 //!    pause, each step worth what it saves, shrinking back over minutes) and leaves the rate
-//!    alone; on a quota shared through Redis the margin is the fleet's. A repeated refusal
-//!    after longer (noise no margin absorbs) goes to the rules below. A round in which every request still in flight
-//!    comes back refused as well shows a full window rather than an early arrival: the rate
+//!    alone; on a quota shared through Redis the margin is the fleet's (one step per
+//!    refusal). A repeated refusal after longer (noise no margin absorbs) goes to the rules
+//!    below. A round in which every request still in flight comes back refused as well
+//!    shows a full window rather than an early arrival: the rate
 //!    then drops at once to just under what the server accepted over the window (at most
 //!    halving). A refusal without a wait, or a busy window's count that shows the rate is
 //!    wrong, goes on to the rules below too.

@@ -120,8 +120,9 @@ impl Learned {
                 } else {
                     self.widest(params, rate, answer.sent_at, now)
                 };
-                // On a shared quota the store counts the fleet's rounds (every process's
-                // refusals); this process proposes one step over what it has.
+                // On a shared quota each refusal widens the fleet's margin by one step (see
+                // spacing.lua of pacer-limit-redis): escalating there cost the real fleet
+                // throughput (BENCHMARKS.md, issue 22).
                 let extra = self.spacing.widen(now, recent && !shared, sending, widest);
                 tracing::debug!(
                     extra,
