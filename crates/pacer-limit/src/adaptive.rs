@@ -4,11 +4,16 @@
 //! 0. **A refusal's cost decides the answer.** A refusal with a wait (`Retry-After`) already
 //!    costs every caller of the key the pause. When the key was sending evenly and its own
 //!    count does not show the server accepting less than it sends, the refusal was timing
-//!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, shrinking back
-//!    over minutes) and leaves the rate alone. Only a refusal soon after the last one (the
-//!    margin did not help; on a quota shared through Redis, where a rate learned in one
-//!    process slows only that one, every refusal with a wait widens the shared margin), one
-//!    without a wait, or a count that shows the rate is wrong goes on to the rules below.
+//!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, then in
+//!    escalating rounds while refusals keep coming within two windows of sending after each
+//!    pause, each step worth what it saves, shrinking back over minutes) and leaves the rate
+//!    alone; on a quota shared through Redis the margin is the fleet's (one step per
+//!    refusal). A repeated refusal after longer (noise no margin absorbs) goes to the rules
+//!    below. A round in which every request still in flight comes back refused as well
+//!    shows a full window rather than an early arrival: the rate
+//!    then drops at once to just under what the server accepted over the window (at most
+//!    halving). A refusal without a wait, or a busy window's count that shows the rate is
+//!    wrong, goes on to the rules below too.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same
 //!    rate: real limiters refuse bursts long before they refuse the rate.
@@ -71,7 +76,7 @@ impl Default for Adaptive {
 const MAX_DECREASE: f64 = 0.5;
 /// A key that sent (and got through) this share of its rate over a busy window was running at
 /// its rate: its count measures the server, and a refusal then steps just under that rate.
-const AT_RATE: f64 = 0.95;
+pub(crate) const AT_RATE: f64 = 0.95;
 /// A recovering rate is handed out when it moved by this fraction of the configured rate.
 const RATE_STEP: f64 = 0.002;
 
@@ -114,6 +119,11 @@ impl Adaptive {
     pub fn probe_windows(mut self, windows: u32) -> Self {
         self.probe_windows = windows;
         self
+    }
+
+    /// The fraction of a measured rate a decrease paces at.
+    pub(crate) fn backoff_fraction(&self) -> f64 {
+        self.backoff
     }
 
     pub(crate) fn is_enabled(&self) -> bool {
@@ -307,7 +317,24 @@ pub(crate) struct KeyRate {
     recovery: Option<Recovery>,
     /// The last decrease (or smoothing): refusals of requests sent before it are old news.
     decreased_at: Option<Instant>,
+    /// The answers to the requests in flight at the last decrease.
+    round: Round,
     window: Duration,
+}
+
+/// How many answers in flight at a decrease must all be refusals for the round to show a
+/// server whose window is full (see [`KeyRate::on_full_round`]).
+const FULL_ROUND: u32 = 4;
+
+/// The answers to the requests sent before the key's last decrease that came back after it.
+/// A strict server refuses one request that arrived early and accepts the next; a key too fast
+/// for its server finds every request in flight refused as well.
+#[derive(Clone, Copy, Debug, Default)]
+struct Round {
+    refused: u32,
+    accepted: u32,
+    /// The round already cut the rate once.
+    acted: bool,
 }
 
 impl KeyRate {
@@ -316,6 +343,7 @@ impl KeyRate {
             answers: Answers::new(window, now),
             recovery: None,
             decreased_at: None,
+            round: Round::default(),
             window,
         }
     }
@@ -337,6 +365,9 @@ impl KeyRate {
         let Some(decreased_at) = self.decreased_at else {
             return Change::Keep;
         };
+        if sent_at <= decreased_at {
+            self.round.accepted += 1;
+        }
         let Some(recovery) = self.recovery.as_mut() else {
             return Change::Keep;
         };
@@ -371,8 +402,9 @@ impl KeyRate {
         now: Instant,
     ) -> Change {
         self.answers.add(sent_at, false);
-        if self.decreased_at.is_some_and(|at| sent_at <= at) {
-            return Change::Keep;
+        if let Some(at) = self.decreased_at.filter(|&at| sent_at <= at) {
+            self.round.refused += 1;
+            return self.on_full_round(params, in_force, at);
         }
         let current = in_force.rate;
         // A round within the climb back from the last one escalates a blind decrease.
@@ -385,6 +417,7 @@ impl KeyRate {
             _ => 1,
         };
         self.decreased_at = Some(now);
+        self.round = Round::default();
         if in_force.asked_wait && !in_force.bursts && !self.rate_is_wrong(current, sent_at) {
             // Evenly at its rate, and the count does not say the rate is wrong: timing noise
             // (a strict server's clock, jitter on the way) put two sends too close. A cut of
@@ -455,6 +488,50 @@ impl KeyRate {
 }
 
 impl KeyRate {
+    /// One more request in flight at the decrease of `decided_at` came back refused. When the
+    /// first [`FULL_ROUND`] of them all did, the server's window is full, not its clock
+    /// strict: what it accepted over the window before is its limit, so the rate goes just
+    /// under that at once (at most halving, as any round), instead of widening the spacing
+    /// round after round. Once per round; not while the key may burst (smoothing comes first).
+    fn on_full_round(
+        &mut self,
+        params: &Adaptive,
+        in_force: InForce,
+        decided_at: Instant,
+    ) -> Change {
+        let round = self.round;
+        if round.acted || round.accepted > 0 || round.refused < FULL_ROUND || in_force.bursts {
+            return Change::Keep;
+        }
+        let current = in_force.rate;
+        let accepted = self.answers.accepted_in_window_before(decided_at);
+        if accepted < 1.0 || accepted >= current * AT_RATE {
+            return Change::Keep;
+        }
+        self.round.acted = true;
+        let target = (accepted * params.backoff).max(current * MAX_DECREASE);
+        self.recovery = Some(Recovery {
+            start: target,
+            peak: target,
+            cap: current,
+            measured_until: decided_at,
+            measured: false,
+            rate: target,
+            rounds: 1,
+        });
+        tracing::debug!(
+            accepted,
+            rate = target,
+            "every request in flight refused: rate cut to what the server took"
+        );
+        Change::Rate(target)
+    }
+
+    /// What the server accepted of the requests sent in the window before `sent_at`.
+    pub(crate) fn accepted_before(&self, sent_at: Instant) -> f64 {
+        self.answers.accepted_in_window_before(sent_at)
+    }
+
     /// Whether the key's own count shows its rate is wrong: it sent about its rate over a whole
     /// busy window before `sent_at`, and the server accepted clearly less than that.
     fn rate_is_wrong(&self, current: f64, sent_at: Instant) -> bool {

@@ -177,8 +177,7 @@ impl Bucket {
         if !overridden && learned.is_idle(now) {
             self.learned = None;
         }
-        if let (Some(extra), Some(shared)) = (lesson.widened, &self.shared) {
-            let half_life = configured.effective_window() * crate::spacing::HALF_LIFE_WINDOWS;
+        if let (Some((extra, half_life)), Some(shared)) = (lesson.widened, &self.shared) {
             shared.share_spacing(now, extra, half_life);
         }
         let quota = lesson.quota;

@@ -12,6 +12,9 @@ use crate::spacing::Spacing;
 
 /// A quota change is handed out once the pace moved by this fraction of the configured rate.
 const PACE_STEP: f64 = 0.002;
+/// A repeated refusal within this many windows of sending after the last pause escalates the
+/// spacing margin; later, the rate's own rules apply.
+const QUICK_ROUND_WINDOWS: u32 = 2;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Learned {
@@ -30,7 +33,8 @@ pub(crate) struct Learned {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Lesson {
     pub(crate) quota: Quota,
-    pub(crate) widened: Option<f64>,
+    /// The new margin and its half-life, when it widened.
+    pub(crate) widened: Option<(f64, Duration)>,
 }
 
 /// One answer, as [`Learned::on_answer`] takes it.
@@ -46,7 +50,7 @@ impl Learned {
     pub(crate) fn new(window: Duration, now: Instant) -> Self {
         Self {
             rate: KeyRate::new(window, now),
-            spacing: Spacing::new(window),
+            spacing: Spacing::new(window, now),
             rate_in_force: None,
             smoothed: false,
             applied: 1.0,
@@ -66,6 +70,7 @@ impl Learned {
         let ceiling = f64::from(configured.limit());
         let rate = self.rate_in_force.unwrap_or(ceiling);
         let recent = self.spacing.is_recent(now);
+        let sending = self.spacing.sending(now);
         if answer.refused {
             self.spacing
                 .note_refusal(now, answer.paused_until.unwrap_or(now));
@@ -74,11 +79,16 @@ impl Learned {
             let in_force = InForce {
                 rate: rate / (1.0 + self.spacing.extra(now)),
                 bursts: configured.model().bursts() && !self.smoothed,
-                // A refusal soon after the last one: the margin did not help, the rate's own
-                // rules decide. Not on a quota shared with other processes, though: a rate
-                // learned here slows this process only, while the margin, shared, spaces them
-                // all, so every refusal with a wait widens it.
-                asked_wait: answer.paused_until.is_some() && (!recent || shared),
+                // A refusal with a wait on an even key widens the margin unless the key's
+                // count shows its rate is wrong: an isolated one, or a repeated one that came
+                // within two windows of sending after the last pause (a margin too narrow for
+                // how far apart the sends arrive: the rounds escalate). A repeated refusal
+                // after longer is noise no margin absorbs (a loaded machine's stalls): the
+                // rate's own rules apply, which climb back within seconds where a margin is
+                // held for minutes. On a quota shared with other processes the fleet's margin
+                // is the only lever (a rate learned here slows this process only).
+                asked_wait: answer.paused_until.is_some()
+                    && (!recent || shared || sending < window * QUICK_ROUND_WINDOWS),
             };
             self.rate.on_refusal(params, in_force, answer.sent_at, now)
         } else {
@@ -104,13 +114,23 @@ impl Learned {
                 true
             }
             Change::Widen => {
-                let extra = self.spacing.widen(now);
+                let widest = if shared {
+                    // The key's count is this process's share: it says nothing of the limit.
+                    None
+                } else {
+                    self.widest(params, rate, answer.sent_at, now)
+                };
+                // On a shared quota each refusal widens the fleet's margin by one step (see
+                // spacing.lua of pacer-limit-redis): escalating there cost the real fleet
+                // throughput (BENCHMARKS.md, issue 22).
+                let extra = self.spacing.widen(now, recent && !shared, sending, widest);
                 tracing::debug!(
                     extra,
+                    repeated = recent,
                     ?window,
                     "key paused by the server while even; spacing widened"
                 );
-                widened = Some(extra);
+                widened = Some((extra, self.spacing.half_life()));
                 true
             }
         };
@@ -123,6 +143,19 @@ impl Learned {
             quota: self.quota(configured, fraction),
             widened,
         })
+    }
+
+    /// The widest factor a margin may take the key's `rate` down by: when the key sent at its
+    /// pace and the server accepted clearly less over the window before `sent_at` (a partial
+    /// window after a pause, so not proof enough to cut the rate), the server takes at least
+    /// what it accepted, and the rounds stop just under that (as the rate's own decrease does).
+    /// A key whose count keeps up with its pace is refused for timing, not for its rate: no
+    /// bound.
+    fn widest(&self, params: &Adaptive, rate: f64, sent_at: Instant, now: Instant) -> Option<f64> {
+        let paced = rate / (1.0 + self.spacing.extra(now));
+        let accepted = self.rate.accepted_before(sent_at);
+        (accepted >= 1.0 && accepted < paced * crate::adaptive::AT_RATE)
+            .then(|| rate / (accepted * params.backoff_fraction()))
     }
 
     /// The share of the configured rate in force at `now`: the learned rate over the margin.

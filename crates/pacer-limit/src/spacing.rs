@@ -6,16 +6,24 @@
 //! rate is: the network or a timer put two sends a millisecond too close. When the refusal
 //! carries a wait, every caller of the key pauses for it, so a refusal costs a whole pause;
 //! cutting the rate after each one (and further after the next) would compound into a rate far
-//! below the limit. The spacing margin instead widens the interval between sends:
+//! below the limit, and a rate climbs back within seconds, into the next refusal. The spacing
+//! margin instead widens the interval between sends:
 //!
 //! - an **isolated** refusal widens it by [`FIRST_STEP`] (3 %): one refusal costs its pause
 //!   and 3 % of the rate, which makes the next one unlikely;
-//! - a refusal within [`ROUND_WINDOWS`] windows of the last widening (after its pause) is not
-//!   timing noise: the margin did not help, so the rate is what is wrong, and the rate's own
-//!   rules apply (see `crate::adaptive`);
-//! - the margin then **shrinks back slowly**, halving every [`HALF_LIFE_WINDOWS`] windows, so
-//!   a key returns to its configured rate over minutes and does not probe back into refusals
-//!   within seconds.
+//! - a refusal within [`ROUND_WINDOWS`] windows of the last one (after its pause) is a
+//!   **repeated** round: the margin did not cover how far apart the sends really arrive (a
+//!   busy machine, a link with jitter, several processes), so the next step is twice the last
+//!   (3 %, 6 %, 12 %, … at most [`MAX_STEP`]): a server that takes half the rate is reached in
+//!   five rounds, where a blind cut of the rate (1 %, 4 %, 16 %) needs as many and then climbs
+//!   back into refusals;
+//! - the margin then **shrinks back slowly**, halving every [`HALF_LIFE_WINDOWS`] windows after
+//!   an isolated refusal, and twice as slowly for each further round it took: a margin that
+//!   needed five rounds is what the link needs, and probing it away within seconds would cost
+//!   a refusal (a whole pause) each time, where keeping it costs a few percent.
+//!
+//! The caller bounds a widening by what the server is known to take (see
+//! `Spacing::widen`), so the rounds never overshoot below a limit the key's own count shows.
 
 use std::time::Duration;
 
@@ -23,11 +31,27 @@ use tokio::time::Instant;
 
 /// How far an isolated refusal widens the interval: 3 %.
 pub(crate) const FIRST_STEP: f64 = 0.03;
-/// A refusal within this many windows after the end of the last widening's pause says the
-/// widening did not help.
+/// The largest step of a repeated round: the interval at most doubles per round.
+pub(crate) const MAX_STEP: f64 = 1.0;
+/// The widest margin: the interval at most doubles in all. Timing noise a doubled interval
+/// does not absorb (a machine whose stalls outlast any spacing) is not worth more of the rate;
+/// only the rate's own evidence goes further.
+pub(crate) const MAX_EXTRA: f64 = 1.0;
+/// A repeated refusal less than this share of a window after the last pause ended (ten sends
+/// at the rate) grows the step fourfold.
+pub(crate) const QUICK_WINDOWS: f64 = 0.1;
+/// What a repeated round's step may cost: this many windows of sending per window the key
+/// sent between the refusals (a refusal per second of sending is worth a 10 % margin, one
+/// per ten seconds 1 %; the step is never under [`FIRST_STEP`]).
+pub(crate) const COST_WINDOWS: f64 = 0.1;
+/// A refusal within this many windows after the end of the last refusal's pause is a repeated
+/// round.
 pub(crate) const ROUND_WINDOWS: u32 = 5;
-/// The margin halves every this many windows without a refusal.
+/// The margin of an isolated refusal halves every this many windows without a refusal; each
+/// further round doubles the half-life (up to [`MAX_HALF_LIFE_WINDOWS`]).
 pub(crate) const HALF_LIFE_WINDOWS: u32 = 30;
+/// The longest half-life: after a long quiet spell a key still returns to its configured rate.
+pub(crate) const MAX_HALF_LIFE_WINDOWS: u32 = 16 * HALF_LIFE_WINDOWS;
 /// Below this the margin counts as gone.
 const NEGLIGIBLE: f64 = 0.001;
 
@@ -40,15 +64,24 @@ pub(crate) struct Spacing {
     widened_at: Option<Instant>,
     /// When the pause of the key's last refusal (of any kind) ended.
     refused_until: Option<Instant>,
+    /// When the key started learning: it sent from here before its first refusal.
+    started: Instant,
+    /// The step of the last widening (0: none yet).
+    step: f64,
+    /// The half-life of the margin, in windows.
+    half_life: u32,
     window: Duration,
 }
 
 impl Spacing {
-    pub(crate) fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration, now: Instant) -> Self {
         Self {
             extra: 0.0,
             widened_at: None,
             refused_until: None,
+            started: now,
+            step: 0.0,
+            half_life: HALF_LIFE_WINDOWS,
             window,
         }
     }
@@ -59,7 +92,7 @@ impl Spacing {
             return 0.0;
         };
         let windows = now.saturating_duration_since(at).as_secs_f64() / self.window.as_secs_f64();
-        let extra = self.extra * (-windows / f64::from(HALF_LIFE_WINDOWS)).exp2();
+        let extra = self.extra * (-windows / f64::from(self.half_life)).exp2();
         if extra < NEGLIGIBLE {
             0.0
         } else {
@@ -67,12 +100,23 @@ impl Spacing {
         }
     }
 
+    /// How long the margin takes to halve now.
+    pub(crate) fn half_life(&self) -> Duration {
+        self.window * self.half_life
+    }
+
     /// Whether the key's last refusal, whatever it changed, came within [`ROUND_WINDOWS`]
     /// windows before `now` (counted from the end of its pause): a refusal now is a repeated
-    /// round, which a margin did not prevent, so the rate is what is wrong.
+    /// round, which the margin in force did not prevent.
     pub(crate) fn is_recent(&self, now: Instant) -> bool {
         self.refused_until
             .is_some_and(|until| now.saturating_duration_since(until) < self.window * ROUND_WINDOWS)
+    }
+
+    /// How long the key sent before `now` since its last refusal's pause ended, or since it
+    /// started.
+    pub(crate) fn sending(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.refused_until.unwrap_or(self.started).max(self.started))
     }
 
     /// The server refused a request at `now` and paused the key until `paused_until` (or not
@@ -82,11 +126,43 @@ impl Spacing {
         self.refused_until = Some(self.refused_until.map_or(until, |last| last.max(until)));
     }
 
-    /// Widens the interval by [`FIRST_STEP`] over what is left of the margin at `now`. Returns
-    /// the new margin.
-    pub(crate) fn widen(&mut self, now: Instant) -> f64 {
-        let factor = (1.0 + self.extra(now)) * (1.0 + FIRST_STEP);
+    /// Widens the interval over what is left of the margin at `now`: by [`FIRST_STEP`] after an
+    /// isolated refusal, by twice the last step after a `repeated` one. `widest` bounds the
+    /// resulting factor (`1 + margin`): the server is known to take the rate the key would
+    /// fall below (the margin never narrows for it, though). Returns the new margin.
+    ///
+    /// `sending` is how long the key sent since its last pause ended (or since it started)
+    /// before this refusal. A repeated refusal within [`QUICK_WINDOWS`] of a window is far from
+    /// timing noise: the step grows fourfold, not twofold. And no repeated step costs more than
+    /// the refusals it prevents: a refusal every `sending` costs a pause per `sending`, so the
+    /// step is at most [`COST_WINDOWS`] windows per `sending` (never under [`FIRST_STEP`]).
+    pub(crate) fn widen(
+        &mut self,
+        now: Instant,
+        repeated: bool,
+        sending: Duration,
+        widest: Option<f64>,
+    ) -> f64 {
+        let (step, half_life) = if repeated && self.step > 0.0 {
+            let windows = sending.as_secs_f64() / self.window.as_secs_f64();
+            let growth = if windows < QUICK_WINDOWS { 4.0 } else { 2.0 };
+            let worth = (COST_WINDOWS / windows).max(FIRST_STEP);
+            (
+                (self.step * growth).min(worth).min(MAX_STEP),
+                (self.half_life * 2).min(MAX_HALF_LIFE_WINDOWS),
+            )
+        } else {
+            (FIRST_STEP, HALF_LIFE_WINDOWS)
+        };
+        let before = 1.0 + self.extra(now);
+        let mut factor = (before * (1.0 + step)).min(1.0 + MAX_EXTRA);
+        if let Some(widest) = widest {
+            factor = factor.min(widest);
+        }
+        let factor = factor.max(before);
         self.extra = factor - 1.0;
+        self.step = step;
+        self.half_life = half_life;
         self.widened_at = Some(now);
         self.extra
     }
@@ -95,6 +171,8 @@ impl Spacing {
     pub(crate) fn clear(&mut self) {
         self.extra = 0.0;
         self.widened_at = None;
+        self.step = 0.0;
+        self.half_life = HALF_LIFE_WINDOWS;
     }
 
     /// Whether the margin is gone at `now`.
@@ -112,30 +190,96 @@ mod tests {
     #[test]
     fn an_isolated_refusal_widens_three_percent_and_shrinks_back_slowly() {
         let start = Instant::now();
-        let mut spacing = Spacing::new(WINDOW);
-        let extra = spacing.widen(start);
+        let mut spacing = Spacing::new(WINDOW, start);
+        let extra = spacing.widen(start, false, WINDOW, None);
         assert!((extra - 0.03).abs() < 1e-9);
         let later = |s: u64| start + Duration::from_secs(s);
         assert!((spacing.extra(later(30)) - 0.015).abs() < 1e-9);
         assert!(spacing.extra(later(10)) > 0.02);
         assert!(spacing.is_gone(later(300)));
         // Long after, another refusal is isolated again: 3 % on what is left, not compounded.
-        let extra = spacing.widen(later(120));
+        let extra = spacing.widen(later(120), false, WINDOW, None);
         assert!(extra < 0.04, "{extra}");
     }
 
     #[test]
     fn a_refusal_after_the_round_window_counts_as_isolated() {
         let start = Instant::now();
-        let mut spacing = Spacing::new(WINDOW);
+        let mut spacing = Spacing::new(WINDOW, start);
         assert!(!spacing.is_recent(start));
         spacing.note_refusal(start, start + WINDOW);
-        spacing.widen(start);
+        spacing.widen(start, false, WINDOW, None);
         assert!(spacing.is_recent(start + WINDOW * ROUND_WINDOWS));
         let late = start + WINDOW * (ROUND_WINDOWS + 2);
         let before = spacing.extra(late);
         assert!(!spacing.is_recent(late));
-        let after = spacing.widen(late);
+        let after = spacing.widen(late, spacing.is_recent(late), WINDOW, None);
         assert!(((1.0 + after) / (1.0 + before) - 1.03).abs() < 1e-9);
+    }
+
+    #[test]
+    fn repeated_rounds_double_the_step_and_the_half_life() {
+        let start = Instant::now();
+        let mut spacing = Spacing::new(WINDOW, start);
+        let mut factor: f64 = 1.0;
+        // 3 %, 6 %, 12 %, 24 %, 48 %, each after a fifth of a window of sending (worth up to
+        // 50 %): a server that takes half the rate in five rounds, the fifth held to the
+        // widest margin (the interval doubled).
+        for (round, step) in [0.03, 0.06, 0.12, 0.24, 0.48].into_iter().enumerate() {
+            let extra = spacing.widen(start, round > 0, WINDOW / 5, None);
+            factor = (factor * (1.0 + step)).min(1.0 + MAX_EXTRA);
+            assert!(
+                (1.0 + extra - factor).abs() < 1e-9,
+                "round {round}: {extra}"
+            );
+        }
+        assert!((factor - 2.0).abs() < 1e-9);
+        assert_eq!(spacing.half_life(), WINDOW * HALF_LIFE_WINDOWS * 16);
+        // Held for minutes: after 60 windows, still most of it.
+        assert!(spacing.extra(start + WINDOW * 60) > 0.9 * (factor - 1.0));
+        // The steps stop at doubling the interval per round, the half-life at its longest.
+        for _ in 0..5 {
+            spacing.widen(start, true, WINDOW / 20, None);
+        }
+        assert_eq!(spacing.step, MAX_STEP);
+        assert!((spacing.extra(start) - MAX_EXTRA).abs() < 1e-9);
+        assert_eq!(spacing.half_life(), WINDOW * MAX_HALF_LIFE_WINDOWS);
+        // An isolated refusal later starts over at 3 % and the shortest half-life.
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.widen(start, true, WINDOW, None);
+        assert!((spacing.extra(start) - FIRST_STEP).abs() < 1e-9);
+        assert_eq!(spacing.half_life(), WINDOW * HALF_LIFE_WINDOWS);
+    }
+
+    #[test]
+    fn a_widening_stops_at_the_widest_the_caller_allows_and_never_narrows() {
+        let start = Instant::now();
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.widen(start, false, WINDOW, None);
+        let extra = spacing.widen(start, true, WINDOW, Some(1.05));
+        assert!((extra - 0.05).abs() < 1e-9, "{extra}");
+        // Already wider than allowed: stays where it is.
+        let extra = spacing.widen(start, true, WINDOW, Some(1.01));
+        assert!((extra - 0.05).abs() < 1e-9, "{extra}");
+    }
+
+    #[test]
+    fn quick_refusals_grow_the_step_fourfold_and_no_step_costs_more_than_it_saves() {
+        let start = Instant::now();
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.widen(start, false, WINDOW, None);
+        // Refused again 50 ms of sending after the pause: 3 % -> 12 %.
+        let before = 1.0 + spacing.extra(start);
+        let extra = spacing.widen(start, true, WINDOW / 20, None);
+        assert!(((1.0 + extra) / before - 1.12).abs() < 1e-9, "{extra}");
+        // Then after half a window of sending: twice 12 % would be 24 %, but a refusal per
+        // half a window of sending is worth 20 %.
+        let before = 1.0 + spacing.extra(start);
+        let extra = spacing.widen(start, true, WINDOW / 2, None);
+        assert!(((1.0 + extra) / before - 1.2).abs() < 1e-9, "{extra}");
+        // A refusal after ten windows of sending is worth 1 %: the step stays at 3 %.
+        let before = 1.0 + spacing.extra(start);
+        let extra = spacing.widen(start, true, WINDOW * 10, None);
+        assert!(((1.0 + extra) / before - 1.03).abs() < 1e-9, "{extra}");
     }
 }

@@ -14,8 +14,9 @@
 //!   limiter ([`Limiter::observe`](pacer_limit::Limiter::observe)), which owns everything it
 //!   learns about the key and applies the pause, the adaptation and pacing ahead under one lock.
 //! - **A refusal's cost decides the answer**: a refusal with a wait on an evenly paced key
-//!   widens its spacing by 3 % (shrinking back over minutes) instead of cutting its rate; the
-//!   rate is cut only on evidence that it is wrong.
+//!   widens its spacing by 3 % (shrinking back over minutes) instead of cutting its rate,
+//!   further in escalating rounds while refusals keep coming soon after each pause; the rate
+//!   is cut only on evidence that it is wrong.
 //! - **Adapting, without collapsing**: a refusal first shrinks a bursting quota to even
 //!   spacing; then it lowers the key's rate to just under what the server accepted over the
 //!   last *busy* window (after start-up, idle or a pause, a partial window says nothing of the

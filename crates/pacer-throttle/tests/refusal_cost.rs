@@ -65,14 +65,57 @@ async fn an_isolated_refusal_with_a_wait_costs_its_pause_and_three_percent() {
     assert!(after.iter().all(|&&(_, limit)| limit >= 95), "{after:?}");
 }
 
-/// Three refusals in a row, each soon after the last one's pause: the old rule stepped the
-/// rate down 1 %, then 4 % and 6 % (its floor, what the partial window got accepted), to 90 per
-/// window. The first now only widens the spacing (97); the next ones, which the margin did not
-/// prevent, cut the rate by the rate's own rules: 93 at the lowest.
+/// Three refusals in a row, each a second and a half of sending after the last one's pause
+/// (within two windows: a repeated round): the margin did not cover how far apart the sends
+/// really arrive, so each round widens further (3 %, then twice the last step, as far as a
+/// refusal per that much sending is worth: 84–88 per window), and the margin, having taken three rounds, is held rather than probed
+/// away within seconds (each probe into a refusal costs a whole pause). The old rules cut the rate blind
+/// (1 %, 4 %, 16 %) and climbed back into the next refusal within three windows; the rule before
+/// this one widened 3 % and then cut the rate by the same blind steps (93 at the lowest).
 #[tokio::test(start_paused = true)]
-async fn refusals_soon_after_each_other_cost_less_than_the_old_blind_steps() {
+async fn refusals_soon_after_each_other_escalate_the_margin_and_hold_it() {
     let (limits, refused_at) = around_refusals(&[300, 450, 600], Duration::from_secs(15)).await;
     assert_eq!(refused_at.len(), 3, "{refused_at:?}");
     let lowest = limits.iter().map(|&(_, limit)| limit).min().unwrap();
-    assert!(lowest >= 92, "lowest {lowest}: {limits:?}");
+    assert!((84..=88).contains(&lowest), "lowest {lowest}: {limits:?}");
+    // Held: five seconds after the third round the margin has shrunk by well under 1 %.
+    let third = refused_at[2];
+    let held: Vec<_> = limits
+        .iter()
+        .filter(|&&(t, _)| {
+            t > third + Duration::from_secs(2) && t <= third + Duration::from_secs(7)
+        })
+        .collect();
+    assert!(!held.is_empty());
+    assert!(
+        held.iter().all(|&&(_, limit)| limit <= lowest + 1),
+        "{held:?}"
+    );
+}
+
+/// Three refusals each a fifth of a second of sending after the last one's pause: the margin
+/// is too narrow for how far apart the sends arrive (as behind a link with jitter), so the
+/// rounds escalate (3 %, 6 %, 12 %: 82 per window) and the margin, having taken three rounds,
+/// is held rather than probed away within seconds (each probe into a refusal costs a whole
+/// pause). The rule before widened 3 % and then cut the rate by blind steps that climb back
+/// within three windows (93 at the lowest, and back to 100 into the next refusal).
+#[tokio::test(start_paused = true)]
+async fn quick_repeated_refusals_escalate_the_margin_and_hold_it() {
+    let (limits, refused_at) = around_refusals(&[300, 320, 340], Duration::from_secs(15)).await;
+    assert_eq!(refused_at.len(), 3, "{refused_at:?}");
+    let lowest = limits.iter().map(|&(_, limit)| limit).min().unwrap();
+    assert!((80..=84).contains(&lowest), "lowest {lowest}: {limits:?}");
+    // Held: from two to ten seconds after the third round the margin has shrunk by under 2 %.
+    let third = refused_at[2];
+    let held: Vec<_> = limits
+        .iter()
+        .filter(|&&(t, _)| {
+            t > third + Duration::from_secs(2) && t <= third + Duration::from_secs(10)
+        })
+        .collect();
+    assert!(!held.is_empty());
+    assert!(
+        held.iter().all(|&&(_, limit)| limit <= lowest + 2),
+        "{held:?}"
+    );
 }
