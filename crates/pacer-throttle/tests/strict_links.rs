@@ -238,7 +238,7 @@ impl SlotSources<()> for FleetSources {
 }
 
 impl SlotSource for FleetSlots {
-    fn admit(&mut self, now: Instant, _demand: usize) -> Admission {
+    fn admit(&mut self, now: Instant, _demand: pacer_limit::Demand) -> Admission {
         let slot = match self.reserved {
             Some(slot) => slot,
             None => {
