@@ -410,13 +410,7 @@ async fn run(spec: RunSpec<'_>) -> RunResult {
         sent.first_error = sent.first_error.or(task.first_error);
     }
     drop(clients);
-    let outage = match outage {
-        Some(task) => {
-            task.await.expect("the outage task");
-            true
-        }
-        None => false,
-    };
+    let outage = outage_over(outage).await;
     let seen = Seen {
         ok_sent: tally.ok_sent(),
         refused_sent: tally.refused_sent(),
@@ -453,13 +447,7 @@ async fn run_in_processes(
     for output in outputs {
         report.add(&output, start);
     }
-    let outage = match outage {
-        Some(task) => {
-            task.await.expect("the outage task");
-            true
-        }
-        None => false,
-    };
+    let outage = outage_over(outage).await;
     let sent = Sent {
         errors: report.errors,
         gave_up: report.gave_up,
@@ -472,6 +460,17 @@ async fn run_in_processes(
         injected: None,
     };
     summarize(seen, sent, start, run_time, limit, outage)
+}
+
+/// Waits for the run's outage task, if any; whether there was one.
+async fn outage_over(outage: Option<tokio::task::JoinHandle<()>>) -> bool {
+    match outage {
+        Some(task) => {
+            task.await.expect("the outage task");
+            true
+        }
+        None => false,
+    }
 }
 
 /// What the transports of a run saw.
