@@ -301,6 +301,9 @@ async fn an_operation_asked_for_again_and_again_is_dead_lettered_with_the_reason
         dead[0].reason.contains("sent 4 times") && dead[0].reason.contains("rate_limited"),
         "{dead:?}"
     );
-    // The batch, then the stubborn operation alone three more times.
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // The stubborn operation was sent 4 times (its reason says so), alone after the first;
+    // the other two went with it or, when the enqueues straddled the linger, in a batch or
+    // two of their own: never more requests than that.
+    let calls = calls.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&calls), "{calls} requests");
 }
