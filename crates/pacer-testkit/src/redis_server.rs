@@ -39,31 +39,38 @@ impl RedisServer {
     }
 
     fn start_with(aof: bool) -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let directory =
-            std::env::temp_dir().join(format!("pacer-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&directory).expect("a temporary directory");
-        let mut server = Self {
-            child: None,
-            port,
-            directory,
-            aof,
-        };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(error) if std::env::var_os(REQUIRE).is_none() => {
-                // Straight to the stream, past the test harness's capture, so the skip shows.
-                let line = format!(
-                    "SKIPPED: redis-server could not start ({error}); apt-get install redis-server\n"
-                );
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-                None
+        // A port free when probed may be taken before the server binds it (by a server of a
+        // test running beside this one): the server then exits, and another port is tried.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free loopback port")
+                .port();
+            let directory =
+                std::env::temp_dir().join(format!("pacer-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&directory).expect("a temporary directory");
+            let mut server = Self {
+                child: None,
+                port,
+                directory,
+                aof,
+            };
+            match server.spawn() {
+                Ok(()) => return Some(server),
+                Err(error) => last_error = Some(error),
             }
-            Err(error) => panic!("redis-server could not start and {REQUIRE} is set: {error}"),
         }
+        let error = last_error.expect("at least one attempt");
+        if std::env::var_os(REQUIRE).is_none() {
+            // Straight to the stream, past the test harness's capture, so the skip shows.
+            let line = format!(
+                "SKIPPED: redis-server could not start ({error}); apt-get install redis-server\n"
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            return None;
+        }
+        panic!("redis-server could not start and {REQUIRE} is set: {error}")
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -110,9 +117,23 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Ready when the server on the port is this one: another test's server may answer on
+        // a port this one failed to bind.
+        while served_by(self.port) != Some(pid) {
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|child| child.try_wait().map_or(true, |status| status.is_some()));
+            if exited {
+                self.child = None;
+                return Err(std::io::Error::other(format!(
+                    "it exited at start (port {} taken?)",
+                    self.port
+                )));
+            }
             if Instant::now() > deadline {
                 self.kill();
                 return Err(std::io::Error::other("it did not listen within 10 s"));
@@ -121,6 +142,33 @@ impl RedisServer {
         }
         Ok(())
     }
+}
+
+/// The process id of the `redis-server` answering on `port`, if one answers (`INFO server`).
+fn served_by(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    // The section is a few KiB; read until the line is in, bounded.
+    while reply.len() < 64 * 1024 {
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            break;
+        }
+        reply.extend_from_slice(&chunk[..read]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some(rest) = text.split("process_id:").nth(1) {
+            if let Some(line) = rest.split("\r\n").next().filter(|_| rest.contains("\r\n")) {
+                return line.trim().parse().ok();
+            }
+        }
+    }
+    None
 }
 
 impl Drop for RedisServer {
