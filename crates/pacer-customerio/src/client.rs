@@ -129,8 +129,8 @@ pub struct ClientBuilder {
     /// Windows stacked on a class's quota, whichever it is ([`ClientBuilder::cap`]).
     caps: Vec<(ApiClass, Quota)>,
     retry: RetryLayer,
-    /// Per lane: interactive, normal, bulk.
-    max_wait: [Option<Duration>; 3],
+    /// Maximum waits per lane, applied in order to the limiter's builder (a later one wins).
+    max_wait: Vec<(Priority, Option<Duration>)>,
     max_server_wait: Duration,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
@@ -147,7 +147,7 @@ impl Default for ClientBuilder {
             quotas: Vec::new(),
             caps: Vec::new(),
             retry: RetryLayer::new(),
-            max_wait: [Some(DEFAULT_INTERACTIVE_MAX_WAIT), None, None],
+            max_wait: vec![(Priority::Interactive, Some(DEFAULT_INTERACTIVE_MAX_WAIT))],
             max_server_wait: DEFAULT_MAX_SERVER_WAIT,
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
@@ -229,7 +229,7 @@ impl ClientBuilder {
     /// Fails a request at once, in any lane, when it would wait longer than `max` for its
     /// slot, with [`Error::RateLimited`] (see [`max_wait_in`](Self::max_wait_in) for one lane).
     pub fn max_wait(mut self, max: Duration) -> Self {
-        self.max_wait = [Some(max); 3];
+        self.max_wait = Priority::ALL.map(|lane| (lane, Some(max))).to_vec();
         self
     }
 
@@ -249,11 +249,7 @@ impl ClientBuilder {
     ///     .max_wait_in(Priority::Interactive, Some(Duration::from_millis(300)));
     /// ```
     pub fn max_wait_in(mut self, priority: Priority, max: Option<Duration>) -> Self {
-        let lane = Priority::ALL
-            .iter()
-            .position(|p| *p == priority)
-            .unwrap_or(1);
-        self.max_wait[lane] = max;
+        self.max_wait.push((priority, max));
         self
     }
 
@@ -371,7 +367,7 @@ impl ClientBuilder {
                     .find(|(c, _)| c == class)
                     .map_or_else(|| default_quota(*class), |(_, quota)| *quota)
             });
-        for (lane, max) in Priority::ALL.into_iter().zip(self.max_wait) {
+        for (lane, max) in self.max_wait {
             limiter = limiter.max_wait_in(lane, max);
         }
         // Customer.io queues at most 5 broadcast triggers; more waiting here would only be refused.
@@ -452,8 +448,8 @@ pub struct ClassQueue {
     pub paused: bool,
     /// How long a request arriving now would wait for its slot.
     pub estimated_wait: Duration,
-    /// Per lane: how many wait and how long a newcomer would ([`Self::lane`]).
-    lanes: [pacer_limit::LaneStats; 3],
+    /// The limiter's view of the queue, for its lanes ([`Self::lane`]).
+    queue: pacer_limit::QueueStats,
 }
 
 impl ClassQueue {
@@ -461,11 +457,7 @@ impl ClassQueue {
     /// arriving now in it would wait (an interactive one skips the queued bulk work).
     #[must_use]
     pub fn lane(&self, priority: Priority) -> pacer_limit::LaneStats {
-        let lane = Priority::ALL
-            .iter()
-            .position(|p| *p == priority)
-            .unwrap_or(1);
-        self.lanes[lane]
+        self.queue.lane(priority)
     }
 }
 
@@ -534,7 +526,7 @@ where
             in_flight: self.in_flight.of(class),
             paused: queue.paused,
             estimated_wait: queue.estimated_wait,
-            lanes: Priority::ALL.map(|lane| queue.lane(lane)),
+            queue,
         }
     }
 

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use pacer_customerio::{
-    ApiClass, Body, Client, Credentials, Error, Event, Identifier, Operation, Requests,
+    ApiClass, Body, Client, ClientBuilder, Credentials, Error, Event, Identifier, Operation,
+    Requests,
 };
 use pacer_limit::{Priority, Reason};
 use tokio::time::Instant;
@@ -20,6 +21,14 @@ type Log = Arc<Mutex<Vec<(Instant, String)>>>;
 
 /// A client over an in-memory server answering 200 `{}`; Track paced at 10/s exactly.
 fn client() -> (Client<Full<Bytes>>, Log) {
+    client_from(Client::builder().quota(
+        ApiClass::Track,
+        pacer_limit::Quota::per_second(10).with_margin(Duration::ZERO),
+    ))
+}
+
+/// `builder`'s client over an in-memory server answering 200 `{}`, logging each request.
+fn client_from(builder: ClientBuilder) -> (Client<Full<Bytes>>, Log) {
     let log = Log::default();
     let seen = Arc::clone(&log);
     let http = tower::service_fn(move |request: Request<Body>| {
@@ -28,13 +37,9 @@ fn client() -> (Client<Full<Bytes>>, Log) {
             .push((Instant::now(), request.uri().path().to_owned()));
         async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
     });
-    let client = Client::builder()
+    let client = builder
         .base_url("http://customerio.test")
         .credentials(Credentials::track("site", "key").with_app_key("app"))
-        .quota(
-            ApiClass::Track,
-            pacer_limit::Quota::per_second(10).with_margin(Duration::ZERO),
-        )
         .build(http);
     (client, log)
 }
@@ -150,19 +155,7 @@ async fn interactive_calls_fail_fast_beyond_their_bound_and_are_not_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn the_interactive_bound_is_settable() {
-    let log = Log::default();
-    let seen = Arc::clone(&log);
-    let http = tower::service_fn(move |request: Request<Body>| {
-        seen.lock()
-            .unwrap()
-            .push((Instant::now(), request.uri().path().to_owned()));
-        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
-    });
-    let client = Client::builder()
-        .base_url("http://customerio.test")
-        .credentials(Credentials::track("site", "key").with_app_key("app"))
-        .max_wait_in(Priority::Interactive, None)
-        .build(http);
+    let (client, log) = client_from(Client::builder().max_wait_in(Priority::Interactive, None));
     let lookups: Vec<_> = (0..15)
         .map(|n| {
             let client = client.clone();
