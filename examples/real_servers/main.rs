@@ -105,6 +105,18 @@ struct Options {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `RUST_LOG=pacer_limit=debug` shows the limiter's decisions (pauses, margins, holds).
+    if let Some(filter) = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<tracing_subscriber::filter::Targets>().ok())
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|flag| flag == "--member") {
         return match member::Member::parse(&args[1..]) {

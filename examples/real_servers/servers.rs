@@ -425,6 +425,14 @@ fn nginx_config(dir: &Path, servers: &[(ServerKind, SocketAddr)]) -> String {
             )
         })
         .collect();
+    // `REAL_SERVERS_NGINX_LOG=path` logs each request's millisecond stamp and status, to see
+    // how far apart nginx saw the requests it refused.
+    let access_log = std::env::var("REAL_SERVERS_NGINX_LOG").map_or_else(
+        |_| "access_log off;".to_owned(),
+        |path| {
+            format!("log_format stamps '$msec $status $connection';\n    access_log {path} stamps;")
+        },
+    );
     format!(
         "worker_processes 1;
 error_log {dir}/error.log warn;
@@ -433,7 +441,7 @@ events {{
     worker_connections 1024;
 }}
 http {{
-    access_log off;
+    {access_log}
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;

@@ -3,7 +3,7 @@
 -- quota's model. A cap holds a slot back only when it is spent; it never paces.
 -- KEYS[4..]: per cap, a sorted set of stamps (score and member: the stamp, in microseconds)
 --   and a hash of counts (field: a stamp; field 'n': the total)
--- ARGV[5..]: per cap (after the reservation script's four), its window (us), its limit and its granule (us): a slot's stamp is its
+-- ARGV[6..]: per cap (after the reservation script's five), its window (us), its limit and its granule (us): a slot's stamp is its
 --   time rounded up to the granule (1 us: exact), so a counted slot leaves the window no
 --   earlier than the real one, and a cap of any limit keeps at most one entry per granule.
 -- A cap counts every slot after `t - window`, later reserved ones included, so that a slot
@@ -12,8 +12,8 @@ local caps = {}
 for c = 0, (#KEYS - 3) / 2 - 1 do
   caps[#caps + 1] = {
     at = KEYS[4 + 2 * c], count = KEYS[5 + 2 * c],
-    window = tonumber(ARGV[5 + 3 * c]), limit = tonumber(ARGV[6 + 3 * c]),
-    granule = tonumber(ARGV[7 + 3 * c]),
+    window = tonumber(ARGV[6 + 3 * c]), limit = tonumber(ARGV[7 + 3 * c]),
+    granule = tonumber(ARGV[8 + 3 * c]),
   }
 end
 

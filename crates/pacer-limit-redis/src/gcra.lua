@@ -5,21 +5,37 @@
 -- ARGV[1]: emission interval (us); ARGV[2]: tolerance, (burst - 1) x interval (us); ARGV[3]: slots
 -- ARGV[4]: the horizon (us; 0 = none): no slot later than this after now is booked, so that a
 --   bulk reservation never keeps other processes' urgent requests waiting behind it
+-- ARGV[5]: the TAT the calling process's last reservation left (0: none): while a margin is in
+--   force, a reservation that does not continue it follows another process's slot, and its
+--   first slot leaves a junction gap of JUNCTION margins more (see below)
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
 -- while the TAT is still the one after, when the slot is given back unused. When the horizon
 -- cut the reservation short, one more number: the first slot not booked, from now. Then, per
 -- cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window.
+-- Two slots in a row from two processes reach the server further from their schedule than two
+-- from one process: each maps Redis's clock to its own with an error, and a late send of the
+-- first goes unseen by the second (a process holds its own next send after a late one, see
+-- pacer-limit's arrival.rs). So where a margin is in force (the server was found strict), a
+-- slot following another process's is spaced JUNCTION times the margin further. Blocks of
+-- slots run as long as a process's demand, so this costs a fraction of the margin.
+local JUNCTION = 3
 local interval = tonumber(ARGV[1])
+local junction = 0
 local spacing = redis.call('GET', KEYS[3])
 if spacing then
   local extra, set_at, life = string.match(spacing, '(%S+) (%S+) (%S+)')
-  interval = interval * (1 + tonumber(extra) * 2 ^ (-(now - tonumber(set_at)) / tonumber(life)))
+  local margin = tonumber(extra) * 2 ^ (-(now - tonumber(set_at)) / tonumber(life))
+  junction = interval * margin * JUNCTION
+  interval = interval * (1 + margin)
 end
 local tolerance = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
 local horizon = tonumber(ARGV[4] or '0')
+local follows = tonumber(ARGV[5] or '0')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- (The reply truncates a TAT that SET rounds: one microsecond apart is the same.)
+if junction > 0 and tat > now and math.abs(tat - follows) > 1 then tat = tat + junction end
 -- After a pause, slots leave evenly spaced, as if the quota had been used at its full rate up
 -- to the pause's end: the burst allowance does not release every waiter at once.
 if pause > 0 then tat = math.max(tat, pause + tolerance) end

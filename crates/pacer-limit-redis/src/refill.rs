@@ -152,12 +152,13 @@ fn heartbeat(core: &Arc<Core>, now: Instant) {
 /// reserved is given back.
 async fn reserve(request: &RefillRequest) -> Result<(Reservation, Option<Rejoin>), RedisError> {
     let core = Arc::clone(&request.core);
-    let (name, quota, slots, horizon, rejoin_after) = (
+    let (name, quota, slots, horizon, rejoin_after, follows) = (
         Arc::clone(&request.name),
         request.quota,
         request.slots,
         request.horizon,
         request.rejoin_after,
+        request.follows,
     );
     let mut call = tokio::spawn({
         let store = core.options.store.clone();
@@ -168,7 +169,9 @@ async fn reserve(request: &RefillRequest) -> Result<(Reservation, Option<Rejoin>
                     Some(after) => Some(store.rejoin(&name, &quota, after).await?),
                     None => None,
                 };
-                let reservation = store.reserve_within(&name, &quota, slots, horizon).await?;
+                let reservation = store
+                    .reserve_within(&name, &quota, slots, horizon, follows)
+                    .await?;
                 Ok::<_, RedisError>((reservation, rejoin))
             };
             match attempt().await {

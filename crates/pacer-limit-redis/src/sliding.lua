@@ -3,7 +3,8 @@
 -- so checking the window that ends at each new slot keeps every window within the limit.
 -- KEYS[1]: sorted set of reserved slots (score: microseconds since the epoch)
 -- KEYS[2]: the pause deadline (microseconds); KEYS[3]: a counter for unique members
--- ARGV[4]: unused (gcra.lua's horizon: a sliding window books only free slots of its window)
+-- ARGV[4], ARGV[5]: unused (gcra.lua's horizon and junction: a sliding window books only free
+-- slots of its window, wherever they are)
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now, its member (what release.lua removes when the slot is given back)
 -- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves.

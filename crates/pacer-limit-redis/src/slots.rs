@@ -39,6 +39,8 @@ pub(crate) struct RefillRequest {
     pub(crate) rejoin_after: Option<Duration>,
     /// When the request was decided: local sends after it are not covered by its pause.
     pub(crate) requested_at: Instant,
+    /// The TAT this process's last reservation left (see `KeySlots::booked_until`).
+    pub(crate) follows: Option<i64>,
 }
 
 /// The local limiter used while Redis is away.
@@ -249,6 +251,10 @@ impl SlotSource for RemoteSlots {
         self.state().release_before(until);
     }
 
+    fn skip_before(&mut self, until: Instant) {
+        self.state().skip_before(until);
+    }
+
     fn share_pause(&self, now: Instant, until: Instant) {
         let state = self.state();
         // Kept, to write back should Redis lose it or not hear of it.
@@ -309,6 +315,10 @@ pub(crate) struct KeySlots {
     /// What Redis counted against each cap of the quota at the last reservation: the count
     /// and when its oldest slot leaves (Redis's clock, microseconds).
     cap_counts: Vec<(u64, u64)>,
+    /// The TAT this process's last reservation left: the next one that still finds it
+    /// continues this process's block of slots; one that does not follows another process's
+    /// slot, which gcra.lua spaces wider while a margin is in force.
+    booked_until: Option<i64>,
 }
 
 impl KeySlots {
@@ -328,6 +338,7 @@ impl KeySlots {
             bulk_not_before: None,
             paused_until: None,
             cap_counts: Vec::new(),
+            booked_until: None,
         }
     }
 
@@ -495,6 +506,7 @@ impl KeySlots {
             horizon: bulk_only.then(|| self.bulk_horizon()),
             rejoin_after,
             requested_at: now,
+            follows: self.booked_until,
         });
     }
 
@@ -548,6 +560,9 @@ impl KeySlots {
             }
         }
         self.last_local_send = None;
+        if let Some(last) = reservation.tokens.last() {
+            self.booked_until = last.tat_after();
+        }
         let now = reservation.redis_now_micros;
         // Cut short by the horizon: bulk slots can be had again once the next one is within it.
         self.bulk_not_before = reservation.beyond.map(|beyond| {
@@ -612,6 +627,18 @@ impl KeySlots {
             let unusable: Vec<Lease> = self.leases.drain(..unusable).collect();
             self.give_back(&unusable);
         }
+    }
+
+    /// Leased slots before `until` go unused and stay spent (see `SlotSource::skip_before`).
+    /// The local share while Redis is away is left alone: its slots interleave with the
+    /// other processes' on a grid that a skip would not keep.
+    fn skip_before(&mut self, until: Instant) {
+        let skipped = self
+            .leases
+            .iter()
+            .take_while(|l| self.at(l) < until)
+            .count();
+        self.leases.drain(..skipped);
     }
 
     /// Slots whose time passed by more than the grace would crowd other processes' slots.

@@ -43,6 +43,15 @@ impl Token {
             Token::Gcra { at, .. } | Token::Sliding { at, .. } => at,
         }
     }
+
+    /// The TAT this slot left, for an evenly spaced quota: a reservation that still finds it
+    /// continues this slot (no other process booked between).
+    pub(crate) fn tat_after(&self) -> Option<i64> {
+        match *self {
+            Token::Gcra { after, .. } => Some(after),
+            Token::Sliding { .. } => None,
+        }
+    }
 }
 
 /// A connection to the shared quota state in Redis. Cheap to clone: clones share the
@@ -173,7 +182,7 @@ impl RedisStore {
         quota: &Quota,
         slots: u32,
     ) -> Result<Reservation, RedisError> {
-        self.reserve_within(key, quota, slots, None).await
+        self.reserve_within(key, quota, slots, None, None).await
     }
 
     /// [`reserve`](Self::reserve), booking no slot of an evenly spaced (GCRA) quota later than
@@ -185,6 +194,7 @@ impl RedisStore {
         quota: &Quota,
         slots: u32,
         horizon: Option<Duration>,
+        follows: Option<i64>,
     ) -> Result<Reservation, RedisError> {
         let state = self.state_key(key, quota)?;
         let pause = format!("{}:pause", self.tag(key));
@@ -199,7 +209,8 @@ impl RedisStore {
                     .arg(interval)
                     .arg(tolerance)
                     .arg(slots.max(1))
-                    .arg(horizon.map_or(0, |h| micros(h).max(1)));
+                    .arg(horizon.map_or(0, |h| micros(h).max(1)))
+                    .arg(follows.unwrap_or(0));
                 invocation
             }
             Shape::Sliding => {
@@ -211,7 +222,8 @@ impl RedisStore {
                     .arg(window)
                     .arg(quota.limit())
                     .arg(slots.max(1))
-                    // The horizon's place: a sliding window ignores it.
+                    // The horizon's and the junction's places: a sliding window ignores them.
+                    .arg(0)
                     .arg(0);
                 invocation
             }
@@ -585,5 +597,88 @@ mod tests {
         assert_ne!(escape("a{b}"), escape("a_b_"));
         assert_ne!(escape("%7B"), escape("{"));
         assert!(!escape("}{}").contains(['{', '}']));
+    }
+
+    /// Each slot's time on Redis's clock, in microseconds, and the TAT the last one left.
+    fn booked(reservation: &super::Reservation) -> (Vec<u64>, Option<i64>) {
+        let at = reservation
+            .slots
+            .iter()
+            .map(|slot| reservation.redis_now_micros + slot.as_micros() as u64)
+            .collect();
+        (at, reservation.tokens.last().and_then(Token::tat_after))
+    }
+
+    /// While a margin is in force, a reservation continuing the caller's own block of slots
+    /// is spaced by the margin; one after another process's slot (or the caller's, after
+    /// another's) leaves the junction gap too: three margins more.
+    #[tokio::test]
+    async fn a_slot_after_another_process_leaves_the_junction_gap() {
+        let Some(redis) = pacer_testkit::RedisServer::start() else {
+            return;
+        };
+        let quota = Quota::per_second(100)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO);
+        let interval = quota.emission_interval().as_micros() as u64;
+        let spaced = interval * 11 / 10;
+        let junction = spaced + interval * 3 / 10;
+        let one = super::RedisStore::connect(&redis.url(), "test")
+            .await
+            .unwrap();
+        let other = super::RedisStore::connect(&redis.url(), "test")
+            .await
+            .unwrap();
+        one.widen_spacing("k", 0.1, 0.1, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let near = |apart: u64, expected: u64| apart.abs_diff(expected) <= 2;
+        let (first, follows) = booked(
+            &one.reserve_within("k", &quota, 3, None, None)
+                .await
+                .unwrap(),
+        );
+        let (next, follows) = booked(
+            &one.reserve_within("k", &quota, 2, None, follows)
+                .await
+                .unwrap(),
+        );
+        assert!(near(next[0] - first[2], spaced), "{first:?} then {next:?}");
+        assert!(near(next[1] - next[0], spaced), "{next:?}");
+        let (theirs, _) = booked(
+            &other
+                .reserve_within("k", &quota, 1, None, None)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            near(theirs[0] - next[1], junction),
+            "{next:?} then {theirs:?}"
+        );
+        let (again, _) = booked(
+            &one.reserve_within("k", &quota, 1, None, follows)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            near(again[0] - theirs[0], junction),
+            "{theirs:?} then {again:?}"
+        );
+        // Without a margin, no junction.
+        let (first, _) = booked(
+            &one.reserve_within("plain", &quota, 2, None, None)
+                .await
+                .unwrap(),
+        );
+        let (theirs, _) = booked(
+            &other
+                .reserve_within("plain", &quota, 1, None, None)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            near(theirs[0] - first[1], interval),
+            "{first:?} then {theirs:?}"
+        );
     }
 }

@@ -6,9 +6,11 @@
 //!    count does not show the server accepting less than it sends, the refusal was timing
 //!    noise: it widens the key's spacing margin (see `crate::spacing`: 3 %, then in
 //!    escalating rounds while refusals keep coming within two windows of sending after each
-//!    pause, each step worth what it saves, shrinking back over minutes) and leaves the rate
-//!    alone; on a quota shared through Redis the margin is the fleet's (one step per
-//!    refusal). A repeated refusal after longer (noise no margin absorbs) goes to the rules
+//!    pause, each step worth what it saves, or at once to the noise the key's latencies show
+//!    when requests in flight are refused too; shrinking back over minutes) and leaves the
+//!    rate alone; on a quota shared through Redis the margin is the fleet's (one step per
+//!    refusal). From then on the key is known strict: a late answer holds its next send (see
+//!    `crate::arrival`). A repeated refusal after longer (noise no margin absorbs) goes to the rules
 //!    below. A round in which every request still in flight comes back refused as well
 //!    shows a full window rather than an early arrival: the rate
 //!    then drops at once to just under what the server accepted over the window (at most
@@ -144,6 +146,10 @@ pub(crate) enum Change {
     /// The key was sending evenly at its rate and the server paused it: keep the rate, widen
     /// the spacing between sends (see `crate::spacing`).
     Widen,
+    /// Another request in flight at a [`Change::Widen`] came back refused: it went out at the
+    /// spacing that round widened, which was further off than one step, so the margin may
+    /// widen again, to the noise the key's answers show, at no further pause.
+    WidenAgain,
 }
 
 /// What the server said about the key's requests lately, and the quota in force.
@@ -335,6 +341,8 @@ struct Round {
     accepted: u32,
     /// The round already cut the rate once.
     acted: bool,
+    /// The round widened the key's spacing rather than cutting its rate.
+    widened: bool,
 }
 
 impl KeyRate {
@@ -404,7 +412,13 @@ impl KeyRate {
         self.answers.add(sent_at, false);
         if let Some(at) = self.decreased_at.filter(|&at| sent_at <= at) {
             self.round.refused += 1;
-            return self.on_full_round(params, in_force, at);
+            let change = self.on_full_round(params, in_force, at);
+            // Each such refusal would have been a round of its own had it come alone: over a
+            // link with jitter, half the requests in flight come back refused at first.
+            if matches!(change, Change::Keep) && self.round.widened && in_force.asked_wait {
+                return Change::WidenAgain;
+            }
+            return change;
         }
         let current = in_force.rate;
         // A round within the climb back from the last one escalates a blind decrease.
@@ -428,6 +442,7 @@ impl KeyRate {
                 recovery.start = recovery.rate;
                 recovery.peak = recovery.rate;
             }
+            self.round.widened = true;
             return Change::Widen;
         }
         if in_force.bursts {

@@ -172,7 +172,16 @@ impl Bucket {
             .learned
             .get_or_insert_with(|| Box::new(Learned::new(configured.effective_window(), now)));
         let shared = self.shared.is_some();
-        let lesson = learned.on_answer(params, configured, answer, shared, now)?;
+        let lesson = learned.on_answer(params, configured, answer, shared, now);
+        let hold = (!answer.refused)
+            .then(|| learned.hold_after(configured, answer.sent_at, now))
+            .flatten();
+        let Some(lesson) = lesson else {
+            if let Some(at) = hold {
+                self.hold_until(at, now);
+            }
+            return None;
+        };
         let overridden = !learned.at_configured();
         if !overridden && learned.is_idle(now) {
             self.learned = None;
@@ -182,8 +191,29 @@ impl Bucket {
         }
         let quota = lesson.quota;
         self.requota(quota, now, overridden);
+        if let Some(at) = hold {
+            self.hold_until(at, now);
+        }
         self.wake_head();
         Some(quota.rate_per_second())
+    }
+
+    /// Holds the key's next send until `at` when its pacing alone would let it go sooner: an
+    /// answer showed the last accepted send reached a strict server late (see
+    /// `crate::arrival`). This process's own pacing moves on from `at`; on a shared quota the
+    /// slots before `at` are skipped instead (the other processes' slots after them do not
+    /// move, so moving this one's would crowd theirs). Nobody is woken; a waiter due sooner
+    /// finds the hold and waits on.
+    fn hold_until(&mut self, at: Instant, now: Instant) {
+        let due = self.nth_earliest(now, 0);
+        if at <= due {
+            return;
+        }
+        tracing::trace!(held = ?at - due, "last accepted send reached the server late; next send held");
+        match &mut self.shared {
+            Some(shared) => shared.skip_before(at),
+            None => self.local.on_pause(at),
+        }
     }
 
     /// Spends `remaining` sends evenly before `reset_at`: when the key's own rate would spend

@@ -1,5 +1,6 @@
 //! What a key learned from the server's answers: its rate ([`KeyRate`]), its spacing margin
-//! ([`Spacing`]), and whether it must send evenly. Lives in the key's bucket, under the
+//! ([`Spacing`]), whether it must send evenly, and when its sends reach the server
+//! ([`Arrivals`]). Lives in the key's bucket, under the
 //! limiter's one lock, and is swept with it.
 
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::adaptive::{Adaptive, Change, InForce, KeyRate};
+use crate::arrival::Arrivals;
 use crate::quota::Quota;
 use crate::spacing::Spacing;
 
@@ -27,6 +29,11 @@ pub(crate) struct Learned {
     smoothed: bool,
     /// The fraction of the configured rate last put in force.
     applied: f64,
+    /// The latencies of the key's answers.
+    arrivals: Arrivals,
+    /// The server refused the key for its spacing: it measures the gaps between arrivals, and
+    /// a late one holds the next send (see `crate::arrival`).
+    strict: bool,
 }
 
 /// What one answer changed: the quota to put in force, and the spacing margin when it widened.
@@ -54,7 +61,27 @@ impl Learned {
             rate_in_force: None,
             smoothed: false,
             applied: 1.0,
+            arrivals: Arrivals::new(),
+            strict: false,
         }
+    }
+
+    /// An accepted request sent at `sent_at` was answered at `now`: on a key the server
+    /// refused for its spacing, the instant before which the next send could reach the server
+    /// within the key's interval of this one (see `crate::arrival`).
+    pub(crate) fn hold_after(
+        &self,
+        configured: &Quota,
+        sent_at: Instant,
+        now: Instant,
+    ) -> Option<Instant> {
+        let rate = self
+            .rate_in_force
+            .unwrap_or_else(|| f64::from(configured.limit()));
+        let interval = configured.effective_window().div_f64(rate.max(1.0));
+        self.strict
+            .then(|| self.arrivals.hold(sent_at, now, interval))
+            .flatten()
     }
 
     /// Learns from one answer; returns what changed, if anything.
@@ -69,6 +96,7 @@ impl Learned {
         let window = configured.effective_window();
         let ceiling = f64::from(configured.limit());
         let rate = self.rate_in_force.unwrap_or(ceiling);
+        self.arrivals.record(answer.sent_at, now);
         let recent = self.spacing.is_recent(now);
         let sending = self.spacing.sending(now);
         if answer.refused {
@@ -113,7 +141,28 @@ impl Learned {
                 self.rate_in_force = None;
                 true
             }
+            Change::WidenAgain => {
+                let noise = self
+                    .arrivals
+                    .spread()
+                    .map(|spread| spread.as_secs_f64() * rate / window.as_secs_f64());
+                let widest = self.widest(params, rate, answer.sent_at, now);
+                // On a shared quota the fleet's margin widens a step per refusal (see below).
+                let extra = noise
+                    .filter(|_| !shared)
+                    .and_then(|noise| self.spacing.widen_to_noise(now, noise, widest));
+                if let Some(extra) = extra {
+                    tracing::debug!(
+                        extra,
+                        ?noise,
+                        "a request in flight refused too; spacing widened to the answers' noise"
+                    );
+                    widened = Some((extra, self.spacing.half_life()));
+                }
+                extra.is_some()
+            }
             Change::Widen => {
+                self.strict = true;
                 let widest = if shared {
                     // The key's count is this process's share: it says nothing of the limit.
                     None

@@ -65,6 +65,7 @@
 
 mod acquire;
 mod adaptive;
+mod arrival;
 mod bucket;
 mod builder;
 mod caps;

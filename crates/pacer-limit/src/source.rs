@@ -57,6 +57,15 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// before it are unusable; after it, sends should leave evenly spaced, not in a herd.
     fn on_pause(&mut self, until: Instant);
 
+    /// Slots before `until` must go unused: the key's last accepted send reached a strict
+    /// server late (its answer came back late), and a send before `until` could arrive within
+    /// the server's interval of it ([`Limiter::observe`](crate::Limiter::observe)). Unlike a
+    /// pause, nothing after `until` moves, and a slot skipped stays spent: given back, another
+    /// process could send on it, as close to the late arrival. Default: as a pause.
+    fn skip_before(&mut self, until: Instant) {
+        self.on_pause(until);
+    }
+
     /// A server asked the key to wait until `until` ([`Limiter::pause_until`](crate::Limiter::pause_until)):
     /// tell whoever else takes slots from the same quota. Default: nobody else does.
     fn share_pause(&self, now: Instant, until: Instant) {

@@ -14,13 +14,19 @@
 //! - a refusal within [`ROUND_WINDOWS`] windows of the last one (after its pause) is a
 //!   **repeated** round: the margin did not cover how far apart the sends really arrive (a
 //!   busy machine, a link with jitter, several processes), so the next step is twice the last
-//!   (3 %, 6 %, 12 %, … at most [`MAX_STEP`]): a server that takes half the rate is reached in
-//!   five rounds, where a blind cut of the rate (1 %, 4 %, 16 %) needs as many and then climbs
-//!   back into refusals;
+//!   (3 %, 6 %, 12 %, … at most [`MAX_STEP`], and at most what the refusals cost, see
+//!   [`COST_SHARE`]): a server that takes half the rate is reached in a few rounds, where a
+//!   blind cut of the rate (1 %, 4 %, 16 %) needs as many and then climbs back into refusals;
+//! - a request **in flight** at a widening that comes back refused too went out at the margin
+//!   that round found too narrow: it widens the margin straight to how far apart the key's
+//!   answers say its sends may arrive (see `crate::arrival`), at no further pause (behind a
+//!   link with jitter half the requests in flight are refused at first, and each would
+//!   otherwise be a round of its own, with its pause);
 //! - the margin then **shrinks back slowly**, halving every [`HALF_LIFE_WINDOWS`] windows after
 //!   an isolated refusal, and twice as slowly for each further round it took: a margin that
 //!   needed five rounds is what the link needs, and probing it away within seconds would cost
-//!   a refusal (a whole pause) each time, where keeping it costs a few percent.
+//!   a refusal (a whole pause) each time, where keeping it costs a few percent (an isolated
+//!   refusal while such a margin is left keeps its half-life).
 //!
 //! The caller bounds a widening by what the server is known to take (see
 //! `Spacing::widen`), so the rounds never overshoot below a limit the key's own count shows.
@@ -40,10 +46,12 @@ pub(crate) const MAX_EXTRA: f64 = 1.0;
 /// A repeated refusal less than this share of a window after the last pause ended (ten sends
 /// at the rate) grows the step fourfold.
 pub(crate) const QUICK_WINDOWS: f64 = 0.1;
-/// What a repeated round's step may cost: this many windows of sending per window the key
-/// sent between the refusals (a refusal per second of sending is worth a 10 % margin, one
-/// per ten seconds 1 %; the step is never under [`FIRST_STEP`]).
-pub(crate) const COST_WINDOWS: f64 = 0.1;
+/// What a repeated round's step may cost, as a share of what the refusals it prevents cost: a
+/// refusal after `sending` of sending costs its pause, a share `pause / sending` of the time
+/// sent, and a margin `m` costs about `m`; half of break-even, since a margin makes refusals
+/// rarer, not impossible (a one-second pause after each second of sending is worth a 50 %
+/// margin, after ten seconds 5 %; the step is never under [`FIRST_STEP`]).
+pub(crate) const COST_SHARE: f64 = 0.5;
 /// A refusal within this many windows after the end of the last refusal's pause is a repeated
 /// round.
 pub(crate) const ROUND_WINDOWS: u32 = 5;
@@ -66,6 +74,8 @@ pub(crate) struct Spacing {
     refused_until: Option<Instant>,
     /// When the key started learning: it sent from here before its first refusal.
     started: Instant,
+    /// The pause of the key's last refusal.
+    pause: Duration,
     /// The step of the last widening (0: none yet).
     step: f64,
     /// The half-life of the margin, in windows.
@@ -80,6 +90,7 @@ impl Spacing {
             widened_at: None,
             refused_until: None,
             started: now,
+            pause: Duration::ZERO,
             step: 0.0,
             half_life: HALF_LIFE_WINDOWS,
             window,
@@ -123,6 +134,7 @@ impl Spacing {
     /// at all: `now`).
     pub(crate) fn note_refusal(&mut self, now: Instant, paused_until: Instant) {
         let until = paused_until.max(now);
+        self.pause = until - now;
         self.refused_until = Some(self.refused_until.map_or(until, |last| last.max(until)));
     }
 
@@ -135,7 +147,12 @@ impl Spacing {
     /// before this refusal. A repeated refusal within [`QUICK_WINDOWS`] of a window is far from
     /// timing noise: the step grows fourfold, not twofold. And no repeated step costs more than
     /// the refusals it prevents: a refusal every `sending` costs a pause per `sending`, so the
-    /// step is at most [`COST_WINDOWS`] windows per `sending` (never under [`FIRST_STEP`]).
+    /// step is at most [`COST_SHARE`] of `pause / sending` (never under [`FIRST_STEP`]).
+    ///
+    /// An isolated refusal while more than the first step of a margin from repeated rounds is
+    /// left keeps that margin's half-life: the margin is shrinking into the noise those rounds
+    /// measured, and starting over at the shortest half-life would shrink it into the next
+    /// refusal within seconds.
     pub(crate) fn widen(
         &mut self,
         now: Instant,
@@ -146,14 +163,46 @@ impl Spacing {
         let (step, half_life) = if repeated && self.step > 0.0 {
             let windows = sending.as_secs_f64() / self.window.as_secs_f64();
             let growth = if windows < QUICK_WINDOWS { 4.0 } else { 2.0 };
-            let worth = (COST_WINDOWS / windows).max(FIRST_STEP);
+            let worth =
+                (COST_SHARE * self.pause.as_secs_f64() / sending.as_secs_f64()).max(FIRST_STEP);
             (
                 (self.step * growth).min(worth).min(MAX_STEP),
                 (self.half_life * 2).min(MAX_HALF_LIFE_WINDOWS),
             )
+        } else if self.extra(now) > FIRST_STEP {
+            (FIRST_STEP, self.half_life)
         } else {
             (FIRST_STEP, HALF_LIFE_WINDOWS)
         };
+        self.apply(now, step, half_life, widest)
+    }
+
+    /// Widens again after another request sent before the last widening came back refused,
+    /// when the key's answers say how far apart its sends may arrive: `noise`, as a share of
+    /// the interval (see `crate::arrival`). Several refusals in one round are noise on that
+    /// scale, so the step goes straight there (up to [`MAX_STEP`]) rather than doubling towards
+    /// it round after round, and the half-life doubles as a repeated round's. It cost no pause
+    /// of its own (the key is already paused), so no cost bound applies. Nothing changes when
+    /// the noise is no wider than the last step: the refusals in flight then say nothing the
+    /// round did not (a server whose window is full refuses them all, and that is the rate's
+    /// business). Returns the new margin when it widened. `widest` as [`Spacing::widen`]'s.
+    pub(crate) fn widen_to_noise(
+        &mut self,
+        now: Instant,
+        noise: f64,
+        widest: Option<f64>,
+    ) -> Option<f64> {
+        let step = noise.min(MAX_STEP);
+        if step <= self.step {
+            return None;
+        }
+        let half_life = (self.half_life * 2).min(MAX_HALF_LIFE_WINDOWS);
+        Some(self.apply(now, step, half_life, widest))
+    }
+
+    /// Widens the margin left at `now` by `step`, within [`MAX_EXTRA`] and `widest`, never
+    /// narrowing it; returns the new margin.
+    fn apply(&mut self, now: Instant, step: f64, half_life: u32, widest: Option<f64>) -> f64 {
         let before = 1.0 + self.extra(now);
         let mut factor = (before * (1.0 + step)).min(1.0 + MAX_EXTRA);
         if let Some(widest) = widest {
@@ -221,10 +270,11 @@ mod tests {
     fn repeated_rounds_double_the_step_and_the_half_life() {
         let start = Instant::now();
         let mut spacing = Spacing::new(WINDOW, start);
+        spacing.note_refusal(start, start + WINDOW);
         let mut factor: f64 = 1.0;
-        // 3 %, 6 %, 12 %, 24 %, 48 %, each after a fifth of a window of sending (worth up to
-        // 50 %): a server that takes half the rate in five rounds, the fifth held to the
-        // widest margin (the interval doubled).
+        // 3 %, 6 %, 12 %, 24 %, 48 %, each after a fifth of a window of sending (a pause of a
+        // window per fifth of one: worth up to 250 %): a server that takes half the rate in
+        // five rounds, the fifth held to the widest margin (the interval doubled).
         for (round, step) in [0.03, 0.06, 0.12, 0.24, 0.48].into_iter().enumerate() {
             let extra = spacing.widen(start, round > 0, WINDOW / 5, None);
             factor = (factor * (1.0 + step)).min(1.0 + MAX_EXTRA);
@@ -252,6 +302,26 @@ mod tests {
     }
 
     #[test]
+    fn refusals_in_flight_widen_straight_to_the_noise_the_answers_show() {
+        let start = Instant::now();
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.widen(start, false, WINDOW * 10, None);
+        // Sends that may arrive 40 % of an interval apart: the step goes there at once, and
+        // the half-life doubles.
+        let extra = spacing.widen_to_noise(start, 0.4, None);
+        assert!(
+            (1.0 + extra.unwrap() - 1.03 * 1.4).abs() < 1e-9,
+            "{extra:?}"
+        );
+        assert_eq!(spacing.half_life(), WINDOW * HALF_LIFE_WINDOWS * 2);
+        // Noise no wider than the last step says nothing new.
+        assert_eq!(spacing.widen_to_noise(start, 0.3, None), None);
+        // Never beyond the widest margin.
+        spacing.widen_to_noise(start, 5.0, None);
+        assert!((spacing.extra(start) - MAX_EXTRA).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_widening_stops_at_the_widest_the_caller_allows_and_never_narrows() {
         let start = Instant::now();
         let mut spacing = Spacing::new(WINDOW, start);
@@ -267,19 +337,48 @@ mod tests {
     fn quick_refusals_grow_the_step_fourfold_and_no_step_costs_more_than_it_saves() {
         let start = Instant::now();
         let mut spacing = Spacing::new(WINDOW, start);
+        // Every refusal pauses the key for a window.
+        spacing.note_refusal(start, start + WINDOW);
         spacing.widen(start, false, WINDOW, None);
         // Refused again 50 ms of sending after the pause: 3 % -> 12 %.
         let before = 1.0 + spacing.extra(start);
         let extra = spacing.widen(start, true, WINDOW / 20, None);
         assert!(((1.0 + extra) / before - 1.12).abs() < 1e-9, "{extra}");
-        // Then after half a window of sending: twice 12 % would be 24 %, but a refusal per
-        // half a window of sending is worth 20 %.
+        // Then after five windows of sending: twice 12 % would be 24 %, but a pause of a
+        // window per five windows of sending is worth half of a fifth: 10 %.
         let before = 1.0 + spacing.extra(start);
-        let extra = spacing.widen(start, true, WINDOW / 2, None);
-        assert!(((1.0 + extra) / before - 1.2).abs() < 1e-9, "{extra}");
-        // A refusal after ten windows of sending is worth 1 %: the step stays at 3 %.
+        let extra = spacing.widen(start, true, WINDOW * 5, None);
+        assert!(((1.0 + extra) / before - 1.1).abs() < 1e-9, "{extra}");
+        // A refusal after twenty windows of sending is worth 2.5 %: the step stays at 3 %.
         let before = 1.0 + spacing.extra(start);
-        let extra = spacing.widen(start, true, WINDOW * 10, None);
+        let extra = spacing.widen(start, true, WINDOW * 20, None);
         assert!(((1.0 + extra) / before - 1.03).abs() < 1e-9, "{extra}");
+        // A shorter pause is worth less: a tenth of a window per five windows of sending, 1 %.
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.note_refusal(start, start + WINDOW / 10);
+        spacing.widen(start, false, WINDOW, None);
+        let before = 1.0 + spacing.extra(start);
+        let extra = spacing.widen(start, true, WINDOW * 5, None);
+        assert!(((1.0 + extra) / before - 1.03).abs() < 1e-9, "{extra}");
+    }
+
+    #[test]
+    fn an_isolated_refusal_keeps_the_half_life_of_a_margin_from_repeated_rounds() {
+        let start = Instant::now();
+        let mut spacing = Spacing::new(WINDOW, start);
+        spacing.note_refusal(start, start + WINDOW);
+        for round in 0..5 {
+            spacing.widen(start, round > 0, WINDOW / 5, None);
+        }
+        let half_life = spacing.half_life();
+        assert!(half_life > WINDOW * HALF_LIFE_WINDOWS);
+        // Long after, most of the margin left: the link still needs it.
+        let later = start + WINDOW * 60;
+        spacing.widen(later, false, WINDOW * 60, None);
+        assert_eq!(spacing.half_life(), half_life);
+        // Once the margin is about gone, an isolated refusal starts over.
+        let much_later = later + half_life * 12;
+        spacing.widen(much_later, false, half_life * 12, None);
+        assert_eq!(spacing.half_life(), WINDOW * HALF_LIFE_WINDOWS);
     }
 }
