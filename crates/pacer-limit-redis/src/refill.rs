@@ -277,7 +277,13 @@ fn restore_pauses(core: &Arc<Core>, now: Instant) {
 
 /// Widens the key's spacing margin in Redis for every process, in the background (see
 /// [`RedisStore::widen_spacing`](crate::RedisStore::widen_spacing)).
-pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_life: Duration) {
+pub(crate) fn spawn_spacing(
+    core: &Arc<Core>,
+    name: &Arc<str>,
+    quota: Quota,
+    extra: f64,
+    half_life: Duration,
+) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -286,7 +292,15 @@ pub(crate) fn spawn_spacing(core: &Arc<Core>, name: &Arc<str>, extra: f64, half_
         let call = core
             .options
             .store
-            .widen_spacing(&name, extra, SPACING_STEP, half_life);
+            // A round: a refusal within a window of the fleet's last widening was of a slot
+            // booked before it.
+            .widen_spacing(
+                &name,
+                extra,
+                SPACING_STEP,
+                half_life,
+                quota.effective_window(),
+            );
         match tokio::time::timeout(core.options.timeout, call).await {
             Ok(Ok(margin)) => {
                 tracing::debug!(key = %name, margin, "spacing margin shared with every process");

@@ -266,7 +266,7 @@ impl SlotSource for RemoteSlots {
         let state = self.state();
         // Only an evenly spaced quota has an interval to widen in Redis.
         if let Model::Gcra { .. } = state.quota.model() {
-            crate::refill::spawn_spacing(&state.core, &state.name, extra, half_life);
+            crate::refill::spawn_spacing(&state.core, &state.name, state.quota, extra, half_life);
         }
     }
 

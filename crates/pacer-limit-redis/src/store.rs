@@ -348,7 +348,9 @@ impl RedisStore {
     /// Widens the spacing margin of `key` for every process: their reservations of an evenly
     /// spaced (GCRA) quota space slots by the interval times `1 + margin`. The margin becomes
     /// `extra` (this process's), or the one in force widened by `step` if that is wider, and
-    /// halves every `half_life`. Returns the margin in force.
+    /// halves every `half_life`. Within `round` of the last widening the step is not taken
+    /// (the refusal was of a slot booked before it: the pause that came with the widening
+    /// holds every process for about that long). Returns the margin in force.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
@@ -358,6 +360,7 @@ impl RedisStore {
         extra: f64,
         step: f64,
         half_life: Duration,
+        round: Duration,
     ) -> Result<f64, RedisError> {
         let millionths = |fraction: f64| (fraction.clamp(0.0, 1000.0) * 1e6).round() as u64;
         let mut connection = self.connection.clone();
@@ -367,6 +370,7 @@ impl RedisStore {
             .arg(millionths(extra))
             .arg(millionths(step))
             .arg(micros(half_life).max(1))
+            .arg(micros(round))
             .invoke_async(&mut connection)
             .await?;
         Ok(margin.max(0) as f64 / 1e6)
@@ -599,8 +603,21 @@ mod tests {
         assert!(!escape("}{}").contains(['{', '}']));
     }
 
-    /// Each slot's time on Redis's clock, in microseconds, and the TAT the last one left.
-    fn booked(reservation: &super::Reservation) -> (Vec<u64>, Option<i64>) {
+    /// Reserves `slots` of `key` continuing `follows`: each slot's time on Redis's clock, in
+    /// microseconds, and the TAT the last one left.
+    async fn book(
+        store: &super::RedisStore,
+        key: &str,
+        slots: u32,
+        follows: Option<i64>,
+    ) -> (Vec<u64>, Option<i64>) {
+        let quota = Quota::per_second(100)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO);
+        let reservation = store
+            .reserve_within(key, &quota, slots, None, follows)
+            .await
+            .unwrap();
         let at = reservation
             .slots
             .iter()
@@ -617,10 +634,7 @@ mod tests {
         let Some(redis) = pacer_testkit::RedisServer::start() else {
             return;
         };
-        let quota = Quota::per_second(100)
-            .gcra(1)
-            .with_margin(std::time::Duration::ZERO);
-        let interval = quota.emission_interval().as_micros() as u64;
+        let interval = 10_000; // 100 per second, in microseconds
         let spaced = interval * 11 / 10;
         let junction = spaced + interval * 3 / 10;
         let one = super::RedisStore::connect(&redis.url(), "test")
@@ -629,53 +643,28 @@ mod tests {
         let other = super::RedisStore::connect(&redis.url(), "test")
             .await
             .unwrap();
-        one.widen_spacing("k", 0.1, 0.1, std::time::Duration::from_secs(3600))
+        let hour = std::time::Duration::from_secs(3600);
+        one.widen_spacing("k", 0.1, 0.1, hour, std::time::Duration::ZERO)
             .await
             .unwrap();
         let near = |apart: u64, expected: u64| apart.abs_diff(expected) <= 2;
-        let (first, follows) = booked(
-            &one.reserve_within("k", &quota, 3, None, None)
-                .await
-                .unwrap(),
-        );
-        let (next, follows) = booked(
-            &one.reserve_within("k", &quota, 2, None, follows)
-                .await
-                .unwrap(),
-        );
+        let (first, follows) = book(&one, "k", 3, None).await;
+        let (next, follows) = book(&one, "k", 2, follows).await;
         assert!(near(next[0] - first[2], spaced), "{first:?} then {next:?}");
         assert!(near(next[1] - next[0], spaced), "{next:?}");
-        let (theirs, _) = booked(
-            &other
-                .reserve_within("k", &quota, 1, None, None)
-                .await
-                .unwrap(),
-        );
+        let (theirs, _) = book(&other, "k", 1, None).await;
         assert!(
             near(theirs[0] - next[1], junction),
             "{next:?} then {theirs:?}"
         );
-        let (again, _) = booked(
-            &one.reserve_within("k", &quota, 1, None, follows)
-                .await
-                .unwrap(),
-        );
+        let (again, _) = book(&one, "k", 1, follows).await;
         assert!(
             near(again[0] - theirs[0], junction),
             "{theirs:?} then {again:?}"
         );
         // Without a margin, no junction.
-        let (first, _) = booked(
-            &one.reserve_within("plain", &quota, 2, None, None)
-                .await
-                .unwrap(),
-        );
-        let (theirs, _) = booked(
-            &other
-                .reserve_within("plain", &quota, 1, None, None)
-                .await
-                .unwrap(),
-        );
+        let (first, _) = book(&one, "plain", 2, None).await;
+        let (theirs, _) = book(&other, "plain", 1, None).await;
         assert!(
             near(theirs[0] - first[1], interval),
             "{first:?} then {theirs:?}"

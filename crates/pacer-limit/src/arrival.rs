@@ -99,6 +99,20 @@ mod tests {
         arrivals.hold(sent, sent + latency, INTERVAL)
     }
 
+    /// Answers `count` requests sent an interval apart from `start`, the `n`-th after
+    /// `latency(n)`; returns when the next would be sent.
+    fn steady(
+        arrivals: &mut Arrivals,
+        start: Instant,
+        count: u32,
+        latency: impl Fn(u32) -> Duration,
+    ) -> Instant {
+        for n in 0..count {
+            answer(arrivals, start + INTERVAL * n, latency(n));
+        }
+        start + INTERVAL * count
+    }
+
     #[test]
     fn holds_nothing_until_the_usual_latency_is_known() {
         let start = Instant::now();
@@ -115,10 +129,7 @@ mod tests {
     fn a_late_answer_holds_the_next_send_by_its_lateness() {
         let start = Instant::now();
         let mut arrivals = Arrivals::new();
-        for n in 0..20u32 {
-            let sent = start + INTERVAL * n;
-            answer(&mut arrivals, sent, ms(1));
-        }
+        steady(&mut arrivals, start, 20, |_| ms(1));
         // Answered 4 ms later than usual: it may have reached the server 4 ms late.
         let sent = start + ms(300);
         assert_eq!(
@@ -135,10 +146,9 @@ mod tests {
         let start = Instant::now();
         let mut arrivals = Arrivals::new();
         assert_eq!(arrivals.spread(), None);
-        for n in 0..KEPT as u32 {
-            let sent = start + INTERVAL * n;
-            answer(&mut arrivals, sent, ms(40 + u64::from(n % 21)));
-        }
+        steady(&mut arrivals, start, KEPT as u32, |n| {
+            ms(40 + u64::from(n % 21))
+        });
         assert_eq!(arrivals.spread(), Some(ms(10)));
     }
 
@@ -146,15 +156,8 @@ mod tests {
     fn the_usual_latency_follows_a_new_route_within_the_kept_answers() {
         let start = Instant::now();
         let mut arrivals = Arrivals::new();
-        let mut sent = start;
-        for _ in 0..KEPT {
-            answer(&mut arrivals, sent, ms(1));
-            sent += INTERVAL;
-        }
-        for _ in 0..KEPT {
-            answer(&mut arrivals, sent, ms(20));
-            sent += INTERVAL;
-        }
+        let sent = steady(&mut arrivals, start, KEPT as u32, |_| ms(1));
+        let sent = steady(&mut arrivals, sent, KEPT as u32, |_| ms(20));
         assert_eq!(answer(&mut arrivals, sent, ms(20)), Some(sent + INTERVAL));
     }
 }

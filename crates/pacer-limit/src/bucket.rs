@@ -11,6 +11,12 @@ use crate::priority::{Demand, Priority};
 use crate::quota::{Cap, Quota};
 use crate::source::{Admission, LocalSlots, SlotSource};
 
+/// On a shared quota, a hold skips the process's next slot only when it reaches further past
+/// it than this fraction of the interval (250 µs at 100 per second): a fleet of four on one
+/// 2-core machine skipped a slot for a median hold of 60 µs, 90 times in 30 s (3 % of the
+/// rate), and the fleets that skipped only beyond this did as well.
+const SKIP_BEYOND: u32 = 40;
+
 #[derive(Debug)]
 pub(crate) struct Bucket {
     quota: Quota,
@@ -202,11 +208,15 @@ impl Bucket {
     /// answer showed the last accepted send reached a strict server late (see
     /// `crate::arrival`). This process's own pacing moves on from `at`; on a shared quota the
     /// slots before `at` are skipped instead (the other processes' slots after them do not
-    /// move, so moving this one's would crowd theirs). Nobody is woken; a waiter due sooner
-    /// finds the hold and waits on.
+    /// move, so moving this one's would crowd theirs), when the hold reaches [`SKIP_BEYOND`]
+    /// past the next. Nobody is woken; a waiter due sooner finds the hold and waits on.
     fn hold_until(&mut self, at: Instant, now: Instant) {
         let due = self.nth_earliest(now, 0);
         if at <= due {
+            return;
+        }
+        // A skip costs a whole slot: a hold of a few microseconds is left to the margin.
+        if self.shared.is_some() && at - due < self.quota.emission_interval() / SKIP_BEYOND {
             return;
         }
         tracing::trace!(held = ?at - due, "last accepted send reached the server late; next send held");

@@ -184,8 +184,9 @@ async fn behind_a_jittery_link_the_key_settles_in_few_refusals() {
     run_all(&[client], CALLERS, Instant::now() + RUN).await;
     let (rate, refused) = server.lock().unwrap().outcome();
     eprintln!("jitter: {rate:.1} accepted/s, {refused} refused");
-    assert!(rate >= 0.35 * f64::from(LIMIT), "{rate:.1}/s");
-    assert!(refused <= 8, "{refused} refusals");
+    // Before the refusals in flight widened to the latencies' noise: 42.3/s with 8.
+    assert!(rate >= 0.45 * f64::from(LIMIT), "{rate:.1}/s");
+    assert!(refused <= 6, "{refused} refusals");
 }
 
 /// On loopback a strict server refuses an evenly paced key when one request reaches it late
@@ -316,9 +317,17 @@ impl SlotSource for FleetSlots {
 
     fn share_spacing(&self, now: Instant, extra: f64, half_life: Duration) {
         // As spacing.lua: the wider of the process's own margin and the one in force widened
-        // by 3 %, so that processes refused in turn widen in turn.
+        // by 3 %, so that processes refused in turn widen in turn; within a window (a round)
+        // of the last widening, only the wider of the two.
         let mut fleet = self.fleet.lock().unwrap();
         let decayed = fleet.margin_at(now);
+        let (_, set_at, _, _) = fleet.margin;
+        if now - set_at < self.quota.effective_window() && fleet.widened > 0 {
+            if extra > decayed {
+                fleet.margin = (extra, now, half_life, 0.03);
+            }
+            return;
+        }
         let margin = extra.max((1.0 + decayed) * 1.03 - 1.0);
         fleet.margin = (margin, now, half_life, 0.03);
         fleet.widened += 1;
@@ -362,13 +371,15 @@ async fn a_fleet_on_one_quota_widens_its_shared_spacing_in_few_refusals() {
     let (rate, refused) = server.lock().unwrap().outcome();
     let widened = fleet.lock().unwrap().widened;
     eprintln!("fleet: {rate:.1} accepted/s, {refused} refused, margin widened {widened} times");
-    // The issue's target, 0.85 with at most 5 refusals, is NOT met here: every refusal widens
+    // The issue's target, 0.85 with at most 5 refusals, is NOT met here: every round widens
     // the fleet's margin by one 3 % step, so the fleet is refused about ten times before its
-    // spacing covers the processes' 2 ms disagreement (60/s, 10 refusals). A store that
+    // spacing covers the processes' 2 ms disagreement (57/s, 12 refusals). A store that
     // doubled the fleet's steps got 78/s with 3 refusals in this model, but less throughput
-    // than this rule on the real fleet of four (BENCHMARKS.md, issue 22), so it is not used.
-    // What this asserts is that the fleet converges at all and the rounds stay bounded: the
-    // margin shared, not every process refused on its own.
+    // than this rule on the real fleet of four (BENCHMARKS.md, issue 22), so it is not used;
+    // nor is the real store's junction gap modelled (this fleet's slots alternate one by one,
+    // where real processes take blocks of them). What this asserts is that the fleet
+    // converges at all and the rounds stay bounded: the margin shared, not every process
+    // refused on its own.
     assert!(rate >= 0.60 * 1000.0 / 11.0, "{rate:.1}/s");
     assert!(refused <= 12, "{refused} refusals");
     assert!(widened >= 1, "the fleet never shared a margin");
