@@ -12,7 +12,8 @@
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
 -- while the TAT is still the one after, when the slot is given back unused. When the horizon
 -- cut the reservation short, one more number: the first slot not booked, from now. Then, per
--- cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window.
+-- cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window. Last,
+-- the pause deadline in force (microseconds since the epoch; 0: none).
 -- Two slots in a row from two processes reach the server further from their schedule than two
 -- from one process: each maps Redis's clock to its own with an error, and a late send of the
 -- first goes unseen by the second (a process holds its own next send after a late one, see
@@ -60,4 +61,7 @@ local ttl = math.ceil((tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', ttl)
 caps_expire(last)
 caps_report(reply)
+-- Last, the pause in force (0: none): a process learns of another's pause with its next
+-- reservation and drops the slots it holds inside it.
+reply[#reply + 1] = math.max(pause, 0)
 return reply

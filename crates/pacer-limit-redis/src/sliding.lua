@@ -7,7 +7,8 @@
 -- slots of its window, wherever they are)
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now, its member (what release.lua removes when the slot is given back)
--- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves.
+-- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves;
+-- last, the pause deadline in force (microseconds since the epoch; 0: none).
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -47,4 +48,7 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[3], ttl)
 caps_expire(last)
 caps_report(reply)
+-- Last, the pause in force (0: none): a process learns of another's pause with its next
+-- reservation and drops the slots it holds inside it.
+reply[#reply + 1] = math.max(pause, 0)
 return reply

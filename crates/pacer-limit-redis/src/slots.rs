@@ -564,6 +564,16 @@ impl KeySlots {
             self.booked_until = last.tat_after();
         }
         let now = reservation.redis_now_micros;
+        // Another process's pause, heard of with this reservation: the slots held inside it
+        // were booked before it and go back (the waiters that held them take these, after it).
+        if let Some(paused_for) = reservation.paused_for {
+            let until = self.core.local_instant(
+                now.saturating_add(u64::try_from(paused_for.as_micros()).unwrap_or(u64::MAX)),
+            );
+            if self.paused_until.is_none_or(|known| known < until) {
+                self.release_before(until);
+            }
+        }
         // Cut short by the horizon: bulk slots can be had again once the next one is within it.
         self.bulk_not_before = reservation.beyond.map(|beyond| {
             let beyond = u64::try_from(beyond.as_micros()).unwrap_or(u64::MAX);

@@ -24,6 +24,10 @@ pub struct Reservation {
     /// When a horizon cut the reservation short: when the first slot not booked would be, as
     /// a delay from `redis_now_micros`.
     pub(crate) beyond: Option<Duration>,
+    /// The pause in force in Redis when the slots were reserved, as a delay from
+    /// `redis_now_micros`: the slots are after it, and the process drops any it holds inside it
+    /// (another process's refusal paused the key).
+    pub(crate) paused_for: Option<Duration>,
 }
 
 /// What identifies one reserved slot to the release scripts. `at` is the slot's time
@@ -510,7 +514,10 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
 /// `{now, (offset, a, b)..., [beyond], (count, frees_at) per cap}` as a [`Reservation`];
 /// `None` when malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
+    let (&pause, reply) = reply.split_last()?;
     let (&now, rest) = reply.split_first()?;
+    let paused_for =
+        (pause > now).then(|| Duration::from_micros(pause.saturating_sub(now).unsigned_abs()));
     let counts = rest.len().checked_sub(2 * quota.caps().count())?;
     let (mut slots, caps) = rest.split_at(counts);
     let mut beyond = None;
@@ -554,6 +561,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         tokens,
         caps,
         beyond,
+        paused_for,
     })
 }
 
@@ -572,7 +580,8 @@ mod tests {
             let quota = [Quota::per_minute(100), Quota::per_day(1_000)][..caps]
                 .iter()
                 .fold(quota, |quota, cap| quota.and(*cap));
-            let tail = 1 + 2 * caps;
+            // Redis's now, each cap's two numbers, the pause.
+            let tail = 2 + 2 * caps;
             match parse_reservation(&quota, &reply) {
                 None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 == 2),
                 Some(reservation) => {
@@ -582,6 +591,7 @@ mod tests {
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
                     prop_assert!(kinds_match);
+                    prop_assert_eq!(reservation.paused_for.is_some(), reply[reply.len() - 1] > reply[0]);
                 }
             }
         }

@@ -253,3 +253,49 @@ async fn a_lone_request_reserves_only_its_own_slot() {
     assert_eq!(stats.slots_reserved, 20, "{stats:?}");
     assert_eq!(stats.slots_unused, 0, "{stats:?}");
 }
+
+/// A pause written by another process reaches this one with its next reservation, and the
+/// slots it holds inside the pause are dropped then (they were booked before it), not sent:
+/// before, every leased slot went out, up to a lease of sends inside the server's pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_held_inside_another_process_pause_are_dropped_at_the_next_reservation() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // One send per 200 ms; six waiters lease six slots (0 to 1,000 ms).
+    let quota = Quota::per_second(5).gcra(1).with_margin(Duration::ZERO);
+    let holder = shared_limiter(&redis, quota, |s| s.lease(8)).await;
+    let other = shared_limiter(&redis, quota, |s| s).await;
+    let grants = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiter = |holder: pacer_limit::Limiter| {
+        let grants = std::sync::Arc::clone(&grants);
+        tokio::spawn(async move {
+            tokio::time::timeout(Duration::from_secs(5), holder.acquire(()))
+                .await
+                .unwrap()
+                .unwrap();
+            grants.lock().unwrap().push(Instant::now());
+        })
+    };
+    let mut waiters: Vec<_> = (0..6).map(|_| waiter(holder.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The other process is refused and pauses the key for 800 ms (written to Redis).
+    let paused_at = Instant::now();
+    let pause_end = paused_at + Duration::from_millis(800);
+    other.pause_until(&(), pause_end);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One more waiter: the holder asks Redis for a slot, and hears of the pause. Its slots at
+    // 400, 600 and 800 ms are inside the pause; the one at 200 ms may go before it hears.
+    waiters.push(waiter(holder.clone()));
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let grants = grants.lock().unwrap();
+    let inside: Vec<_> = grants
+        .iter()
+        .filter(|&&at| at > paused_at + Duration::from_millis(250) && at < pause_end)
+        .map(|&at| at - paused_at)
+        .collect();
+    assert!(inside.is_empty(), "sent inside the pause: {inside:?}");
+    assert_eq!(grants.len(), 7);
+}
