@@ -35,16 +35,23 @@ local count = tonumber(ARGV[3])
 local horizon = tonumber(ARGV[4] or '0')
 local follows = tonumber(ARGV[5] or '0')
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- The next slot counts from `from`: the TAT, plus the junction gap for the first slot only.
+-- The gap is never stored on its own: a reservation the horizon cuts short before its first
+-- slot leaves the TAT as it was (or the next try would find a gap added to a gap).
 -- (The reply truncates a TAT that SET rounds: one microsecond apart is the same.)
-if junction > 0 and tat > now and math.abs(tat - follows) > 1 then tat = tat + junction end
+local from = tat
+if junction > 0 and tat > now and math.abs(tat - follows) > 1 then from = tat + junction end
 -- After a pause, slots leave evenly spaced, as if the quota had been used at its full rate up
 -- to the pause's end: the burst allowance does not release every waiter at once.
-if pause > 0 then tat = math.max(tat, pause + tolerance) end
+if pause > 0 then
+  tat = math.max(tat, pause + tolerance)
+  from = math.max(from, pause + tolerance)
+end
 local reply = {now}
 local last = now
 for i = 1, count do
   -- A spent cap (caps.lua) holds the slot back; the interval then counts from it.
-  local slot = caps_slot(math.max(base, tat - tolerance))
+  local slot = caps_slot(math.max(base, from - tolerance))
   if horizon > 0 and slot - now > horizon then
     reply[3 * i - 1] = math.floor(slot - now)
     break
@@ -52,7 +59,8 @@ for i = 1, count do
   caps_record(slot)
   reply[3 * i - 1] = math.floor(slot - now)
   reply[3 * i] = tat
-  tat = math.max(tat, slot) + interval
+  tat = math.max(from, slot) + interval
+  from = tat
   reply[3 * i + 1] = tat
   last = slot
 end

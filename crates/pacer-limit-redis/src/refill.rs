@@ -294,7 +294,7 @@ pub(crate) fn spawn_spacing(
             .store
             // A round: a refusal within a window of the fleet's last widening was of a slot
             // booked before it.
-            .widen_spacing(
+            .widen_spacing_within(
                 &name,
                 extra,
                 SPACING_STEP,

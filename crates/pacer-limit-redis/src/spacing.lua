@@ -21,7 +21,8 @@ if current then
   local extra, set_at, life = string.match(current, '(%S+) (%S+) (%S+)')
   local decayed = tonumber(extra) * 2 ^ (-(now - tonumber(set_at)) / tonumber(life))
   if now - tonumber(set_at) < round then
-    -- Keep the set time, so that a round is counted from the widening that started it.
+    -- Nothing wider: keep the set time, so that the round is counted from its widening. (A
+    -- wider margin of the process's own is set below, and starts a round of its own.)
     if proposed <= decayed then return math.floor(decayed * 1000000) end
   else
     margin = math.max(proposed, (1 + decayed) * (1 + step) - 1)

@@ -177,6 +177,9 @@ impl RedisStore {
     /// Reserves `slots` consecutive send slots of `key` under `quota`: when each may be sent,
     /// on Redis's clock, which every process shares. Every window of the quota holds: its own
     /// (by its model) and each [`Cap`] it stacks ([`Quota::and`]), counted as a sliding window.
+    /// While a spacing margin is in force ([`widen_spacing`](Self::widen_spacing)), the first
+    /// slot of an evenly spaced quota comes three margins later than the interval alone would
+    /// put it: a reservation made here is taken to follow another process's slots.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
@@ -352,13 +355,29 @@ impl RedisStore {
     /// Widens the spacing margin of `key` for every process: their reservations of an evenly
     /// spaced (GCRA) quota space slots by the interval times `1 + margin`. The margin becomes
     /// `extra` (this process's), or the one in force widened by `step` if that is wider, and
-    /// halves every `half_life`. Within `round` of the last widening the step is not taken
-    /// (the refusal was of a slot booked before it: the pause that came with the widening
-    /// holds every process for about that long). Returns the margin in force.
+    /// halves every `half_life`. Returns the margin in force.
     ///
     /// # Errors
     /// When Redis fails or is unreachable.
     pub async fn widen_spacing(
+        &self,
+        key: &str,
+        extra: f64,
+        step: f64,
+        half_life: Duration,
+    ) -> Result<f64, RedisError> {
+        self.widen_spacing_within(key, extra, step, half_life, Duration::ZERO)
+            .await
+    }
+
+    /// [`widen_spacing`](Self::widen_spacing), taking no step within `round` of the last
+    /// widening (only the wider of `extra` and the margin in force): the refusal was of a slot
+    /// booked before it, since the pause that came with that widening holds every process for
+    /// about that long.
+    ///
+    /// # Errors
+    /// When Redis fails or is unreachable.
+    pub async fn widen_spacing_within(
         &self,
         key: &str,
         extra: f64,
@@ -654,9 +673,7 @@ mod tests {
             .await
             .unwrap();
         let hour = std::time::Duration::from_secs(3600);
-        one.widen_spacing("k", 0.1, 0.1, hour, std::time::Duration::ZERO)
-            .await
-            .unwrap();
+        one.widen_spacing("k", 0.1, 0.1, hour).await.unwrap();
         let near = |apart: u64, expected: u64| apart.abs_diff(expected) <= 2;
         let (first, follows) = book(&one, "k", 3, None).await;
         let (next, follows) = book(&one, "k", 2, follows).await;
@@ -679,5 +696,43 @@ mod tests {
             near(theirs[0] - first[1], interval),
             "{first:?} then {theirs:?}"
         );
+    }
+
+    /// A bulk reservation the horizon cuts short before its first slot leaves the schedule as
+    /// it was: retried when its slot comes within the horizon, it books it (the junction gap
+    /// is counted once, not added again on every try).
+    #[tokio::test]
+    async fn a_reservation_cut_short_by_the_horizon_adds_no_junction_gap() {
+        let Some(redis) = pacer_testkit::RedisServer::start() else {
+            return;
+        };
+        let quota = Quota::per_second(100)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO);
+        let one = super::RedisStore::connect(&redis.url(), "test")
+            .await
+            .unwrap();
+        let other = super::RedisStore::connect(&redis.url(), "test")
+            .await
+            .unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        one.widen_spacing("k", 0.5, 0.5, hour).await.unwrap();
+        book(&one, "k", 4, None).await;
+        let horizon = std::time::Duration::from_millis(10);
+        let mut tries = 0;
+        let booked = loop {
+            tries += 1;
+            assert!(tries <= 5, "still cut short after {tries} tries");
+            let reservation = other
+                .reserve_within("k", &quota, 1, Some(horizon), None)
+                .await
+                .unwrap();
+            if let Some(&slot) = reservation.slots.first() {
+                break slot;
+            }
+            let beyond = reservation.beyond.expect("cut short by the horizon");
+            tokio::time::sleep(beyond.saturating_sub(horizon)).await;
+        };
+        assert!(booked <= horizon, "{booked:?}");
     }
 }

@@ -352,7 +352,7 @@ async fn a_widened_spacing_spaces_every_connection() {
     let store = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let half_life = Duration::from_secs(3600);
     let margin = store
-        .widen_spacing("spaced", 0.5, 0.03, half_life, Duration::ZERO)
+        .widen_spacing("spaced", 0.5, 0.03, half_life)
         .await
         .unwrap();
     assert!((margin - 0.5).abs() < 1e-3, "{margin}");
@@ -364,7 +364,7 @@ async fn a_widened_spacing_spaces_every_connection() {
     // Another connection learned less: the margin in force, widened by its step, stands.
     let other = RedisStore::connect(&redis.url(), "test").await.unwrap();
     let margin = other
-        .widen_spacing("spaced", 0.03, 0.03, half_life, Duration::ZERO)
+        .widen_spacing("spaced", 0.03, 0.03, half_life)
         .await
         .unwrap();
     assert!(margin > 0.5 * 1.03 + 0.02, "{margin}");
@@ -372,12 +372,12 @@ async fn a_widened_spacing_spaces_every_connection() {
     // booked before it. A wider margin of its own still stands.
     let round = Duration::from_secs(60);
     let within = other
-        .widen_spacing("spaced", 0.03, 0.03, half_life, round)
+        .widen_spacing_within("spaced", 0.03, 0.03, half_life, round)
         .await
         .unwrap();
     assert!((within - margin).abs() < 1e-3, "{margin} then {within}");
     let wider = other
-        .widen_spacing("spaced", 0.9, 0.03, half_life, round)
+        .widen_spacing_within("spaced", 0.9, 0.03, half_life, round)
         .await
         .unwrap();
     assert!((wider - 0.9).abs() < 1e-3, "{wider}");

@@ -9,7 +9,7 @@
 //!    pause, each step worth what it saves, or at once to the noise the key's latencies show
 //!    when requests in flight are refused too; shrinking back over minutes) and leaves the
 //!    rate alone; on a quota shared through Redis the margin is the fleet's (one step per
-//!    refusal). From then on the key is known strict: a late answer holds its next send (see
+//!    round of refusals). From then on the key is known strict: a late answer holds its next send (see
 //!    `crate::arrival`). A repeated refusal after longer (noise no margin absorbs) goes to the rules
 //!    below. A round in which every request still in flight comes back refused as well
 //!    shows a full window rather than an early arrival: the rate

@@ -54,7 +54,14 @@ impl Arrivals {
 
     /// An accepted request sent at `sent_at` was answered at `now`: the instant before which
     /// the next send could arrive within `interval` of it, given the latencies seen: `sent_at`
-    /// plus its latency beyond the usual, plus `interval`. `None` until enough were seen.
+    /// plus its latency beyond the usual (at most one interval), plus `interval`. `None` until
+    /// enough were seen.
+    ///
+    /// The excess may as well have been the server's time to answer, or the way back: a
+    /// server whose answers vary by more than its interval (slow requests on a strict API)
+    /// would otherwise hold its key back by all of it. One interval at most bounds that cost
+    /// to one doubled gap per late answer; a stall longer than an interval is left to the
+    /// spacing margin.
     pub(crate) fn hold(
         &self,
         sent_at: Instant,
@@ -63,7 +70,7 @@ impl Arrivals {
     ) -> Option<Instant> {
         let latency = now.saturating_duration_since(sent_at);
         let floor = self.floor()?;
-        Some(sent_at + latency.saturating_sub(floor) + interval)
+        Some(sent_at + latency.saturating_sub(floor).min(interval) + interval)
     }
 
     /// The usual latency: the least of the recent ones, once enough were seen.
@@ -135,6 +142,12 @@ mod tests {
         assert_eq!(
             answer(&mut arrivals, sent, ms(5)),
             Some(sent + ms(4) + INTERVAL)
+        );
+        // A stall longer than an interval holds for one interval at most.
+        let sent = start + ms(305);
+        assert_eq!(
+            answer(&mut arrivals, sent, ms(50)),
+            Some(sent + INTERVAL + INTERVAL)
         );
         // The stall does not become the usual latency.
         let sent = start + ms(310);

@@ -1,7 +1,7 @@
 //! What a key learned from the server's answers: its rate ([`KeyRate`]), its spacing margin
 //! ([`Spacing`]), whether it must send evenly, and when its sends reach the server
-//! ([`Arrivals`]). Lives in the key's bucket, under the
-//! limiter's one lock, and is swept with it.
+//! ([`Arrivals`]). Lives in the key's bucket, under the limiter's one lock, and is swept with
+//! it.
 
 use std::time::Duration;
 
@@ -147,7 +147,8 @@ impl Learned {
                     .spread()
                     .map(|spread| spread.as_secs_f64() * rate / window.as_secs_f64());
                 let widest = self.widest(params, rate, answer.sent_at, now);
-                // On a shared quota the fleet's margin widens a step per refusal (see below).
+                // On a shared quota the fleet's margin is Redis's (see the `Widen` arm): a
+                // refusal in flight there is one more of the round, and takes no step.
                 let extra = noise
                     .filter(|_| !shared)
                     .and_then(|noise| self.spacing.widen_to_noise(now, noise, widest));
@@ -169,9 +170,9 @@ impl Learned {
                 } else {
                     self.widest(params, rate, answer.sent_at, now)
                 };
-                // On a shared quota each refusal widens the fleet's margin by one step (see
-                // spacing.lua of pacer-limit-redis): escalating there cost the real fleet
-                // throughput (BENCHMARKS.md, issue 22).
+                // On a shared quota each round of refusals widens the fleet's margin by one
+                // step (see spacing.lua of pacer-limit-redis): escalating there cost the real
+                // fleet throughput (BENCHMARKS.md, issue 22).
                 let extra = self.spacing.widen(now, recent && !shared, sending, widest);
                 tracing::debug!(
                     extra,

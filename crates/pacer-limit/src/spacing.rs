@@ -18,7 +18,7 @@
 //!   [`COST_SHARE`]): a server that takes half the rate is reached in a few rounds, where a
 //!   blind cut of the rate (1 %, 4 %, 16 %) needs as many and then climbs back into refusals;
 //! - a request **in flight** at a widening that comes back refused too went out at the margin
-//!   that round found too narrow: it widens the margin straight to how far apart the key's
+//!   that round found too narrow: it widens the margin at once by how far apart the key's
 //!   answers say its sends may arrive (see `crate::arrival`), at no further pause (behind a
 //!   link with jitter half the requests in flight are refused at first, and each would
 //!   otherwise be a round of its own, with its pause);
@@ -180,8 +180,8 @@ impl Spacing {
     /// Widens again after another request sent before the last widening came back refused,
     /// when the key's answers say how far apart its sends may arrive: `noise`, as a share of
     /// the interval (see `crate::arrival`). Several refusals in one round are noise on that
-    /// scale, so the step goes straight there (up to [`MAX_STEP`]) rather than doubling towards
-    /// it round after round, and the half-life doubles as a repeated round's. It cost no pause
+    /// scale, so the step is the noise (up to [`MAX_STEP`]) rather than doubling towards it
+    /// round after round, and the half-life doubles as a repeated round's. It cost no pause
     /// of its own (the key is already paused), so no cost bound applies. Nothing changes when
     /// the noise is no wider than the last step: the refusals in flight then say nothing the
     /// round did not (a server whose window is full refuses them all, and that is the rate's
