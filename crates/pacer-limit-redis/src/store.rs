@@ -655,6 +655,21 @@ mod tests {
         (at, reservation.tokens.last().and_then(Token::tat_after))
     }
 
+    /// Two connections to `redis`, as two processes would have, `key`'s spacing margin widened
+    /// to `margin` by the first.
+    async fn two_processes(
+        redis: &pacer_testkit::RedisServer,
+        key: &str,
+        margin: f64,
+    ) -> (super::RedisStore, super::RedisStore) {
+        let url = redis.url();
+        let one = super::RedisStore::connect(&url, "test").await.unwrap();
+        let other = super::RedisStore::connect(&url, "test").await.unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        one.widen_spacing(key, margin, margin, hour).await.unwrap();
+        (one, other)
+    }
+
     /// While a margin is in force, a reservation continuing the caller's own block of slots
     /// is spaced by the margin; one after another process's slot (or the caller's, after
     /// another's) leaves the junction gap too: three margins more.
@@ -666,14 +681,7 @@ mod tests {
         let interval = 10_000; // 100 per second, in microseconds
         let spaced = interval * 11 / 10;
         let junction = spaced + interval * 3 / 10;
-        let one = super::RedisStore::connect(&redis.url(), "test")
-            .await
-            .unwrap();
-        let other = super::RedisStore::connect(&redis.url(), "test")
-            .await
-            .unwrap();
-        let hour = std::time::Duration::from_secs(3600);
-        one.widen_spacing("k", 0.1, 0.1, hour).await.unwrap();
+        let (one, other) = two_processes(&redis, "k", 0.1).await;
         let near = |apart: u64, expected: u64| apart.abs_diff(expected) <= 2;
         let (first, follows) = book(&one, "k", 3, None).await;
         let (next, follows) = book(&one, "k", 2, follows).await;
@@ -709,14 +717,7 @@ mod tests {
         let quota = Quota::per_second(100)
             .gcra(1)
             .with_margin(std::time::Duration::ZERO);
-        let one = super::RedisStore::connect(&redis.url(), "test")
-            .await
-            .unwrap();
-        let other = super::RedisStore::connect(&redis.url(), "test")
-            .await
-            .unwrap();
-        let hour = std::time::Duration::from_secs(3600);
-        one.widen_spacing("k", 0.5, 0.5, hour).await.unwrap();
+        let (one, other) = two_processes(&redis, "k", 0.5).await;
         book(&one, "k", 4, None).await;
         let horizon = std::time::Duration::from_millis(10);
         let mut tries = 0;
