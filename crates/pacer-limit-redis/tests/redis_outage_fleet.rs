@@ -140,6 +140,24 @@ async fn next_shared_slot(redis: &RedisServer, key: &str, quota: &Quota) -> Dura
         .slots[0]
 }
 
+/// Waits (bounded, 2 s) until Redis holds `key`'s pause of about 5 s: its next shared slot at
+/// least 4 s away. The limiter writes a pause back in the background, so this polls rather
+/// than sleeping for a guess.
+async fn until_the_pause_is_in_redis(redis: &RedisServer, key: &str, quota: &Quota) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let next = next_shared_slot(redis, key, quota).await;
+        if next >= Duration::from_secs(4) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the next shared slot in {next:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits (bounded) until `limiter` counts Redis as `down`.
 async fn until_redis_down_is(limiter: &Limiter<&'static str>, down: bool) {
     for _ in 0..200 {
@@ -167,12 +185,7 @@ async fn a_pause_recorded_while_redis_was_away_is_written_back() {
     let redis = on_blocking_pool(redis, RedisServer::restart).await;
     until_redis_down_is(&limiter, false).await;
     // The write-back is in the background, right after the first reply.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let next = next_shared_slot(&redis, "paced", &quota).await;
-    assert!(
-        next >= Duration::from_secs(4),
-        "the next shared slot in {next:?}"
-    );
+    until_the_pause_is_in_redis(&redis, "paced", &quota).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,19 +197,13 @@ async fn a_pause_lost_with_a_restarted_redis_is_written_back() {
     let limiter = keyed_limiter(&redis, quota).await;
     limiter.acquire("paced").await.unwrap();
     limiter.pause_until(&"paced", Instant::now() + Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(next_shared_slot(&redis, "paced", &quota).await >= Duration::from_secs(4));
+    until_the_pause_is_in_redis(&redis, "paced", &quota).await;
     // Restarted empty: the pause is gone from Redis, and comes back from the limiter.
     let redis = on_blocking_pool(redis, RedisServer::kill).await;
     until_redis_down_is(&limiter, true).await;
     let redis = on_blocking_pool(redis, RedisServer::restart).await;
     until_redis_down_is(&limiter, false).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let next = next_shared_slot(&redis, "paced", &quota).await;
-    assert!(
-        next >= Duration::from_secs(4),
-        "the next shared slot in {next:?}"
-    );
+    until_the_pause_is_in_redis(&redis, "paced", &quota).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

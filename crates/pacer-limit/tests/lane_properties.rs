@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::conforms_to_gcra;
+use common::{conforms_to_gcra, paused_runtime};
 use pacer_limit::{Limiter, Priority, Quota};
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -19,14 +19,6 @@ enum Event {
     Asked(usize),
     Granted(usize, Instant),
     Cancelled(usize),
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 fn lane() -> impl Strategy<Value = Priority> {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{conforms_to_gcra, max_in_any_window};
+use common::{arrivals, conforms_to_gcra, max_in_any_window, paused_runtime, reference_schedule};
 use pacer_limit::{Limiter, Model, Quota};
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -35,59 +35,6 @@ fn quota() -> impl Strategy<Value = Quota> {
     )
 }
 
-/// Arrival offsets in milliseconds, non-decreasing, with bursts and idle gaps.
-fn arrivals() -> impl Strategy<Value = Vec<u64>> {
-    prop::collection::vec(
-        prop_oneof![3 => Just(0u64), 2 => 0u64..20, 1 => 0u64..500],
-        1..120,
-    )
-    .prop_map(|gaps| {
-        gaps.iter()
-            .scan(0, |t, gap| {
-                *t += gap;
-                Some(*t)
-            })
-            .collect()
-    })
-}
-
-/// The greedy FIFO schedule a perfect limiter produces: each request at the later of its
-/// arrival, its predecessor's grant, and the quota's next free slot.
-fn reference_schedule(quota: &Quota, arrivals: &[Duration]) -> Vec<Duration> {
-    let window = quota.effective_window();
-    let interval = quota.emission_interval();
-    let mut grants: Vec<Duration> = Vec::new();
-    let mut tat = Duration::ZERO;
-    for &arrival in arrivals {
-        let previous = grants.last().copied().unwrap_or(Duration::ZERO);
-        let mut at = arrival.max(previous);
-        match quota.model() {
-            Model::SlidingWindow => {
-                let limit = quota.limit() as usize;
-                if grants.len() >= limit {
-                    at = at.max(grants[grants.len() - limit] + window);
-                }
-            }
-            Model::Gcra { burst } => {
-                let tolerance = interval * (burst.get() - 1);
-                at = at.max(tat.saturating_sub(tolerance));
-                tat = tat.max(at) + interval;
-            }
-            _ => unreachable!("a model the reference does not know"),
-        }
-        grants.push(at);
-    }
-    grants
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
 /// Checks the quota's own invariant on real grant instants.
 fn assert_within_quota(quota: &Quota, grants: &[Instant]) -> Result<(), TestCaseError> {
     match quota.model() {
@@ -112,7 +59,7 @@ proptest! {
 
     /// Never more than the quota, and never later than a perfect FIFO limiter.
     #[test]
-    fn grants_match_the_perfect_schedule(quota in quota(), arrivals in arrivals()) {
+    fn grants_match_the_perfect_schedule(quota in quota(), arrivals in arrivals(500, 120)) {
         let grants = paused_runtime().block_on(async {
             let limiter = Limiter::new(quota);
             let start = Instant::now();
@@ -147,7 +94,7 @@ proptest! {
     #[test]
     fn cancellations_lose_no_capacity(
         quota in quota(),
-        arrivals in arrivals(),
+        arrivals in arrivals(500, 120),
         patience in prop::collection::vec(prop::option::weighted(0.4, 0u64..300), 120),
     ) {
         let (grants, asked, next, queued) = paused_runtime().block_on(async {
