@@ -12,15 +12,16 @@
 -- microseconds from now and the TAT before and after it: release.lua restores the one before
 -- while the TAT is still the one after, when the slot is given back unused. When the horizon
 -- cut the reservation short, one more number: the first slot not booked, from now. Then, per
--- cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window. Last,
--- the pause deadline in force (microseconds since the epoch; 0: none).
+-- cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves its window. Then
+-- the pause deadline in force (microseconds since the epoch; 0: none). Last, the junction gap
+-- in force (microseconds; 0: no margin).
 -- Two slots in a row from two processes reach the server further from their schedule than two
 -- from one process: each maps Redis's clock to its own with an error, and a late send of the
 -- first goes unseen by the second (a process holds its own next send after a late one, see
 -- pacer-limit's arrival.rs). So where a margin is in force (the server was found strict), a
 -- slot following another process's is spaced JUNCTION times the margin further. Blocks of
 -- slots run as long as a process's demand, so this costs a fraction of the margin.
-local JUNCTION = 3
+local JUNCTION = 6
 local interval = tonumber(ARGV[1])
 local junction = 0
 local spacing = redis.call('GET', KEYS[3])
@@ -40,7 +41,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 -- slot leaves the TAT as it was (or the next try would find a gap added to a gap).
 -- (The reply truncates a TAT that SET rounds: one microsecond apart is the same.)
 local from = tat
-if junction > 0 and tat > now and math.abs(tat - follows) > 1 then from = tat + junction end
+-- (Also when the TAT just passed: the other process's last slot may still be on its way.)
+if junction > 0 and tat + junction > now and math.abs(tat - follows) > 1 then from = tat + junction end
 -- After a pause, slots leave evenly spaced, as if the quota had been used at its full rate up
 -- to the pause's end: the burst allowance does not release every waiter at once.
 if pause > 0 then
@@ -72,4 +74,8 @@ caps_report(reply)
 -- Last, the pause in force (0: none): a process learns of another's pause with its next
 -- reservation and drops the slots it holds inside it.
 reply[#reply + 1] = math.max(pause, 0)
+-- And the junction gap: a process the server never refused learns that another found it
+-- strict, and holds its next send after a late one as the refused process does; and how late
+-- its last slot before another process's may go without crowding it.
+reply[#reply + 1] = math.floor(junction)
 return reply

@@ -8,7 +8,8 @@
 -- Returns Redis's now (microseconds since the epoch), then for each slot its time as
 -- microseconds from now, its member (what release.lua removes when the slot is given back)
 -- and 0; then, per cap (KEYS[4..], see caps.lua), its count and when its oldest slot leaves;
--- last, the pause deadline in force (microseconds since the epoch; 0: none).
+-- then the pause deadline in force (microseconds since the epoch; 0: none); last, 0 (the
+-- junction gap of gcra.lua's reply: a sliding window spaces nothing).
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local count = tonumber(ARGV[3])
@@ -51,4 +52,5 @@ caps_report(reply)
 -- Last, the pause in force (0: none): a process learns of another's pause with its next
 -- reservation and drops the slots it holds inside it.
 reply[#reply + 1] = math.max(pause, 0)
+reply[#reply + 1] = 0
 return reply

@@ -224,6 +224,21 @@ impl RemoteSlots {
     }
 }
 
+/// How much of the junction gap (see gcra.lua) this process's last slot before another's may
+/// go late by: the rest is left for the two processes' clocks and their ways to the server.
+/// The room is the gap divided by this.
+const JUNCTION_ROOM: u32 = 3;
+
+/// Whether the slot of `next` directly follows that of `first` on the shared schedule: nobody
+/// booked a slot between them (the TAT one left is the one the other found, to the
+/// microsecond the reply rounds to).
+fn continues(first: Token, next: Token) -> bool {
+    match (first.tat_after(), next.tat_before()) {
+        (Some(after), Some(before)) => after.abs_diff(before) <= 1,
+        _ => false,
+    }
+}
+
 /// Locks a key's slots; every mutation is one step, so a poisoned lock is recovered.
 pub(crate) fn lock(state: &Mutex<KeySlots>) -> MutexGuard<'_, KeySlots> {
     state
@@ -251,8 +266,8 @@ impl SlotSource for RemoteSlots {
         self.state().release_before(until);
     }
 
-    fn skip_before(&mut self, until: Instant) {
-        self.state().skip_before(until);
+    fn hold_until(&mut self, until: Instant) {
+        self.state().hold_until(until);
     }
 
     fn share_pause(&self, now: Instant, until: Instant) {
@@ -270,8 +285,17 @@ impl SlotSource for RemoteSlots {
         }
     }
 
+    fn applies_shared_spacing(&self) -> bool {
+        // gcra.lua spaces every process's slots by the margin; a sliding window spaces nothing.
+        matches!(self.state().quota.model(), Model::Gcra { .. })
+    }
+
     fn cap_count(&self, cap: &Cap, _now: Instant) -> Option<(u64, Instant)> {
         self.state().cap_count(cap)
+    }
+
+    fn is_strict(&self) -> bool {
+        !self.state().junction.is_zero()
     }
 
     fn on_leave(&mut self, waiting: Demand) {
@@ -319,6 +343,10 @@ pub(crate) struct KeySlots {
     /// continues this process's block of slots; one that does not follows another process's
     /// slot, which gcra.lua spaces wider while a margin is in force.
     booked_until: Option<i64>,
+    /// The junction gap in force at the last reservation (see gcra.lua): non-zero while a
+    /// spacing margin is, i.e. some process found the server strict (see
+    /// [`SlotSource::is_strict`]).
+    junction: Duration,
 }
 
 impl KeySlots {
@@ -339,6 +367,7 @@ impl KeySlots {
             paused_until: None,
             cap_counts: Vec::new(),
             booked_until: None,
+            junction: Duration::ZERO,
         }
     }
 
@@ -536,6 +565,7 @@ impl KeySlots {
         // Every process's slots, as of this reservation: fresh enough to judge a refusal of
         // the slots that follow it.
         self.cap_counts.clone_from(&reservation.caps);
+        self.junction = reservation.junction;
         match (shared_from, self.local.as_mut()) {
             (Some(until), Some(local)) => {
                 local.until = Some(local.until.map_or(until, |old| old.min(until)));
@@ -639,10 +669,33 @@ impl KeySlots {
         }
     }
 
-    /// Leased slots before `until` go unused and stay spent (see `SlotSource::skip_before`).
-    /// The local share while Redis is away is left alone: its slots interleave with the
-    /// other processes' on a grid that a skip would not keep.
-    fn skip_before(&mut self, until: Instant) {
+    /// The next send must not go out before `until` (see `SlotSource::hold_until`): the first
+    /// leased slot goes late, when there is room after it. Followed by this process's own next
+    /// slot, the room is half the way to it (that slot's send is held in turn, after this
+    /// one's answer, and the margin takes the lateness back slot by slot); else, the
+    /// [junction room](Self::junction_room). Beyond the room, the leased slots before `until`
+    /// go unused and stay spent. The local share while Redis is away is left alone: its slots
+    /// interleave with the other processes' on a grid that a late send would crowd.
+    fn hold_until(&mut self, until: Instant) {
+        let Some(first) = self.leases.front() else {
+            return;
+        };
+        let late = until.saturating_duration_since(self.at(first));
+        if late.is_zero() {
+            return;
+        }
+        let room = match (self.junction_room(0), self.leases.get(1)) {
+            (Some(room), _) => room,
+            (None, Some(next)) => self.at(next).saturating_duration_since(self.at(first)) / 2,
+            (None, None) => Duration::ZERO,
+        };
+        if late <= room {
+            let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX) + 1;
+            if let Some(first) = self.leases.front_mut() {
+                first.redis_micros = first.redis_micros.saturating_add(late);
+            }
+            return;
+        }
         let skipped = self
             .leases
             .iter()
@@ -651,14 +704,39 @@ impl KeySlots {
         self.leases.drain(..skipped);
     }
 
+    /// How late after its booked time the leased slot at `index` may go out when another
+    /// process's slot may follow it (this process leased none right after it) while a
+    /// junction gap is in force: a [share](JUNCTION_ROOM) of the gap. `None` when the slot
+    /// after it is this process's own, or no gap is in force.
+    fn junction_room(&self, index: usize) -> Option<Duration> {
+        let lease = self.leases.get(index)?;
+        let own_next = self
+            .leases
+            .get(index + 1)
+            .is_some_and(|next| continues(lease.token, next.token));
+        (!self.junction.is_zero() && !own_next).then(|| self.junction / JUNCTION_ROOM)
+    }
+
     /// Slots whose time passed by more than the grace would crowd other processes' slots.
+    /// While a junction gap is in force (the server was found strict), a slot another
+    /// process's may follow is worth its use only within the
+    /// [junction room](Self::junction_room) after its booked time: a send later than that
+    /// (its task was descheduled for milliseconds) would reach the server within an interval
+    /// of the other process's next, which knows nothing of it.
     fn expire(&mut self, now: Instant) {
         let grace = self.core.options.grace_for(&self.quota);
-        let expired = self
-            .leases
-            .iter()
-            .take_while(|l| later(self.at(l), grace) < now)
-            .count();
+        let mut expired = 0;
+        while let Some(lease) = self.leases.get(expired) {
+            let mut deadline = later(self.at(lease), grace);
+            if let Some(room) = self.junction_room(expired) {
+                let booked = u64::try_from(lease.token.at()).unwrap_or(0);
+                deadline = deadline.min(later(self.core.local_instant(booked), room));
+            }
+            if deadline >= now {
+                break;
+            }
+            expired += 1;
+        }
         if expired > 0 {
             let expired: Vec<Lease> = self.leases.drain(..expired).collect();
             self.give_back(&expired);

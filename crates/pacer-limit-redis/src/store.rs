@@ -28,6 +28,11 @@ pub struct Reservation {
     /// `redis_now_micros`: the slots are after it, and the process drops any it holds inside it
     /// (another process's refusal paused the key).
     pub(crate) paused_for: Option<Duration>,
+    /// The gap a reservation following another process's slot leaves before its first slot
+    /// while a spacing margin is in force (see [`RedisStore::widen_spacing`]); zero when none
+    /// is. A process the server never refused learns from it that another found the server
+    /// strict, and how late its last slot before another process's may go.
+    pub(crate) junction: Duration,
 }
 
 /// What identifies one reserved slot to the release scripts. `at` is the slot's time
@@ -42,7 +47,8 @@ pub(crate) enum Token {
 }
 
 impl Token {
-    fn at(&self) -> i64 {
+    /// The slot's booked time (microseconds since the epoch, Redis's clock).
+    pub(crate) fn at(&self) -> i64 {
         match *self {
             Token::Gcra { at, .. } | Token::Sliding { at, .. } => at,
         }
@@ -53,6 +59,15 @@ impl Token {
     pub(crate) fn tat_after(&self) -> Option<i64> {
         match *self {
             Token::Gcra { after, .. } => Some(after),
+            Token::Sliding { .. } => None,
+        }
+    }
+
+    /// The TAT this slot was booked from, for an evenly spaced quota: the one the slot before
+    /// it left, when that slot was the one just before it.
+    pub(crate) fn tat_before(&self) -> Option<i64> {
+        match *self {
+            Token::Gcra { before, .. } => Some(before),
             Token::Sliding { .. } => None,
         }
     }
@@ -178,7 +193,7 @@ impl RedisStore {
     /// on Redis's clock, which every process shares. Every window of the quota holds: its own
     /// (by its model) and each [`Cap`] it stacks ([`Quota::and`]), counted as a sliding window.
     /// While a spacing margin is in force ([`widen_spacing`](Self::widen_spacing)), the first
-    /// slot of an evenly spaced quota comes three margins later than the interval alone would
+    /// slot of an evenly spaced quota comes six margins later than the interval alone would
     /// put it: a reservation made here is taken to follow another process's slots.
     ///
     /// # Errors
@@ -530,9 +545,10 @@ fn gcra_params(quota: &Quota, burst: u32) -> (u64, u64) {
     (interval, interval.saturating_mul(u64::from(burst - 1)))
 }
 
-/// `{now, (offset, a, b)..., [beyond], (count, frees_at) per cap}` as a [`Reservation`];
-/// `None` when malformed.
+/// `{now, (offset, a, b)..., [beyond], (count, frees_at) per cap, pause, junction}` as a
+/// [`Reservation`]; `None` when malformed.
 fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
+    let (&junction, reply) = reply.split_last()?;
     let (&pause, reply) = reply.split_last()?;
     let (&now, rest) = reply.split_first()?;
     let paused_for =
@@ -581,6 +597,7 @@ fn parse_reservation(quota: &Quota, reply: &[i64]) -> Option<Reservation> {
         caps,
         beyond,
         paused_for,
+        junction: Duration::from_micros(junction.max(0).unsigned_abs()),
     })
 }
 
@@ -599,8 +616,8 @@ mod tests {
             let quota = [Quota::per_minute(100), Quota::per_day(1_000)][..caps]
                 .iter()
                 .fold(quota, |quota, cap| quota.and(*cap));
-            // Redis's now, each cap's two numbers, the pause.
-            let tail = 2 + 2 * caps;
+            // Redis's now, each cap's two numbers, the pause, the junction gap.
+            let tail = 3 + 2 * caps;
             match parse_reservation(&quota, &reply) {
                 None => prop_assert!(reply.len() < tail || (reply.len() - tail) % 3 == 2),
                 Some(reservation) => {
@@ -610,7 +627,8 @@ mod tests {
                     prop_assert_eq!(reservation.tokens.len(), reservation.slots.len());
                     let kinds_match = reservation.tokens.iter().all(|token| matches!(token, Token::Gcra { .. }) == gcra);
                     prop_assert!(kinds_match);
-                    prop_assert_eq!(reservation.paused_for.is_some(), reply[reply.len() - 1] > reply[0]);
+                    prop_assert_eq!(reservation.paused_for.is_some(), reply[reply.len() - 2] > reply[0]);
+                    prop_assert_eq!(reservation.junction.is_zero(), reply[reply.len() - 1] <= 0);
                 }
             }
         }
@@ -672,7 +690,7 @@ mod tests {
 
     /// While a margin is in force, a reservation continuing the caller's own block of slots
     /// is spaced by the margin; one after another process's slot (or the caller's, after
-    /// another's) leaves the junction gap too: three margins more.
+    /// another's) leaves the junction gap too: six margins more, which the reply tells.
     #[tokio::test]
     async fn a_slot_after_another_process_leaves_the_junction_gap() {
         let Some(redis) = pacer_testkit::RedisServer::start() else {
@@ -680,7 +698,7 @@ mod tests {
         };
         let interval = 10_000; // 100 per second, in microseconds
         let spaced = interval * 11 / 10;
-        let junction = spaced + interval * 3 / 10;
+        let junction = spaced + interval * 6 / 10;
         let (one, other) = two_processes(&redis, "k", 0.1).await;
         let near = |apart: u64, expected: u64| apart.abs_diff(expected) <= 2;
         let (first, follows) = book(&one, "k", 3, None).await;
@@ -735,5 +753,70 @@ mod tests {
             tokio::time::sleep(beyond.saturating_sub(horizon)).await;
         };
         assert!(booked <= horizon, "{booked:?}");
+    }
+
+    /// Every reservation tells the junction gap in force (six margins of the interval), so a
+    /// process the server never refused learns that another found it strict; none without a
+    /// margin, and none from a sliding window, which spaces nothing.
+    #[tokio::test]
+    async fn the_reply_tells_the_junction_gap_in_force() {
+        let Some(redis) = pacer_testkit::RedisServer::start() else {
+            return;
+        };
+        let (one, other) = two_processes(&redis, "k", 0.1).await;
+        let quota = Quota::per_second(100)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO);
+        let junction = |reservation: super::Reservation| reservation.junction.as_micros();
+        let told = junction(
+            other
+                .reserve_within("k", &quota, 1, None, None)
+                .await
+                .unwrap(),
+        );
+        // 6 x 0.1 x 10 ms, decayed for a few milliseconds of an hour's half-life.
+        assert!((5_990..=6_000).contains(&told), "{told}");
+        let plain = junction(
+            one.reserve_within("plain", &quota, 1, None, None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(plain, 0);
+        let sliding = Quota::per_second(100).sliding_window();
+        let sliding = junction(
+            one.reserve_within("k", &sliding, 1, None, None)
+                .await
+                .unwrap(),
+        );
+        assert_eq!(sliding, 0);
+    }
+
+    /// The junction gap also follows another process's slot whose TAT has just passed: that
+    /// slot's send may still be on its way, late.
+    #[tokio::test]
+    async fn a_junction_just_after_the_tat_passed_still_leaves_the_gap() {
+        let Some(redis) = pacer_testkit::RedisServer::start() else {
+            return;
+        };
+        // At a margin of 1 and 10 per second: slots 200 ms apart, a junction gap of 600 ms.
+        let (one, other) = two_processes(&redis, "k", 1.0).await;
+        let quota = Quota::per_second(10)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO);
+        let at = |reservation: &super::Reservation| {
+            reservation.redis_now_micros + reservation.slots[0].as_micros() as u64
+        };
+        let first = one
+            .reserve_within("k", &quota, 1, None, None)
+            .await
+            .unwrap();
+        // The TAT (200 ms after the slot) passes; the junction (600 ms more) does not.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let theirs = other
+            .reserve_within("k", &quota, 1, None, None)
+            .await
+            .unwrap();
+        let apart = at(&theirs) - at(&first);
+        assert!(apart >= 790_000, "{apart} us apart");
     }
 }

@@ -299,3 +299,124 @@ async fn slots_held_inside_another_process_pause_are_dropped_at_the_next_reserva
     assert!(inside.is_empty(), "sent inside the pause: {inside:?}");
     assert_eq!(grants.len(), 7);
 }
+
+/// Three tasks of `limiter` send `count` requests in turn; every answer comes back after 2 ms
+/// but the one to the `late`-th send (0-based), after 40 ms (a send that reached the server
+/// late). Returns how long after that send the next one went out.
+async fn gap_after_a_late_answer(
+    limiter: &pacer_limit::Limiter,
+    count: usize,
+    late: usize,
+) -> Duration {
+    use pacer_limit::{Feedback, Outcome};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let sent = Arc::new(AtomicUsize::new(0));
+    let grants = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let (limiter, sent, grants) = (limiter.clone(), Arc::clone(&sent), Arc::clone(&grants));
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::timeout(Duration::from_secs(5), limiter.acquire(()))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let at = Instant::now();
+                    let n = sent.fetch_add(1, Ordering::SeqCst);
+                    if n >= count {
+                        return;
+                    }
+                    grants.lock().unwrap().push((at, n == late));
+                    let latency = if n == late { 40 } else { 2 };
+                    tokio::time::sleep(Duration::from_millis(latency)).await;
+                    limiter.observe(&(), Feedback::new(Outcome::Accepted, at));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut grants = grants.lock().unwrap().clone();
+    grants.sort_unstable();
+    let at = grants.iter().position(|&(_, late)| late).unwrap();
+    grants[at + 1].0 - grants[at].0
+}
+
+/// A process the server never refused learns from Redis that another one found it strict (a
+/// spacing margin is in force), and from then on holds its next send after a late answer, as
+/// the refused process does: otherwise each process of a fleet learns it from a refusal of its
+/// own, and each pauses the whole fleet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_never_refused_holds_after_a_late_answer_once_the_fleet_is_spaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // One send per 100 ms.
+    let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
+    let never_refused = shared_limiter(&redis, quota, |s| s).await;
+    // Nobody found the server strict: the send after the late one keeps its slot, 100 ms on.
+    let gap = gap_after_a_late_answer(&never_refused, 9, 7).await;
+    assert!(gap < Duration::from_millis(125), "{gap:?}");
+    // Another process was refused and widened the fleet's margin to 10 %: slots 110 ms apart.
+    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    // The next send waits out the late answer's excess (38 ms) past the interval: 138 ms. It
+    // goes late on its slot (110 ms), which this process's own next slot follows, rather than
+    // skipping it (220 ms).
+    let gap = gap_after_a_late_answer(&never_refused, 9, 7).await;
+    assert!(gap >= Duration::from_millis(130), "{gap:?}");
+    assert!(gap < Duration::from_millis(200), "{gap:?}");
+}
+
+/// Runs one send of `limiter` whose task wakes about 50 ms after its slot (the runtime's only
+/// thread is busy then), after one send on time; returns how many slots went unused.
+async fn a_send_that_wakes_late(limiter: &pacer_limit::Limiter) -> u64 {
+    limiter.acquire(()).await.unwrap();
+    let start = Instant::now();
+    let late = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move { limiter.acquire(()).await.unwrap() })
+    };
+    // The second slot is 100 ms (110 with the margin) after the first; the thread is busy
+    // from 100 to 160 ms.
+    tokio::time::sleep_until(start + Duration::from_millis(100)).await;
+    std::thread::sleep(Duration::from_millis(60));
+    tokio::time::timeout(Duration::from_secs(2), late)
+        .await
+        .unwrap()
+        .unwrap();
+    limiter.shared_stats().unwrap().slots_unused
+}
+
+/// While the server is known to be strict (a margin, and so a junction gap, is in force), a
+/// slot another process's may follow goes unused when its send would leave later than a share
+/// of the junction gap after it (a descheduled task): it would reach the server too close to
+/// the other process's next send, which knows nothing of it. The key takes the next slot
+/// instead. Without a margin, the slot grace alone decides.
+#[tokio::test]
+async fn a_slot_before_another_process_goes_unused_when_its_send_is_later_than_the_junction_allows()
+{
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // One send per 100 ms; a grace long enough for a send 50 ms late.
+    let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
+    let grace = |s: pacer_limit_redis::SharedQuota| s.slot_grace(Duration::from_millis(100));
+    let plain = shared_limiter(&redis, quota, grace).await;
+    assert_eq!(a_send_that_wakes_late(&plain).await, 0);
+
+    // With a margin of 10 %: a junction gap of 60 ms, a third of it is 20 ms.
+    let redis = RedisServer::start().unwrap();
+    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    let spaced = shared_limiter(&redis, quota, grace).await;
+    assert_eq!(a_send_that_wakes_late(&spaced).await, 1);
+}

@@ -6,16 +6,10 @@ use tokio::time::Instant;
 
 use crate::adaptive::Adaptive;
 use crate::lanes::{Lanes, Place};
-use crate::learned::{Answer, Learned};
+use crate::learned::{Answer, Learned, Sharing};
 use crate::priority::{Demand, Priority};
 use crate::quota::{Cap, Quota};
 use crate::source::{Admission, LocalSlots, SlotSource};
-
-/// On a shared quota, a hold skips the process's next slot only when it reaches further past
-/// it than this fraction of the interval (250 µs at 100 per second): a fleet of four on one
-/// 2-core machine skipped a slot for a median hold of 60 µs, 90 times in 30 s (3 % of the
-/// rate), and the fleets that skipped only beyond this did as well.
-const SKIP_BEYOND: u32 = 40;
 
 #[derive(Debug)]
 pub(crate) struct Bucket {
@@ -177,10 +171,19 @@ impl Bucket {
         let learned = self
             .learned
             .get_or_insert_with(|| Box::new(Learned::new(configured.effective_window(), now)));
-        let shared = self.shared.is_some();
-        let lesson = learned.on_answer(params, configured, answer, shared, now);
+        let sharing = match &self.shared {
+            None => Sharing::Alone,
+            Some(shared) => Sharing::Shared {
+                spaced: shared.applies_shared_spacing(),
+            },
+        };
+        let strict_elsewhere = self
+            .shared
+            .as_ref()
+            .is_some_and(|shared| shared.is_strict());
+        let lesson = learned.on_answer(params, configured, answer, sharing, now);
         let hold = (!answer.refused)
-            .then(|| learned.hold_after(configured, answer.sent_at, now))
+            .then(|| learned.hold_after(configured, answer.sent_at, now, strict_elsewhere))
             .flatten();
         let Some(lesson) = lesson else {
             if let Some(at) = hold {
@@ -206,22 +209,18 @@ impl Bucket {
 
     /// Holds the key's next send until `at` when its pacing alone would let it go sooner: an
     /// answer showed the last accepted send reached a strict server late (see
-    /// `crate::arrival`). This process's own pacing moves on from `at`; on a shared quota the
-    /// slots before `at` are skipped instead (the other processes' slots after them do not
-    /// move, so moving this one's would crowd theirs), when the hold reaches [`SKIP_BEYOND`]
-    /// past the next. Nobody is woken; a waiter due sooner finds the hold and waits on.
+    /// `crate::arrival`). This process's own pacing moves on from `at`; a shared source decides
+    /// how (the other processes' slots after its own do not move, see
+    /// [`SlotSource::hold_until`]). Nobody is woken; a waiter due sooner finds the hold and
+    /// waits on.
     fn hold_until(&mut self, at: Instant, now: Instant) {
         let due = self.nth_earliest(now, 0);
         if at <= due {
             return;
         }
-        // A skip costs a whole slot: a hold of a few microseconds is left to the margin.
-        if self.shared.is_some() && at - due < self.quota.emission_interval() / SKIP_BEYOND {
-            return;
-        }
         tracing::trace!(held = ?at - due, "last accepted send reached the server late; next send held");
         match &mut self.shared {
-            Some(shared) => shared.skip_before(at),
+            Some(shared) => shared.hold_until(at),
             None => self.local.on_pause(at),
         }
     }

@@ -44,6 +44,17 @@ pub(crate) struct Lesson {
     pub(crate) widened: Option<(f64, Duration)>,
 }
 
+/// Who else spends the key's quota, as [`Learned::on_answer`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// This process alone: the key's margin paces its sends here.
+    Alone,
+    /// Other processes too (a quota shared through Redis), whose margin is the fleet's.
+    /// `spaced`: the source spaces this process's slots by it too, so the key's own pacing
+    /// leaves it out (see `SlotSource::applies_shared_spacing`).
+    Shared { spaced: bool },
+}
+
 /// One answer, as [`Learned::on_answer`] takes it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Answer {
@@ -67,19 +78,21 @@ impl Learned {
     }
 
     /// An accepted request sent at `sent_at` was answered at `now`: on a key the server
-    /// refused for its spacing, the instant before which the next send could reach the server
-    /// within the key's interval of this one (see `crate::arrival`).
+    /// refused for its spacing (or, `strict_elsewhere`, refused another process sharing its
+    /// quota for it), the instant before which the next send could reach the server within
+    /// the key's interval of this one (see `crate::arrival`).
     pub(crate) fn hold_after(
         &self,
         configured: &Quota,
         sent_at: Instant,
         now: Instant,
+        strict_elsewhere: bool,
     ) -> Option<Instant> {
         let rate = self
             .rate_in_force
             .unwrap_or_else(|| f64::from(configured.limit()));
         let interval = configured.effective_window().div_f64(rate.max(1.0));
-        self.strict
+        (self.strict || strict_elsewhere)
             .then(|| self.arrivals.hold(sent_at, now, interval))
             .flatten()
     }
@@ -90,9 +103,10 @@ impl Learned {
         params: &Adaptive,
         configured: &Quota,
         answer: Answer,
-        shared: bool,
+        sharing: Sharing,
         now: Instant,
     ) -> Option<Lesson> {
+        let shared = sharing != Sharing::Alone;
         let window = configured.effective_window();
         let ceiling = f64::from(configured.limit());
         let rate = self.rate_in_force.unwrap_or(ceiling);
@@ -184,7 +198,7 @@ impl Learned {
                 true
             }
         };
-        let fraction = self.fraction(ceiling, now);
+        let fraction = self.fraction(ceiling, sharing, now);
         if !forced && (fraction - self.applied).abs() < PACE_STEP {
             return None;
         }
@@ -208,9 +222,13 @@ impl Learned {
             .then(|| rate / (accepted * params.backoff_fraction()))
     }
 
-    /// The share of the configured rate in force at `now`: the learned rate over the margin.
-    fn fraction(&self, ceiling: f64, now: Instant) -> f64 {
+    /// The share of the configured rate in force at `now`: the learned rate over the margin,
+    /// unless the source spaces the key's slots by the margin already.
+    fn fraction(&self, ceiling: f64, sharing: Sharing, now: Instant) -> f64 {
         let rate = self.rate_in_force.unwrap_or(ceiling) / ceiling;
+        if sharing == (Sharing::Shared { spaced: true }) {
+            return rate.min(1.0);
+        }
         (rate / (1.0 + self.spacing.extra(now))).min(1.0)
     }
 

@@ -57,12 +57,15 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// before it are unusable; after it, sends should leave evenly spaced, not in a herd.
     fn on_pause(&mut self, until: Instant);
 
-    /// Slots before `until` must go unused: the key's last accepted send reached a strict
-    /// server late (its answer came back late), and a send before `until` could arrive within
-    /// the server's interval of it ([`Limiter::observe`](crate::Limiter::observe)). Unlike a
-    /// pause, nothing after `until` moves, and a slot skipped stays spent: given back, another
-    /// process could send on it, as close to the late arrival. Default: as a pause.
-    fn skip_before(&mut self, until: Instant) {
+    /// The key's next send must not go out before `until`: its last accepted send reached a
+    /// strict server late (its answer came back late), and a send before `until` could arrive
+    /// within the server's interval of it ([`Limiter::observe`](crate::Limiter::observe)).
+    /// Unlike a pause, this is about the next send only. A source whose later slots are other
+    /// processes' too may send its next slot late, as far as the room its schedule leaves
+    /// before another process's slot allows, and skip the slots before `until` beyond that: a
+    /// skipped slot stays spent (given back, another process could send on it, as close to
+    /// the late arrival). Default: as a pause.
+    fn hold_until(&mut self, until: Instant) {
         self.on_pause(until);
     }
 
@@ -79,6 +82,25 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
     /// margin one process keeps to itself does not slow the others. Default: nobody else does.
     fn share_spacing(&self, now: Instant, extra: f64, half_life: Duration) {
         let _ = (now, extra, half_life);
+    }
+
+    /// Whether the margin given to [`share_spacing`](Self::share_spacing) spaces this process's
+    /// slots too (the source's schedule widens for every process, this one included). The
+    /// limiter then does not pace the key by the margin itself: that would add to the source's
+    /// spacing, and carry one late send's delay on to every slot after it, into the next
+    /// process's slot. Default: no (the limiter paces the key by its margin).
+    fn applies_shared_spacing(&self) -> bool {
+        false
+    }
+
+    /// Whether another user of the same quota found the server strict: a spacing margin it
+    /// learned ([`share_spacing`](Self::share_spacing)) is in force. The key then holds its next
+    /// send after a late answer as if the server had refused the key itself (see
+    /// [`hold_until`](Self::hold_until)): otherwise each process of a fleet learns that the
+    /// server measures arrivals only from a refusal of its own, and each such refusal pauses
+    /// the whole fleet. Default: nobody else does.
+    fn is_strict(&self) -> bool {
+        false
     }
 
     /// A waiter left the queue, with its slot or giving up; `waiting` remain, per lane. A

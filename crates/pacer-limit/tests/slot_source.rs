@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pacer_limit::{
-    Admission, Demand, HeadWaker, Limiter, LocalSlots, Priority, Quota, SlotSource, SlotSources,
+    Admission, Demand, Feedback, HeadWaker, Limiter, LocalSlots, Outcome, Priority, Quota,
+    SlotSource, SlotSources,
 };
 use tokio::time::Instant;
 
@@ -19,6 +20,12 @@ struct Store {
     shared_pause: Option<Instant>,
     left: Vec<usize>,
     wakers: Vec<HeadWaker>,
+    /// Whether the source spaces every process's slots by the margin shared with it.
+    spaces: bool,
+    /// Whether another user of the quota found the server strict.
+    strict: bool,
+    shared_spacing: Option<f64>,
+    held_until: Option<Instant>,
 }
 
 #[derive(Clone, Default)]
@@ -64,6 +71,22 @@ impl SlotSource for Source {
 
     fn share_pause(&self, _now: Instant, until: Instant) {
         self.0.lock().unwrap().shared_pause = Some(until);
+    }
+
+    fn share_spacing(&self, _now: Instant, extra: f64, _half_life: Duration) {
+        self.0.lock().unwrap().shared_spacing = Some(extra);
+    }
+
+    fn applies_shared_spacing(&self) -> bool {
+        self.0.lock().unwrap().spaces
+    }
+
+    fn is_strict(&self) -> bool {
+        self.0.lock().unwrap().strict
+    }
+
+    fn hold_until(&mut self, until: Instant) {
+        self.0.lock().unwrap().held_until = Some(until);
     }
 
     fn on_leave(&mut self, waiting: Demand) {
@@ -183,4 +206,60 @@ async fn local_slots_are_the_default_source() {
     slots.on_pause(now + Duration::from_secs(1));
     assert!(slots.nth_earliest(now, 0) >= now + Duration::from_secs(1));
     assert!(!slots.is_idle(now));
+}
+
+/// A limiter of 10 evenly spaced sends per second on `sources`, whose store is set up first.
+fn even_limiter(sources: &Sources, store: impl FnOnce(&mut Store)) -> Limiter {
+    store(&mut sources.0.lock().unwrap());
+    Limiter::builder(Quota::per_second(10).gcra(1).with_margin(Duration::ZERO))
+        .slot_sources(sources.clone())
+        .build()
+}
+
+/// A refusal with a wait widens the key's spacing margin and shares it with the source. A
+/// source that spaces every process's slots by it (a quota in Redis) keeps the margin out of
+/// the key's own pacing: paced by it twice, a send late by a millisecond would carry its
+/// delay to every send after it, up to the next process's slot. Otherwise the key paces by it.
+#[tokio::test(start_paused = true)]
+async fn a_margin_the_source_applies_is_not_paced_again_by_the_key() {
+    for spaces in [false, true] {
+        let sources = Sources::default();
+        let limiter = even_limiter(&sources, |store| store.spaces = spaces);
+        let now = Instant::now();
+        let refused =
+            Feedback::new(Outcome::Refused, now).pause_until(now + Duration::from_secs(1));
+        let _ = limiter.observe(&(), refused);
+        let margin = sources.0.lock().unwrap().shared_spacing;
+        assert!(margin.is_some_and(|m| m > 0.0), "{margin:?}");
+        let rate = limiter.quota(&()).rate_per_second();
+        if spaces {
+            assert!((rate - 10.0).abs() < 1e-9, "{rate}");
+        } else {
+            assert!(rate < 9.8, "{rate}");
+        }
+    }
+}
+
+/// A key the server never refused holds its next send after a late answer once its source
+/// says another user of the quota found the server strict; before, it holds nothing.
+#[tokio::test(start_paused = true)]
+async fn a_source_that_found_the_server_strict_makes_the_key_hold_after_a_late_answer() {
+    for strict in [false, true] {
+        let sources = Sources::default();
+        let limiter = even_limiter(&sources, |store| store.strict = strict);
+        // Answers after 1 ms set the key's usual latency.
+        for _ in 0..8 {
+            let sent = Instant::now();
+            tokio::time::advance(Duration::from_millis(1)).await;
+            let _ = limiter.observe(&(), Feedback::new(Outcome::Accepted, sent));
+            tokio::time::advance(Duration::from_millis(99)).await;
+        }
+        // This one comes back 20 ms later: it may have reached the server 19 ms late.
+        let sent = Instant::now();
+        tokio::time::advance(Duration::from_millis(20)).await;
+        let _ = limiter.observe(&(), Feedback::new(Outcome::Accepted, sent));
+        let held = sources.0.lock().unwrap().held_until;
+        let expected = strict.then(|| sent + Duration::from_millis(19 + 100));
+        assert_eq!(held, expected);
+    }
 }
