@@ -228,6 +228,10 @@ impl RemoteSlots {
 /// go late by: the rest is left for the two processes' clocks and their ways to the server.
 /// The room is the gap divided by this.
 const JUNCTION_ROOM: u32 = 3;
+/// The least junction room, as a fraction of the interval (500 µs at 100 per second): a
+/// decayed margin's room is within the noise of a waking task and of the fleet's clocks, and
+/// holding a slot to it would only lose slots.
+const ROOM_FLOOR: u32 = 20;
 
 /// Whether the slot of `next` directly follows that of `first` on the shared schedule: nobody
 /// booked a slot between them (the TAT one left is the one the other found, to the
@@ -286,8 +290,10 @@ impl SlotSource for RemoteSlots {
     }
 
     fn applies_shared_spacing(&self) -> bool {
-        // gcra.lua spaces every process's slots by the margin; a sliding window spaces nothing.
-        matches!(self.state().quota.model(), Model::Gcra { .. })
+        // gcra.lua spaces every process's slots by the margin; a sliding window spaces nothing,
+        // nor does the local share while Redis is away.
+        let state = self.state();
+        matches!(state.quota.model(), Model::Gcra { .. }) && state.local.is_none()
     }
 
     fn cap_count(&self, cap: &Cap, _now: Instant) -> Option<(u64, Instant)> {
@@ -672,27 +678,33 @@ impl KeySlots {
     /// The next send must not go out before `until` (see `SlotSource::hold_until`): the first
     /// leased slot goes late, when there is room after it. Followed by this process's own next
     /// slot, the room is half the way to it (that slot's send is held in turn, after this
-    /// one's answer, and the margin takes the lateness back slot by slot); else, the
-    /// [junction room](Self::junction_room). Beyond the room, the leased slots before `until`
-    /// go unused and stay spent. The local share while Redis is away is left alone: its slots
-    /// interleave with the other processes' on a grid that a late send would crowd.
+    /// one's answer, and the margin takes the lateness back slot by slot). Else it is half the
+    /// [junction room](Self::junction_room) (the other half is for the task that takes the
+    /// slot, which wakes a little late too: see [`expire`](Self::expire)). Lateness counts
+    /// from the slot's booked time, so holds never add up past the room. Beyond the room, the
+    /// leased slots before `until` go unused and stay spent. The local share while Redis is
+    /// away paces by a grid of its own, which no hold moves.
     fn hold_until(&mut self, until: Instant) {
         let Some(first) = self.leases.front() else {
             return;
         };
-        let late = until.saturating_duration_since(self.at(first));
-        if late.is_zero() {
+        if until <= self.at(first) {
             return;
         }
-        let room = match (self.junction_room(0), self.leases.get(1)) {
-            (Some(room), _) => room,
-            (None, Some(next)) => self.at(next).saturating_duration_since(self.at(first)) / 2,
-            (None, None) => Duration::ZERO,
+        let booked = self.booked(first);
+        let room = match self.leases.get(1) {
+            Some(next) if continues(first.token, next.token) => {
+                self.booked(next).saturating_duration_since(booked) / 2
+            }
+            _ => self.junction_room() / 2,
         };
+        let late = until.saturating_duration_since(booked);
         if late <= room {
-            let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX) + 1;
+            let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
             if let Some(first) = self.leases.front_mut() {
-                first.redis_micros = first.redis_micros.saturating_add(late);
+                let booked = u64::try_from(first.token.at()).unwrap_or(0);
+                let held = booked.saturating_add(late).saturating_add(1);
+                first.redis_micros = first.redis_micros.max(held);
             }
             return;
         }
@@ -704,17 +716,17 @@ impl KeySlots {
         self.leases.drain(..skipped);
     }
 
-    /// How late after its booked time the leased slot at `index` may go out when another
-    /// process's slot may follow it (this process leased none right after it) while a
-    /// junction gap is in force: a [share](JUNCTION_ROOM) of the gap. `None` when the slot
-    /// after it is this process's own, or no gap is in force.
-    fn junction_room(&self, index: usize) -> Option<Duration> {
-        let lease = self.leases.get(index)?;
-        let own_next = self
-            .leases
-            .get(index + 1)
-            .is_some_and(|next| continues(lease.token, next.token));
-        (!self.junction.is_zero() && !own_next).then(|| self.junction / JUNCTION_ROOM)
+    /// When a leased slot was booked for, on this process's clock (a hold may send it later).
+    fn booked(&self, lease: &Lease) -> Instant {
+        self.core
+            .local_instant(u64::try_from(lease.token.at()).unwrap_or(0))
+    }
+
+    /// How late after its booked time a slot that another process's may follow (this process
+    /// leased none right after it) may still go out without crowding that one: a
+    /// [share](JUNCTION_ROOM) of the junction gap, never less than a [floor](ROOM_FLOOR).
+    fn junction_room(&self) -> Duration {
+        (self.junction / JUNCTION_ROOM).max(self.quota.emission_interval() / ROOM_FLOOR)
     }
 
     /// Slots whose time passed by more than the grace would crowd other processes' slots.
@@ -728,9 +740,12 @@ impl KeySlots {
         let mut expired = 0;
         while let Some(lease) = self.leases.get(expired) {
             let mut deadline = later(self.at(lease), grace);
-            if let Some(room) = self.junction_room(expired) {
-                let booked = u64::try_from(lease.token.at()).unwrap_or(0);
-                deadline = deadline.min(later(self.core.local_instant(booked), room));
+            let own_next = self
+                .leases
+                .get(expired + 1)
+                .is_some_and(|next| continues(lease.token, next.token));
+            if !self.junction.is_zero() && !own_next {
+                deadline = deadline.min(later(self.booked(lease), self.junction_room()));
             }
             if deadline >= now {
                 break;

@@ -177,13 +177,13 @@ impl Bucket {
                 spaced: shared.applies_shared_spacing(),
             },
         };
-        let strict_elsewhere = self
+        let shared_strict = self
             .shared
             .as_ref()
             .is_some_and(|shared| shared.is_strict());
         let lesson = learned.on_answer(params, configured, answer, sharing, now);
         let hold = (!answer.refused)
-            .then(|| learned.hold_after(configured, answer.sent_at, now, strict_elsewhere))
+            .then(|| learned.hold_after(configured, answer.sent_at, now, shared_strict))
             .flatten();
         let Some(lesson) = lesson else {
             if let Some(at) = hold {

@@ -78,21 +78,21 @@ impl Learned {
     }
 
     /// An accepted request sent at `sent_at` was answered at `now`: on a key the server
-    /// refused for its spacing (or, `strict_elsewhere`, refused another process sharing its
-    /// quota for it), the instant before which the next send could reach the server within
-    /// the key's interval of this one (see `crate::arrival`).
+    /// refused for its spacing (or, `shared_strict`, one whose quota's users found the server
+    /// strict, see `SlotSource::is_strict`), the instant before which the next send could
+    /// reach the server within the key's interval of this one (see `crate::arrival`).
     pub(crate) fn hold_after(
         &self,
         configured: &Quota,
         sent_at: Instant,
         now: Instant,
-        strict_elsewhere: bool,
+        shared_strict: bool,
     ) -> Option<Instant> {
         let rate = self
             .rate_in_force
             .unwrap_or_else(|| f64::from(configured.limit()));
         let interval = configured.effective_window().div_f64(rate.max(1.0));
-        (self.strict || strict_elsewhere)
+        (self.strict || shared_strict)
             .then(|| self.arrivals.hold(sent_at, now, interval))
             .flatten()
     }
@@ -226,7 +226,7 @@ impl Learned {
     /// unless the source spaces the key's slots by the margin already.
     fn fraction(&self, ceiling: f64, sharing: Sharing, now: Instant) -> f64 {
         let rate = self.rate_in_force.unwrap_or(ceiling) / ceiling;
-        if sharing == (Sharing::Shared { spaced: true }) {
+        if matches!(sharing, Sharing::Shared { spaced: true }) {
             return rate.min(1.0);
         }
         (rate / (1.0 + self.spacing.extra(now))).min(1.0)

@@ -93,12 +93,12 @@ pub trait SlotSource: fmt::Debug + Send + 'static {
         false
     }
 
-    /// Whether another user of the same quota found the server strict: a spacing margin it
-    /// learned ([`share_spacing`](Self::share_spacing)) is in force. The key then holds its next
-    /// send after a late answer as if the server had refused the key itself (see
-    /// [`hold_until`](Self::hold_until)): otherwise each process of a fleet learns that the
-    /// server measures arrivals only from a refusal of its own, and each such refusal pauses
-    /// the whole fleet. Default: nobody else does.
+    /// Whether the users of the same quota found the server strict: a spacing margin one of
+    /// them learned and [shared](Self::share_spacing) (this process or another) is in force.
+    /// The key then holds its next send after a late answer as if the server had refused the
+    /// key itself (see [`hold_until`](Self::hold_until)): otherwise each process of a fleet
+    /// learns that the server measures arrivals only from a refusal of its own, and each such
+    /// refusal pauses the whole fleet. Default: no other user, nothing shared.
     fn is_strict(&self) -> bool {
         false
     }
