@@ -650,6 +650,13 @@ mod tests {
         assert!(!escape("}{}").contains(['{', '}']));
     }
 
+    /// `per_second` sends evenly spaced, without a margin.
+    fn even(per_second: u32) -> Quota {
+        Quota::per_second(per_second)
+            .gcra(1)
+            .with_margin(std::time::Duration::ZERO)
+    }
+
     /// Reserves `slots` of `key` continuing `follows`: each slot's time on Redis's clock, in
     /// microseconds, and the TAT the last one left.
     async fn book(
@@ -658,9 +665,7 @@ mod tests {
         slots: u32,
         follows: Option<i64>,
     ) -> (Vec<u64>, Option<i64>) {
-        let quota = Quota::per_second(100)
-            .gcra(1)
-            .with_margin(std::time::Duration::ZERO);
+        let quota = even(100);
         let reservation = store
             .reserve_within(key, &quota, slots, None, follows)
             .await
@@ -732,9 +737,7 @@ mod tests {
         let Some(redis) = pacer_testkit::RedisServer::start() else {
             return;
         };
-        let quota = Quota::per_second(100)
-            .gcra(1)
-            .with_margin(std::time::Duration::ZERO);
+        let quota = even(100);
         let (one, other) = two_processes(&redis, "k", 0.5).await;
         book(&one, "k", 4, None).await;
         let horizon = std::time::Duration::from_millis(10);
@@ -764,30 +767,20 @@ mod tests {
             return;
         };
         let (one, other) = two_processes(&redis, "k", 0.1).await;
-        let quota = Quota::per_second(100)
-            .gcra(1)
-            .with_margin(std::time::Duration::ZERO);
-        let junction = |reservation: super::Reservation| reservation.junction.as_micros();
-        let told = junction(
-            other
-                .reserve_within("k", &quota, 1, None, None)
-                .await
-                .unwrap(),
-        );
+        let quota = even(100);
+        // The gap one reservation of `key` under `quota` tells, in microseconds.
+        let junction = |store: &super::RedisStore, key: &'static str, quota: Quota| {
+            let store = store.clone();
+            async move {
+                let reservation = store.reserve_within(key, &quota, 1, None, None).await;
+                reservation.unwrap().junction.as_micros()
+            }
+        };
+        let told = junction(&other, "k", quota).await;
         // 6 x 0.1 x 10 ms, decayed for a few milliseconds of an hour's half-life.
         assert!((5_990..=6_000).contains(&told), "{told}");
-        let plain = junction(
-            one.reserve_within("plain", &quota, 1, None, None)
-                .await
-                .unwrap(),
-        );
-        assert_eq!(plain, 0);
-        let sliding = Quota::per_second(100).sliding_window();
-        let sliding = junction(
-            one.reserve_within("k", &sliding, 1, None, None)
-                .await
-                .unwrap(),
-        );
+        assert_eq!(junction(&one, "plain", quota).await, 0);
+        let sliding = junction(&one, "k", Quota::per_second(100).sliding_window()).await;
         assert_eq!(sliding, 0);
     }
 
@@ -800,9 +793,7 @@ mod tests {
         };
         // At a margin of 1 and 10 per second: slots 200 ms apart, a junction gap of 600 ms.
         let (one, other) = two_processes(&redis, "k", 1.0).await;
-        let quota = Quota::per_second(10)
-            .gcra(1)
-            .with_margin(std::time::Duration::ZERO);
+        let quota = even(10);
         let at = |reservation: &super::Reservation| {
             reservation.redis_now_micros + reservation.slots[0].as_micros() as u64
         };

@@ -330,7 +330,7 @@ async fn gap_after_a_late_answer(
                     grants.lock().unwrap().push((at, n == late));
                     let latency = if n == late { 40 } else { 2 };
                     tokio::time::sleep(Duration::from_millis(latency)).await;
-                    limiter.observe(&(), Feedback::new(Outcome::Accepted, at));
+                    let _ = limiter.observe(&(), Feedback::new(Outcome::Accepted, at));
                 }
             })
         })
