@@ -353,6 +353,9 @@ pub(crate) struct KeySlots {
     /// spacing margin is, i.e. some process found the server strict (see
     /// [`SlotSource::is_strict`]).
     junction: Duration,
+    /// A hold that came while no slot was leased (a reservation on its way): the next slots
+    /// delivered are held by it (see [`hold_until`](Self::hold_until)).
+    held_until: Option<Instant>,
 }
 
 impl KeySlots {
@@ -374,6 +377,7 @@ impl KeySlots {
             cap_counts: Vec::new(),
             booked_until: None,
             junction: Duration::ZERO,
+            held_until: None,
         }
     }
 
@@ -624,6 +628,9 @@ impl KeySlots {
                 token,
             });
         }
+        if let Some(until) = self.held_until.take() {
+            self.hold_until(until);
+        }
     }
 
     /// After a delivery at `now`: the next request for the waiters still without a slot, if
@@ -682,10 +689,13 @@ impl KeySlots {
     /// [junction room](Self::junction_room) (the other half is for the task that takes the
     /// slot, which wakes a little late too: see [`expire`](Self::expire)). Lateness counts
     /// from the slot's booked time, so holds never add up past the room. Beyond the room, the
-    /// leased slots before `until` go unused and stay spent. The local share while Redis is
-    /// away paces by a grid of its own, which no hold moves.
+    /// leased slots before `until` go unused and stay spent. With no slot leased (a
+    /// reservation on its way), the hold waits for the slots it brings. The local share while
+    /// Redis is away paces by a grid of its own, which no hold moves.
     fn hold_until(&mut self, until: Instant) {
         let Some(first) = self.leases.front() else {
+            // Kept for the slots on their way: they may come before `until`.
+            self.held_until = Some(self.held_until.map_or(until, |held| held.max(until)));
             return;
         };
         if until <= self.at(first) {

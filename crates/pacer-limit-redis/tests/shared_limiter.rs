@@ -300,11 +300,12 @@ async fn slots_held_inside_another_process_pause_are_dropped_at_the_next_reserva
     assert_eq!(grants.len(), 7);
 }
 
-/// Three tasks of `limiter` send `count` requests in turn; every answer comes back after 2 ms
-/// but the one to the `late`-th send (0-based), after 40 ms (a send that reached the server
-/// late). Returns how long after that send the next one went out.
+/// `tasks` tasks of `limiter` send `count` requests in turn; every answer comes back after
+/// 2 ms but the one to the `late`-th send (0-based), after 40 ms (a send that reached the
+/// server late). Returns how long after that send the next one went out.
 async fn gap_after_a_late_answer(
     limiter: &pacer_limit::Limiter,
+    tasks: usize,
     count: usize,
     late: usize,
 ) -> Duration {
@@ -313,7 +314,7 @@ async fn gap_after_a_late_answer(
     use std::sync::{Arc, Mutex};
     let sent = Arc::new(AtomicUsize::new(0));
     let grants = Arc::new(Mutex::new(Vec::new()));
-    let tasks: Vec<_> = (0..3)
+    let tasks: Vec<_> = (0..tasks)
         .map(|_| {
             let (limiter, sent, grants) = (limiter.clone(), Arc::clone(&sent), Arc::clone(&grants));
             tokio::spawn(async move {
@@ -357,7 +358,7 @@ async fn a_process_never_refused_holds_after_a_late_answer_once_the_fleet_is_spa
     let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
     let never_refused = shared_limiter(&redis, quota, |s| s).await;
     // Nobody found the server strict: the send after the late one keeps its slot, 100 ms on.
-    let gap = gap_after_a_late_answer(&never_refused, 9, 7).await;
+    let gap = gap_after_a_late_answer(&never_refused, 3, 9, 7).await;
     assert!(gap < Duration::from_millis(125), "{gap:?}");
     // Another process was refused and widened the fleet's margin to 10 %: slots 110 ms apart.
     let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
@@ -368,7 +369,7 @@ async fn a_process_never_refused_holds_after_a_late_answer_once_the_fleet_is_spa
     // The next send waits out the late answer's excess (38 ms) past the interval: 138 ms. It
     // goes late on its slot (110 ms), which this process's own next slot follows, rather than
     // skipping it (220 ms).
-    let gap = gap_after_a_late_answer(&never_refused, 9, 7).await;
+    let gap = gap_after_a_late_answer(&never_refused, 3, 9, 7).await;
     assert!(gap >= Duration::from_millis(130), "{gap:?}");
     assert!(gap < Duration::from_millis(200), "{gap:?}");
 }
@@ -420,4 +421,25 @@ async fn a_slot_before_another_process_goes_unused_when_its_send_is_later_than_t
     let spaced = shared_limiter(&redis, quota, grace).await;
     // (At least one: on a busy machine the next slot's task may wake too late as well.)
     assert!(a_send_that_wakes_late(&spaced).await >= 1);
+}
+
+/// A hold that comes while the process holds no slot (its one task was waiting for the
+/// answer; its next slot is not yet booked) waits for the slot on its way: otherwise a process
+/// of one task would never hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_with_no_slot_leased_waits_for_the_slots_on_their_way() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
+    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    let one_task = shared_limiter(&redis, quota, |s| s).await;
+    // The slot after the late send (110 ms on) is before the hold (138 ms on): the hold
+    // skips it, as the only slot held, which another process's may follow.
+    let gap = gap_after_a_late_answer(&one_task, 1, 9, 7).await;
+    assert!(gap >= Duration::from_millis(130), "{gap:?}");
 }
