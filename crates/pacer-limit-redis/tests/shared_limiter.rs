@@ -361,11 +361,7 @@ async fn a_process_never_refused_holds_after_a_late_answer_once_the_fleet_is_spa
     let gap = gap_after_a_late_answer(&never_refused, 3, 9, 7).await;
     assert!(gap < Duration::from_millis(125), "{gap:?}");
     // Another process was refused and widened the fleet's margin to 10 %: slots 110 ms apart.
-    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
-        .await
-        .unwrap();
-    let hour = Duration::from_secs(3600);
-    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    another_process_widened_the_margin(&redis).await;
     // The next send waits out the late answer's excess (38 ms) past the interval: 138 ms. It
     // goes late on its slot (110 ms), which this process's own next slot follows, rather than
     // skipping it (220 ms).
@@ -413,11 +409,7 @@ async fn a_slot_before_another_process_goes_unused_when_its_send_is_later_than_t
 
     // With a margin of 10 %: a junction gap of 60 ms, a third of it is 20 ms.
     let redis = RedisServer::start().unwrap();
-    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
-        .await
-        .unwrap();
-    let hour = Duration::from_secs(3600);
-    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    another_process_widened_the_margin(&redis).await;
     let spaced = shared_limiter(&redis, quota, grace).await;
     // (At least one: on a busy machine the next slot's task may wake too late as well.)
     assert!(a_send_that_wakes_late(&spaced).await >= 1);
@@ -432,14 +424,20 @@ async fn a_hold_with_no_slot_leased_waits_for_the_slots_on_their_way() {
         return;
     };
     let quota = Quota::per_second(10).gcra(1).with_margin(Duration::ZERO);
-    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
-        .await
-        .unwrap();
-    let hour = Duration::from_secs(3600);
-    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
+    another_process_widened_the_margin(&redis).await;
     let one_task = shared_limiter(&redis, quota, |s| s).await;
     // The slot after the late send (110 ms on) is before the hold (138 ms on): the hold
     // skips it, as the only slot held, which another process's may follow.
     let gap = gap_after_a_late_answer(&one_task, 1, 9, 7).await;
     assert!(gap >= Duration::from_millis(130), "{gap:?}");
+}
+
+/// What a refusal of another process leaves in `redis` for the key `()`: a spacing margin of
+/// 10 % (for an hour).
+async fn another_process_widened_the_margin(redis: &RedisServer) {
+    let store = pacer_limit_redis::RedisStore::connect(&redis.url(), "test")
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(3600);
+    store.widen_spacing("()", 0.1, 0.1, hour).await.unwrap();
 }

@@ -9,12 +9,11 @@
 //!    pause, each step worth what it saves, or at once to the noise the key's latencies show
 //!    when requests in flight are refused too; shrinking back over minutes) and leaves the
 //!    rate alone; on a quota shared through Redis the margin is the fleet's (one step per
-//!    round of refusals). From then on the key is known strict: a late answer holds its next send (see
-//!    `crate::arrival`). A repeated refusal after longer (noise no margin absorbs) goes to the rules
-//!    below. A round in which every request still in flight comes back refused as well
-//!    shows a full window rather than an early arrival: the rate
-//!    then drops at once to just under what the server accepted over the window (at most
-//!    halving). A refusal without a wait, or a busy window's count that shows the rate is
+//!    round of refusals). From then on the key is known strict: a late answer holds its next
+//!    send (see `crate::arrival`). A repeated refusal after longer (noise no margin absorbs)
+//!    goes to the rules below. A round in which every request still in flight comes back
+//!    refused as well shows a full window rather than an early arrival: the rate then drops
+//!    at once to just under what the server accepted over the window (at most halving). A refusal without a wait, or a busy window's count that shows the rate is
 //!    wrong, goes on to the rules below too.
 //! 1. **A burst is shrunk before the rate.** While the key's quota lets sends go out back to
 //!    back (a sliding window, a GCRA burst), a refusal switches it to even spacing at the same

@@ -16,8 +16,8 @@
 //! that, cannot arrive early however the excess split between the way there and back. The
 //! hold is applied only to keys the server has shown to be strict (it refused them for their
 //! spacing, or, on a quota shared with other processes, refused one of them) and costs only
-//! the lateness the margin does not cover. On a long link (the answer
-//! comes back after the next send went out) it holds nothing; the margin is what covers that.
+//! the lateness the margin does not cover. On a long link (the answer comes back after the
+//! next send went out) it holds nothing; the margin is what covers that.
 
 use std::time::Duration;
 

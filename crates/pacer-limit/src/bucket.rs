@@ -177,10 +177,9 @@ impl Bucket {
                 spaced: shared.applies_shared_spacing(),
             },
         };
-        let shared_strict = self
-            .shared
-            .as_ref()
-            .is_some_and(|shared| shared.is_strict());
+        // Asked only when the key did not learn it itself (a look into the source's state).
+        let shared = &self.shared;
+        let shared_strict = || shared.as_ref().is_some_and(|shared| shared.is_strict());
         let lesson = learned.on_answer(params, configured, answer, sharing, now);
         let hold = (!answer.refused)
             .then(|| learned.hold_after(configured, answer.sent_at, now, shared_strict))

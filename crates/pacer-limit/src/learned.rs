@@ -78,21 +78,22 @@ impl Learned {
     }
 
     /// An accepted request sent at `sent_at` was answered at `now`: on a key the server
-    /// refused for its spacing (or, `shared_strict`, one whose quota's users found the server
-    /// strict, see `SlotSource::is_strict`), the instant before which the next send could
-    /// reach the server within the key's interval of this one (see `crate::arrival`).
+    /// refused for its spacing (or one whose quota's users found the server strict, as
+    /// `shared_strict` tells when asked, see `SlotSource::is_strict`), the instant before which
+    /// the next send could reach the server within the key's interval of this one (see
+    /// `crate::arrival`).
     pub(crate) fn hold_after(
         &self,
         configured: &Quota,
         sent_at: Instant,
         now: Instant,
-        shared_strict: bool,
+        shared_strict: impl FnOnce() -> bool,
     ) -> Option<Instant> {
         let rate = self
             .rate_in_force
             .unwrap_or_else(|| f64::from(configured.limit()));
         let interval = configured.effective_window().div_f64(rate.max(1.0));
-        (self.strict || shared_strict)
+        (self.strict || shared_strict())
             .then(|| self.arrivals.hold(sent_at, now, interval))
             .flatten()
     }
