@@ -40,7 +40,11 @@ impl SlidingLog {
         let granule = if limit <= EXACT_UP_TO {
             Duration::ZERO
         } else {
-            window / GRANULES
+            // Rounded up to the nanosecond: GRANULES granules cover the whole window, so a
+            // window's live runs fall on at most GRANULES + 1 grid points (a granule cut short
+            // by the division left a window one point more).
+            let nanos = window.as_nanos().div_ceil(u128::from(GRANULES));
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
         };
         Self {
             runs: VecDeque::new(),
